@@ -1,0 +1,65 @@
+# SPDX-License-Identifier: MIT
+# Build settings for the project's own targets: warnings, -Werror and sanitizers.
+#
+# Everything lives in xcs_set_target_options() so that one call per target is the
+# whole story, as marl_set_target_options() is for marl. Warnings are PRIVATE and so
+# never reach a user of xcs::xcs.
+
+set(XCS_SANITIZE "" CACHE STRING "Sanitizer build: empty, 'address' (ASan+UBSan) or 'thread' (TSan)")
+set_property(CACHE XCS_SANITIZE PROPERTY STRINGS "" address thread)
+if(NOT XCS_SANITIZE MATCHES "^(|address|thread)$")
+  message(FATAL_ERROR "XCS_SANITIZE must be empty, 'address' or 'thread', not '${XCS_SANITIZE}'")
+endif()
+
+# -Werror by default only in CI (CI=true or any non-empty value but 'false'), so a
+# newer compiler's new warning does not break a user's or developer's build.
+set(xcs_werror_default OFF)
+if(DEFINED ENV{CI} AND NOT "$ENV{CI}" STREQUAL "" AND NOT "$ENV{CI}" STREQUAL "false")
+  set(xcs_werror_default ON)
+endif()
+option(XCS_WERROR "Treat warnings as errors in the project's own targets" ${xcs_werror_default})
+
+if(MSVC)
+  set(XCS_WARNING_FLAGS /W4 /permissive-)
+  set(xcs_werror_flag /WX)
+else()
+  set(XCS_WARNING_FLAGS -Wall -Wextra -Wpedantic)
+  set(xcs_werror_flag -Werror)
+endif()
+if(XCS_WERROR)
+  list(APPEND XCS_WARNING_FLAGS ${xcs_werror_flag})
+endif()
+
+if(XCS_SANITIZE STREQUAL "address")
+  set(XCS_SANITIZER_FLAGS
+      -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  set(XCS_SANITIZER_DEFINITIONS XCS_SANITIZE_ADDRESS=1)
+elseif(XCS_SANITIZE STREQUAL "thread")
+  set(XCS_SANITIZER_FLAGS -fsanitize=thread)
+  set(XCS_SANITIZER_DEFINITIONS XCS_SANITIZE_THREAD=1)
+else()
+  set(XCS_SANITIZER_FLAGS "")
+  set(XCS_SANITIZER_DEFINITIONS "")
+endif()
+
+# xcs_set_target_options(<target>)
+#   Warnings (and -Werror when XCS_WERROR) PRIVATE to <target>. Sanitizer flags for
+#   compile and link. On a library they are PUBLIC: every binary that links an
+#   instrumented xcs must itself be built and linked with the same sanitizer, so the
+#   tests, examples and any subproject get it without asking; an installed
+#   sanitizer build hands the flags on to its users for the same reason.
+function(xcs_set_target_options target)
+  target_compile_options(${target} PRIVATE ${XCS_WARNING_FLAGS})
+  if(NOT XCS_SANITIZE)
+    return()
+  endif()
+  get_target_property(type ${target} TYPE)
+  if(type MATCHES "LIBRARY$")
+    set(scope PUBLIC)
+  else()
+    set(scope PRIVATE)
+  endif()
+  target_compile_options(${target} ${scope} ${XCS_SANITIZER_FLAGS})
+  target_link_options(${target} ${scope} ${XCS_SANITIZER_FLAGS})
+  target_compile_definitions(${target} ${scope} ${XCS_SANITIZER_DEFINITIONS})
+endfunction()

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: MIT
+// How a call on traced values becomes a node: input values, constants, kernels, proxies.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include "xcs/detail/trace_context.hpp"
+#include "xcs/error.hpp"
+#include "xcs/graph.hpp"
+
+namespace xcs {
+template <class T>
+class traced;
+}  // namespace xcs
+
+namespace xcs::detail {
+
+// ---- traits ---------------------------------------------------------------------------
+
+template <class T>
+struct is_traced : std::false_type {};
+template <class T>
+struct is_traced<traced<T>> : std::true_type {};
+
+/// A container the body built from traced values; passed to an op it becomes a "pack" node.
+template <class T>
+struct is_traced_pack : std::false_type {};
+template <class T>
+struct is_traced_pack<std::vector<traced<T>>> : std::true_type {};
+template <class T, std::size_t N>
+struct is_traced_pack<std::array<traced<T>, N>> : std::true_type {};
+
+/// True for the argument types that make an op call (or operator) a recorded node.
+template <class A>
+inline constexpr bool is_trace_input_v =
+    is_traced<std::remove_cvref_t<A>>::value || is_traced_pack<std::remove_cvref_t<A>>::value;
+
+/// The type an op receives for an argument of type A once the plan runs.
+template <class A>
+struct input_type {
+  using type = std::decay_t<A>;  // arrays of char decay to const char*
+};
+template <class T>
+struct input_type<traced<T>> {
+  using type = T;
+};
+template <class T>
+struct input_type<std::vector<traced<T>>> {
+  using type = std::vector<T>;
+};
+template <class T, std::size_t N>
+struct input_type<std::array<traced<T>, N>> {
+  using type = std::array<T, N>;
+};
+template <class A>
+using input_type_t = typename input_type<std::remove_cvref_t<A>>::type;
+
+// ---- kernels ---------------------------------------------------------------------------
+
+template <class R>
+void destroy_value(void* p) noexcept {
+  static_cast<R*>(p)->~R();
+}
+
+template <class R>
+constexpr kernel make_kernel(void (*invoke)(const void*, const void* const*, std::uint32_t,
+                                            void*)) {
+  if constexpr (std::is_void_v<R>) {
+    return kernel{invoke, nullptr, 0, 1, &typeid(void)};
+  } else {
+    return kernel{invoke, &destroy_value<R>, sizeof(R), alignof(R), &typeid(R)};
+  }
+}
+
+/// Calls `Fn` on typed inputs `U...` and constructs its `R` result in place.
+template <class Fn, class R, class... U>
+struct op_kernel {
+  static void invoke(const void* fn, const void* const* in, std::uint32_t, void* out) {
+    call(*static_cast<const Fn*>(fn), in, out, std::index_sequence_for<U...>{});
+  }
+  template <std::size_t... I>
+  static void call(const Fn& f, const void* const* in, void* out, std::index_sequence<I...>) {
+    if constexpr (std::is_void_v<R>) {
+      std::invoke(f, *static_cast<const U*>(in[I])...);
+    } else {
+      ::new (out) R(std::invoke(f, *static_cast<const U*>(in[I])...));
+    }
+  }
+  static inline const kernel value = make_kernel<R>(&invoke);
+};
+
+/// Builds a container of `n` inputs of type T (the "pack" node).
+template <class C, class T>
+struct pack_kernel {
+  static void invoke(const void*, const void* const* in, std::uint32_t n, void* out) {
+    if constexpr (requires(C c) { c.reserve(std::size_t{}); }) {
+      C* c = ::new (out) C();
+      try {
+        c->reserve(n);
+        for (std::uint32_t i = 0; i < n; ++i) c->push_back(*static_cast<const T*>(in[i]));
+      } catch (...) {
+        c->~C();
+        throw;
+      }
+    } else {
+      fill(in, out, std::make_index_sequence<std::tuple_size_v<C>>{});
+    }
+  }
+  template <std::size_t... I>
+  static void fill(const void* const* in, void* out, std::index_sequence<I...>) {
+    ::new (out) C{{*static_cast<const T*>(in[I])...}};
+  }
+  static inline const kernel value = make_kernel<C>(&invoke);
+};
+
+template <class R>
+using op_result_t = std::decay_t<R>;
+
+// ---- inputs ----------------------------------------------------------------------------
+
+/// A string literal or char array passed to an op is kept as a `const char*` into a copy the
+/// graph owns, so the plan never points into the body's stack.
+struct owned_c_string {
+  std::string text;
+  const char* ptr;
+};
+
+template <class A>
+value_id input_of(trace_context& ctx, const A& a) {
+  using D = std::remove_cvref_t<A>;
+  if constexpr (is_traced<D>::value) {
+    context_of(a.context(), a.id());
+    return a.id();
+  } else if constexpr (is_traced_pack<D>::value) {
+    using C = input_type_t<D>;
+    using T = typename C::value_type;
+    std::vector<value_id> ids;
+    ids.reserve(a.size());
+    for (const auto& e : a) ids.push_back(input_of(ctx, e));
+    return ctx.g.add_node("pack", ids, pack_kernel<C, T>::value, nullptr, nullptr);
+  } else if constexpr (std::is_array_v<D> &&
+                       std::is_same_v<std::remove_cv_t<std::remove_extent_t<D>>, char>) {
+    auto s = std::make_shared<owned_c_string>();
+    s->text = std::string(a);
+    s->ptr = s->text.c_str();
+    return ctx.g.add_constant(std::shared_ptr<const void>(s, &s->ptr), typeid(const char*));
+  } else {
+    using T = std::decay_t<A>;
+    static_assert(std::is_copy_constructible_v<T>,
+                  "xcs: a plain value passed to an op while tracing becomes a constant of the "
+                  "plan and must be copyable");
+    return ctx.g.add_constant(std::make_shared<const T>(a), typeid(T));
+  }
+}
+
+/// The trace context of the first traced input among `a...`.
+template <class... A>
+trace_context& context_of_inputs(const A&... a) {
+  trace_context* ctx = nullptr;
+  auto pick = [&](const auto& x) {
+    using D = std::remove_cvref_t<decltype(x)>;
+    if (ctx) return;
+    if constexpr (is_traced<D>::value) {
+      ctx = x.context();
+    } else if constexpr (is_traced_pack<D>::value) {
+      if (!x.empty()) ctx = x.begin()->context();
+    }
+  };
+  (pick(a), ...);
+  if (!ctx) ctx = trace_context::current();
+  if (!ctx) throw trace_error("xcs: an op was called on traced values outside a trace");
+  return *ctx;
+}
+
+/// Records a call of `fn` (an op's callable, or an operator functor) on `a...`.
+template <class Fn, class... A>
+auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<const op_state_base> op,
+                 const A&... a) {
+  static_assert(std::is_invocable_v<const Fn&, const input_type_t<A>&...>,
+                "xcs::op: while a plan runs, an op receives its inputs as const lvalues and may "
+                "run on several threads at once; it must be callable as const with const T& "
+                "arguments (take them by value or by const reference, and avoid `mutable`)");
+  using R = op_result_t<std::invoke_result_t<const Fn&, const input_type_t<A>&...>>;
+  trace_context& ctx = context_of_inputs(a...);
+  std::array<value_id, sizeof...(A)> ids{input_of(ctx, a)...};
+  value_id r = ctx.g.add_node(name, ids, op_kernel<Fn, R, input_type_t<A>...>::value, fn,
+                              std::move(op));
+  if constexpr (std::is_void_v<R>) {
+    return traced<void>(&ctx, static_cast<node_id>(ctx.g.nodes().size() - 1));
+  } else {
+    return traced<R>(&ctx, r);
+  }
+}
+
+/// Operators run stateless functors; the kernel ignores `fn`.
+template <class Fn, class... A>
+auto record_operator(std::string_view spelling, const A&... a) {
+  static constexpr Fn functor{};
+  return record_call(spelling, &functor, nullptr, a...);
+}
+
+}  // namespace xcs::detail

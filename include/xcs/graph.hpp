@@ -1,0 +1,136 @@
+// SPDX-License-Identifier: MIT
+// The IR: the values a trace saw and the op nodes that produce them, in program order.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <typeinfo>
+#include <vector>
+
+namespace xcs {
+
+using value_id = std::uint32_t;
+using node_id = std::uint32_t;
+/// Marks "no value" (the result of a void op) and "no node".
+inline constexpr std::uint32_t no_id = ~std::uint32_t{0};
+
+/// Where a value comes from.
+enum class value_kind : std::uint8_t {
+  argument,  ///< an argument of the jitted call
+  element,   ///< an element of a container argument (or of a container element)
+  constant,  ///< a plain value the body passed to an op or operator
+  result,    ///< the result of a node
+};
+
+namespace detail {
+
+/// Shared state of one `xcs::op`: its name, hints and run-time statistics.
+struct op_state_base {
+  explicit op_state_base(std::string n) : name(std::move(n)) {}
+  op_state_base(const op_state_base&) = delete;
+  op_state_base& operator=(const op_state_base&) = delete;
+  virtual ~op_state_base() = default;
+
+  std::string name;
+  /// The user said the op blocks (I/O, sleep); it runs on the blocking lane from the start.
+  bool blocking_hint = false;
+  /// The scheduler saw an instance of this op sit in the kernel without using CPU.
+  /// Relaxed: a late read only delays the move to the blocking lane by one node.
+  mutable std::atomic<bool> observed_blocking{false};
+
+  // Per-op statistics, summed over every plan that ran this op. Relaxed: they are counters,
+  // read only for reporting.
+  mutable std::atomic<std::uint64_t> calls{0};
+  mutable std::atomic<std::uint64_t> errors{0};
+  mutable std::atomic<std::uint64_t> total_ns{0};
+  mutable std::atomic<std::uint64_t> max_ns{0};
+};
+
+/// How a node runs, type-erased: `invoke(fn, inputs, n, out)` calls the op on `n` typed inputs
+/// and constructs its result at `out` (unused for void ops). One static instance per
+/// instantiation, so nodes refer to it by pointer and tracing allocates nothing for it.
+struct kernel {
+  void (*invoke)(const void* fn, const void* const* inputs, std::uint32_t n, void* out);
+  void (*destroy)(void* value) noexcept;  ///< null for void results
+  std::size_t size;
+  std::size_t align;
+  const std::type_info* result_type;  ///< typeid(void) for void ops
+};
+
+/// Address of element `index` of a container value, type-erased.
+using element_address = const void* (*)(const void* container, std::size_t index);
+
+}  // namespace detail
+
+/// One value of the IR.
+struct value {
+  value_kind kind;
+  /// argument: its position; element: its index in `parent`; constant: slot in
+  /// graph::constants(); result: the producing node.
+  std::uint32_t index;
+  value_id parent = no_id;  ///< the container, for elements
+  const std::type_info* type = nullptr;
+  detail::element_address element = nullptr;  ///< for elements: how to find it in `parent`
+};
+
+/// One op call (or operator) of the IR.
+struct node {
+  std::string_view name;       ///< op name, or the operator's spelling ("+", "==")
+  std::uint32_t first_input;   ///< into graph::input_ids()
+  std::uint32_t input_count;
+  value_id result = no_id;     ///< no_id for void ops
+  const detail::kernel* kernel = nullptr;
+  const void* fn = nullptr;    ///< the callable; null for stateless kernels (operators)
+  std::shared_ptr<const detail::op_state_base> op;  ///< keeps `fn` and `name` alive; null for operators
+};
+
+/// The IR graph of one trace. Nodes are in program order, so every input of a node is an
+/// argument, an element, a constant or the result of an earlier node.
+/// Not thread-safe to build; immutable and freely shareable once the trace is over.
+class graph {
+ public:
+  value_id add_argument(std::uint32_t position, const std::type_info& type);
+  value_id add_element(value_id parent, std::uint32_t index, const std::type_info& type,
+                       detail::element_address element);
+  value_id add_constant(std::shared_ptr<const void> data, const std::type_info& type);
+  /// Records a node; returns its result value (no_id for void kernels).
+  value_id add_node(std::string_view name, std::span<const value_id> inputs,
+                    const detail::kernel& kernel, const void* fn,
+                    std::shared_ptr<const detail::op_state_base> op);
+
+  std::span<const value> values() const { return values_; }
+  std::span<const node> nodes() const { return nodes_; }
+  std::span<const value_id> inputs(const node& n) const {
+    return {input_ids_.data() + n.first_input, n.input_count};
+  }
+  std::span<const value_id> input_ids() const { return input_ids_; }
+  const void* constant(std::uint32_t slot) const { return constants_[slot].get(); }
+  std::size_t argument_count() const { return arguments_; }
+
+  /// The node producing `v`, or no_id if `v` is not a node result.
+  node_id producer(value_id v) const {
+    return values_[v].kind == value_kind::result ? values_[v].index : no_id;
+  }
+
+  /// One line per node: `%3 = summarize(%0) -> std::string`.
+  std::string listing() const;
+  /// Graphviz DOT; `groups`, if given, are drawn as ranks.
+  std::string dot(std::span<const std::vector<node_id>> groups = {}) const;
+
+  /// Readable name of a type ("std::string", "std::vector<int>").
+  static std::string type_name(const std::type_info& type);
+
+ private:
+  std::vector<value> values_;
+  std::vector<node> nodes_;
+  std::vector<value_id> input_ids_;
+  std::vector<std::shared_ptr<const void>> constants_;
+  std::size_t arguments_ = 0;
+};
+
+}  // namespace xcs

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: MIT
+// What a jitted function did: calls, traces, fallbacks, parallelism and measured speedup.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace xcs {
+
+/// Per-op-name figures, summed over every plan of the function that ran the op.
+struct op_stats {
+  std::string name;
+  std::uint64_t calls = 0;
+  std::uint64_t errors = 0;     ///< runs that threw
+  std::uint64_t total_ns = 0;
+  std::uint64_t max_ns = 0;
+};
+
+/// A snapshot of `jitted::stats()`. Counters are exact; the analysis fields describe the most
+/// recently compiled plan.
+struct stats {
+  std::uint64_t calls = 0;           ///< calls with plain arguments (not inlined in a trace)
+  std::uint64_t traces = 0;          ///< signatures traced
+  std::uint64_t retraces = 0;        ///< traces of a new signature while others were cached
+  std::string retrace_reason;        ///< how the last retraced signature differed
+  std::size_t cache_entries = 0;
+  std::size_t cache_capacity = 0;
+  std::uint64_t evictions = 0;
+  bool optimized = false;            ///< some signature runs a parallel plan
+  std::uint64_t fallback_calls = 0;  ///< calls that ran the callable directly
+  std::string fallback_reason;       ///< the last fallback's reason; empty if none
+  std::uint64_t plan_runs = 0;
+  std::size_t nodes = 0;
+  std::size_t parallel_groups = 0;
+  std::size_t max_parallelism = 0;
+  std::size_t critical_path = 0;     ///< nodes on the longest chain
+  double estimated_speedup = 1.0;    ///< nodes / critical path of the last plan
+  /// Measured: sum of op run times over wall time of the plan runs (0 before any run).
+  double speedup = 0.0;
+  std::vector<op_stats> ops;         ///< per op name, by total time, largest first
+};
+
+/// Multi-line human-readable form.
+std::string to_string(const stats& s);
+std::ostream& operator<<(std::ostream& os, const stats& s);
+
+}  // namespace xcs
+
+template <>
+struct fmt::formatter<xcs::stats> : fmt::formatter<std::string_view> {
+  template <class FormatContext>
+  auto format(const xcs::stats& s, FormatContext& ctx) const {
+    return fmt::formatter<std::string_view>::format(xcs::to_string(s), ctx);
+  }
+};

@@ -1,0 +1,273 @@
+// SPDX-License-Identifier: MIT
+// Traced values: the proxies a jitted body sees in place of its arguments and op results.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <memory>
+#include <type_traits>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "xcs/detail/record.hpp"
+#include "xcs/detail/trace_context.hpp"
+#include "xcs/graph.hpp"
+
+namespace xcs {
+
+/// A value that exists only in the IR while a body is traced: an argument, an element of a
+/// container argument, or the result of an op or operator. Copying it copies a handle.
+///
+/// What a body may do with it: pass it to ops, combine it with `+ - * / %` and
+/// `== != < <= > >=`, store it in containers, return it. Reading its concrete value (an `if`,
+/// a conversion to `T`, a call of a plain function taking `T`) compiles, but aborts the trace
+/// at run time, and the call falls back to calling the body directly.
+template <class T>
+class traced {
+ public:
+  using value_type = T;
+
+  traced(detail::trace_context* ctx, value_id id) noexcept : ctx_(ctx), id_(id) {}
+
+  value_id id() const noexcept { return id_; }
+  detail::trace_context* context() const noexcept { return ctx_; }
+
+  /// Aborts the trace: the value is not known until the plan runs.
+  operator T() const { detail::abort_on_read(ctx_, id_, typeid(T)); }
+
+  template <class U>
+  traced& operator+=(const U& u) {
+    return *this = *this + u;
+  }
+  template <class U>
+  traced& operator-=(const U& u) {
+    return *this = *this - u;
+  }
+  template <class U>
+  traced& operator*=(const U& u) {
+    return *this = *this * u;
+  }
+  template <class U>
+  traced& operator/=(const U& u) {
+    return *this = *this / u;
+  }
+  template <class U>
+  traced& operator%=(const U& u) {
+    return *this = *this % u;
+  }
+
+ private:
+  detail::trace_context* ctx_;
+  value_id id_;
+};
+
+/// The result of an op that returns `void`. It is recorded and runs once per call; there is
+/// nothing to read from it.
+template <>
+class traced<void> {
+ public:
+  traced(detail::trace_context* ctx, node_id node) noexcept : ctx_(ctx), node_(node) {}
+  node_id node() const noexcept { return node_; }
+  detail::trace_context* context() const noexcept { return ctx_; }
+
+ private:
+  detail::trace_context* ctx_;
+  node_id node_;
+};
+
+namespace detail {
+
+template <class C>
+const void* element_at(const void* container, std::size_t i) {
+  return &(*static_cast<const C*>(container))[i];
+}
+
+struct index_fn {
+  template <class C>
+  auto operator()(const C& c, std::size_t i) const {
+    if (i >= c.size()) throw std::out_of_range("xcs: index out of range");
+    return c[i];
+  }
+};
+
+/// A traced `std::vector` or `std::array`. For arguments (and their elements) the size is
+/// part of the signature, so `size()` is a plain number and each element is a traced value.
+/// For an op's result the size is unknown until the plan runs: `operator[]` records an
+/// index node and `size()` or iteration aborts the trace.
+template <class C, class T>
+class traced_sequence {
+ public:
+  using value_type = C;
+  using element_type = traced<T>;
+  using const_iterator = typename std::vector<element_type>::const_iterator;
+  using iterator = const_iterator;
+
+  traced_sequence(trace_context* ctx, value_id id) noexcept : ctx_(ctx), id_(id) {}
+  traced_sequence(trace_context* ctx, value_id id, std::vector<element_type> elements)
+      : ctx_(ctx),
+        id_(id),
+        elements_(std::make_shared<std::vector<element_type>>(std::move(elements))) {}
+
+  value_id id() const noexcept { return id_; }
+  trace_context* context() const noexcept { return ctx_; }
+
+  std::size_t size() const { return known().size(); }
+  bool empty() const { return size() == 0; }
+  const element_type& operator[](std::size_t i) const {
+    if (elements_) {
+      if (i >= elements_->size()) {
+        context_of(ctx_, id_).abort(ctx_->describe(id_) + " indexed out of range");
+      }
+      return (*elements_)[i];
+    }
+    if (!indexed_) indexed_ = std::make_shared<std::unordered_map<std::size_t, element_type>>();
+    auto it = indexed_->find(i);
+    if (it == indexed_->end()) {
+      auto e = record_operator<index_fn>("[]", static_cast<const traced<C>&>(*this), i);
+      it = indexed_->emplace(i, e).first;
+    }
+    return it->second;
+  }
+  const element_type& at(std::size_t i) const { return (*this)[i]; }
+  const element_type& front() const { return (*this)[0]; }
+  const element_type& back() const { return (*this)[size() - 1]; }
+  const_iterator begin() const { return known().begin(); }
+  const_iterator end() const { return known().end(); }
+
+  /// Aborts the trace, as for every traced value.
+  operator C() const { abort_on_read(ctx_, id_, typeid(C)); }
+
+ private:
+  const std::vector<element_type>& known() const {
+    if (!elements_) {
+      if constexpr (requires { std::tuple_size<C>::value; }) {
+        std::vector<element_type> all;
+        for (std::size_t i = 0; i < std::tuple_size_v<C>; ++i) all.push_back((*this)[i]);
+        elements_ = std::make_shared<std::vector<element_type>>(std::move(all));
+      } else {
+        context_of(ctx_, id_).abort(ctx_->describe(id_) +
+                                    " is a std::vector whose size is not known until the op "
+                                    "runs; index it with [] or pass it to another op");
+      }
+    }
+    return *elements_;
+  }
+
+  trace_context* ctx_;
+  value_id id_;
+  mutable std::shared_ptr<const std::vector<element_type>> elements_;
+  mutable std::shared_ptr<std::unordered_map<std::size_t, element_type>> indexed_;
+};
+
+}  // namespace detail
+
+/// A traced `std::vector<T>` (not `std::vector<bool>`, which has no element addresses).
+template <class T>
+  requires(!std::is_same_v<T, bool>)
+class traced<std::vector<T>> : public detail::traced_sequence<std::vector<T>, T> {
+ public:
+  using detail::traced_sequence<std::vector<T>, T>::traced_sequence;
+};
+
+/// A traced `std::array<T, N>`; its size is always known.
+template <class T, std::size_t N>
+class traced<std::array<T, N>> : public detail::traced_sequence<std::array<T, N>, T> {
+ public:
+  using detail::traced_sequence<std::array<T, N>, T>::traced_sequence;
+};
+
+namespace detail {
+
+/// The proxy for argument (or element) `id` whose concrete value in this call is `actual`.
+template <class T>
+traced<T> make_proxy(trace_context& ctx, const T& actual, value_id id) {
+  if constexpr (requires { typename traced<T>::element_type; }) {
+    using E = typename traced<T>::element_type::value_type;
+    std::vector<traced<E>> elements;
+    elements.reserve(actual.size());
+    for (std::size_t i = 0; i < actual.size(); ++i) {
+      value_id e = ctx.g.add_element(id, static_cast<std::uint32_t>(i), typeid(E),
+                                     &element_at<T>);
+      elements.push_back(make_proxy<E>(ctx, actual[i], e));
+    }
+    return traced<T>(&ctx, id, std::move(elements));
+  } else {
+    return traced<T>(&ctx, id);
+  }
+}
+
+/// True if the body left the proxy as it was handed in (it did not assign to an argument it
+/// took by reference).
+template <class T>
+bool unmodified(const traced<T>& p, value_id id) {
+  if (p.id() != id) return false;
+  if constexpr (requires { typename traced<T>::element_type; }) {
+    // Elements are exposed as const references, so they cannot be reassigned.
+  }
+  return true;
+}
+
+// Operator functors: the operation the node runs.
+#define XCS_DETAIL_BINARY_FUNCTOR(name, op)                        \
+  struct name {                                                    \
+    template <class A, class B>                                    \
+    auto operator()(const A& a, const B& b) const -> decltype(a op b) { \
+      return a op b;                                               \
+    }                                                              \
+  };
+XCS_DETAIL_BINARY_FUNCTOR(plus_fn, +)
+XCS_DETAIL_BINARY_FUNCTOR(minus_fn, -)
+XCS_DETAIL_BINARY_FUNCTOR(multiplies_fn, *)
+XCS_DETAIL_BINARY_FUNCTOR(divides_fn, /)
+XCS_DETAIL_BINARY_FUNCTOR(modulus_fn, %)
+XCS_DETAIL_BINARY_FUNCTOR(equal_fn, ==)
+XCS_DETAIL_BINARY_FUNCTOR(not_equal_fn, !=)
+XCS_DETAIL_BINARY_FUNCTOR(less_fn, <)
+XCS_DETAIL_BINARY_FUNCTOR(less_equal_fn, <=)
+XCS_DETAIL_BINARY_FUNCTOR(greater_fn, >)
+XCS_DETAIL_BINARY_FUNCTOR(greater_equal_fn, >=)
+#undef XCS_DETAIL_BINARY_FUNCTOR
+
+struct negate_fn {
+  template <class A>
+  auto operator()(const A& a) const -> decltype(-a) {
+    return -a;
+  }
+};
+
+/// At least one operand is traced, and the operation exists on the underlying types.
+template <class Fn, class A, class B>
+concept traced_binary = (is_traced<A>::value || is_traced<B>::value) &&
+                        std::is_invocable_v<const Fn&, const input_type_t<A>&,
+                                            const input_type_t<B>&>;
+
+}  // namespace detail
+
+// Arithmetic and comparison on traced values record a node; plain operands become constants.
+#define XCS_DETAIL_BINARY_OPERATOR(op, functor)                             \
+  template <class A, class B>                                               \
+    requires detail::traced_binary<detail::functor, A, B>                   \
+  auto operator op(const A& a, const B& b) {                                \
+    return detail::record_operator<detail::functor>(#op, a, b);             \
+  }
+XCS_DETAIL_BINARY_OPERATOR(+, plus_fn)
+XCS_DETAIL_BINARY_OPERATOR(-, minus_fn)
+XCS_DETAIL_BINARY_OPERATOR(*, multiplies_fn)
+XCS_DETAIL_BINARY_OPERATOR(/, divides_fn)
+XCS_DETAIL_BINARY_OPERATOR(%, modulus_fn)
+XCS_DETAIL_BINARY_OPERATOR(==, equal_fn)
+XCS_DETAIL_BINARY_OPERATOR(!=, not_equal_fn)
+XCS_DETAIL_BINARY_OPERATOR(<, less_fn)
+XCS_DETAIL_BINARY_OPERATOR(<=, less_equal_fn)
+XCS_DETAIL_BINARY_OPERATOR(>, greater_fn)
+XCS_DETAIL_BINARY_OPERATOR(>=, greater_equal_fn)
+#undef XCS_DETAIL_BINARY_OPERATOR
+
+template <class T>
+  requires std::is_invocable_v<const detail::negate_fn&, const T&>
+auto operator-(const traced<T>& a) {
+  return detail::record_operator<detail::negate_fn>("neg", a);
+}
+
+}  // namespace xcs

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: MIT
+// Building and printing the IR graph.
+#include "xcs/graph.hpp"
+
+#include <cxxabi.h>
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <string>
+
+namespace xcs {
+
+value_id graph::add_argument(std::uint32_t position, const std::type_info& type) {
+  values_.push_back({value_kind::argument, position, no_id, &type, nullptr});
+  ++arguments_;
+  return static_cast<value_id>(values_.size() - 1);
+}
+
+value_id graph::add_element(value_id parent, std::uint32_t index, const std::type_info& type,
+                            detail::element_address element) {
+  values_.push_back({value_kind::element, index, parent, &type, element});
+  return static_cast<value_id>(values_.size() - 1);
+}
+
+value_id graph::add_constant(std::shared_ptr<const void> data, const std::type_info& type) {
+  constants_.push_back(std::move(data));
+  values_.push_back({value_kind::constant, static_cast<std::uint32_t>(constants_.size() - 1),
+                     no_id, &type, nullptr});
+  return static_cast<value_id>(values_.size() - 1);
+}
+
+value_id graph::add_node(std::string_view name, std::span<const value_id> inputs,
+                         const detail::kernel& kernel, const void* fn,
+                         std::shared_ptr<const detail::op_state_base> op) {
+  node n;
+  n.name = name;
+  n.first_input = static_cast<std::uint32_t>(input_ids_.size());
+  n.input_count = static_cast<std::uint32_t>(inputs.size());
+  n.kernel = &kernel;
+  n.fn = fn;
+  n.op = std::move(op);
+  input_ids_.insert(input_ids_.end(), inputs.begin(), inputs.end());
+  auto id = static_cast<node_id>(nodes_.size());
+  if (kernel.size > 0) {
+    values_.push_back({value_kind::result, id, no_id, kernel.result_type, nullptr});
+    n.result = static_cast<value_id>(values_.size() - 1);
+  }
+  nodes_.push_back(std::move(n));
+  return nodes_.back().result;
+}
+
+std::string graph::type_name(const std::type_info& type) {
+  int status = 0;
+  char* raw = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
+  std::string name = status == 0 && raw ? raw : type.name();
+  std::free(raw);
+  // Shorten the standard library's spelled-out defaults.
+  const std::string long_string =
+      "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >";
+  for (std::size_t p; (p = name.find(long_string)) != std::string::npos;) {
+    name.replace(p, long_string.size(), "std::string");
+  }
+  for (std::size_t p; (p = name.find("std::__cxx11::")) != std::string::npos;) {
+    name.replace(p, 14, "std::");
+  }
+  // "std::vector<int, std::allocator<int> >" -> "std::vector<int>"
+  for (std::size_t p = 0; (p = name.find(", std::allocator<", p)) != std::string::npos;) {
+    int depth = 0;
+    std::size_t e = p + 2;
+    for (; e < name.size(); ++e) {
+      if (name[e] == '<') ++depth;
+      if (name[e] == '>' && --depth == 0) break;
+    }
+    if (e >= name.size()) break;
+    std::size_t end = e + 1;
+    if (end < name.size() && name[end] == ' ') ++end;
+    name.erase(p, end - p);
+  }
+  return name;
+}
+
+namespace {
+
+std::string value_name(const graph& g, value_id v) {
+  const value& val = g.values()[v];
+  switch (val.kind) {
+    case value_kind::argument:
+      return fmt::format("arg{}", val.index);
+    case value_kind::element:
+      return fmt::format("{}[{}]", value_name(g, val.parent), val.index);
+    case value_kind::constant:
+      return fmt::format("const:{}", graph::type_name(*val.type));
+    case value_kind::result:
+      return fmt::format("%{}", val.index);
+  }
+  return "?";
+}
+
+}  // namespace
+
+std::string graph::listing() const {
+  std::string out;
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    const node& n = nodes_[i];
+    std::string args;
+    for (value_id v : inputs(n)) {
+      if (!args.empty()) args += ", ";
+      args += value_name(*this, v);
+    }
+    fmt::format_to(std::back_inserter(out), "%{} = {}({}) -> {}\n", i, n.name, args,
+                   type_name(*n.kernel->result_type));
+  }
+  return out;
+}
+
+std::string graph::dot(std::span<const std::vector<node_id>> groups) const {
+  std::string out = "digraph xcs {\n  rankdir=TB;\n  node [shape=box, style=rounded];\n";
+  for (std::size_t i = 0; i < arguments_; ++i) {
+    fmt::format_to(std::back_inserter(out), "  arg{0} [label=\"arg{0}\", shape=ellipse];\n", i);
+  }
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    fmt::format_to(std::back_inserter(out), "  n{} [label=\"%{} {}\"];\n", i, i, nodes_[i].name);
+  }
+  for (std::size_t i = 0; i < nodes_.size(); ++i) {
+    for (value_id v : inputs(nodes_[i])) {
+      value_id root = v;
+      while (values_[root].kind == value_kind::element) root = values_[root].parent;
+      const value& src = values_[root];
+      if (src.kind == value_kind::result) {
+        fmt::format_to(std::back_inserter(out), "  n{} -> n{};\n", src.index, i);
+      } else if (src.kind == value_kind::argument) {
+        fmt::format_to(std::back_inserter(out), "  arg{} -> n{};\n", src.index, i);
+      }
+    }
+  }
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    fmt::format_to(std::back_inserter(out), "  subgraph cluster_group{} {{\n    label=\"group {}\";\n    style=dashed;\n    rank=same;\n   ", gi, gi);
+    for (node_id n : groups[gi]) fmt::format_to(std::back_inserter(out), " n{};", n);
+    out += "\n  }\n";
+  }
+  out += "}\n";
+  return out;
+}
+
+}  // namespace xcs

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: MIT
+// Plan cache, statistics, logging and strict mode of a jitted function.
+#include "xcs/detail/jit_core.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "xcs/error.hpp"
+
+namespace xcs::detail {
+namespace {
+
+bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v && std::strcmp(v, "0") != 0;
+}
+
+template <class... A>
+void log(fmt::format_string<A...> f, A&&... a) {
+  if (!jit_core::log_enabled()) return;
+  std::string line = fmt::format(f, std::forward<A>(a)...);
+  std::fprintf(stderr, "[xcs] %s\n", line.c_str());
+}
+
+}  // namespace
+
+bool jit_core::log_enabled() noexcept {
+  static const bool on = env_flag("XCS_LOG");
+  return on;
+}
+
+bool jit_core::strict() noexcept {
+  static const bool on = env_flag("XCS_STRICT");
+  return on;
+}
+
+std::shared_ptr<cache_entry> jit_core::lookup(const signature& sig, bool& trace) {
+  trace = false;
+  std::uint64_t now = tick_.fetch_add(1, std::memory_order_relaxed);
+  {
+    std::shared_lock lock(cache_mutex_);
+    auto it = map_.find(sig);
+    if (it != map_.end()) {
+      it->second->last_use.store(now, std::memory_order_relaxed);
+      return it->second;
+    }
+  }
+  std::unique_lock lock(cache_mutex_);
+  auto it = map_.find(sig);
+  if (it != map_.end()) return it->second;
+  if (map_.size() >= capacity_) {
+    auto victim = std::min_element(map_.begin(), map_.end(), [](const auto& a, const auto& b) {
+      return a.second->last_use.load(std::memory_order_relaxed) <
+             b.second->last_use.load(std::memory_order_relaxed);
+    });
+    map_.erase(victim);
+    evictions_.fetch_add(1, std::memory_order_relaxed);
+  }
+  auto e = std::make_shared<cache_entry>();
+  e->last_use.store(now, std::memory_order_relaxed);
+  map_.emplace(sig, e);
+  trace = true;
+  traces_.fetch_add(1, std::memory_order_relaxed);
+  if (last_sig_) {
+    retraces_.fetch_add(1, std::memory_order_relaxed);
+    std::string why = sig.difference(*last_sig_);
+    log("retrace: {}", why);
+    std::lock_guard info(info_mutex_);
+    retrace_reason_ = std::move(why);
+  } else {
+    log("trace: {}", sig.to_string());
+  }
+  last_sig_ = sig;
+  return e;
+}
+
+void jit_core::wait_ready(cache_entry& e) {
+  std::unique_lock lock(e.mutex);
+  e.ready_cv.wait(lock, [&] { return e.ready; });
+}
+
+void jit_core::publish(cache_entry& e, const signature& sig, trace_result t) noexcept {
+  std::shared_ptr<const plan> p;
+  std::string reason = std::move(t.reason);
+  if (reason.empty()) {
+    try {
+      p = std::make_shared<const plan>(t.ir, t.info, std::move(t.recipe));
+    } catch (const std::bad_alloc&) {
+      reason = "out of memory while compiling the plan";
+    } catch (const std::exception& ex) {
+      reason = fmt::format("compiling the plan failed: {}", ex.what());
+    }
+  }
+  try {
+    std::lock_guard info(info_mutex_);
+    if (p) {
+      nodes_ = t.ir->nodes().size();
+      groups_ = t.info.parallel_groups.size();
+      widest_ = t.info.max_parallelism;
+      critical_ = t.info.critical_path.size();
+      estimated_ = t.info.estimated_speedup;
+      for (const node& n : t.ir->nodes()) {
+        if (n.op && std::find(ops_.begin(), ops_.end(), n.op) == ops_.end()) ops_.push_back(n.op);
+      }
+      log("compiled {}: {} nodes, {} groups, widest {}, critical path {}", sig.to_string(),
+          nodes_, groups_, widest_, critical_);
+    } else {
+      fallback_reason_ = reason;
+      log("fallback for {}: {}", sig.to_string(), reason);
+    }
+  } catch (...) {
+  }
+  if (p) optimized_.store(true, std::memory_order_relaxed);
+  {
+    std::lock_guard lock(e.mutex);
+    e.compiled = std::move(p);
+    e.reason = std::move(reason);
+    e.ready = true;
+  }
+  e.ready_cv.notify_all();
+}
+
+void jit_core::fallback(const cache_entry& e) {
+  fallback_calls_.fetch_add(1, std::memory_order_relaxed);
+  if (strict()) throw error("xcs (XCS_STRICT): the call fell back: " + e.reason);
+}
+
+bool jit_core::cached(const signature& sig) const {
+  std::shared_lock lock(cache_mutex_);
+  return map_.count(sig) != 0;
+}
+
+void jit_core::set_capacity(std::size_t n) {
+  std::unique_lock lock(cache_mutex_);
+  capacity_ = std::max<std::size_t>(n, 1);
+}
+
+std::string jit_core::explain(const signature& sig, const trace_result& t) const {
+  std::string out = fmt::format("signature: {}\ncached: {}\n", sig.to_string(),
+                                cached(sig) ? "yes" : "no");
+  if (!t.reason.empty()) {
+    out += fmt::format("fallback: {}\n", t.reason);
+    return out;
+  }
+  out += fmt::format("nodes: {}\n", t.ir->nodes().size());
+  out += t.ir->listing();
+  out += "parallel groups:\n";
+  for (std::size_t i = 0; i < t.info.parallel_groups.size(); ++i) {
+    out += fmt::format("  {}:", i);
+    for (node_id n : t.info.parallel_groups[i]) out += fmt::format(" %{}", n);
+    out += "\n";
+  }
+  out += "critical path:";
+  for (node_id n : t.info.critical_path) {
+    out += fmt::format(" %{}({})", n, t.ir->nodes()[n].name);
+  }
+  out += fmt::format("\nmax parallelism: {}\nestimated speedup: {:.2f}\n", t.info.max_parallelism,
+                     t.info.estimated_speedup);
+  return out;
+}
+
+xcs::stats jit_core::stats() const {
+  xcs::stats s;
+  s.calls = calls_.load(std::memory_order_relaxed);
+  s.traces = traces_.load(std::memory_order_relaxed);
+  s.retraces = retraces_.load(std::memory_order_relaxed);
+  s.evictions = evictions_.load(std::memory_order_relaxed);
+  s.fallback_calls = fallback_calls_.load(std::memory_order_relaxed);
+  s.plan_runs = plan_runs_.load(std::memory_order_relaxed);
+  s.optimized = optimized_.load(std::memory_order_relaxed);
+  std::uint64_t wall = wall_ns_.load(std::memory_order_relaxed);
+  s.speedup = wall ? static_cast<double>(op_ns_.load(std::memory_order_relaxed)) /
+                         static_cast<double>(wall)
+                   : 0.0;
+  {
+    std::shared_lock lock(cache_mutex_);
+    s.cache_entries = map_.size();
+    s.cache_capacity = capacity_;
+  }
+  std::lock_guard info(info_mutex_);
+  s.fallback_reason = fallback_reason_;
+  s.retrace_reason = retrace_reason_;
+  s.nodes = nodes_;
+  s.parallel_groups = groups_;
+  s.max_parallelism = widest_;
+  s.critical_path = critical_;
+  s.estimated_speedup = estimated_;
+  // Ops are grouped by name: two ops may share one.
+  for (const auto& op : ops_) {
+    auto it = std::find_if(s.ops.begin(), s.ops.end(),
+                           [&](const op_stats& o) { return o.name == op->name; });
+    if (it == s.ops.end()) {
+      s.ops.push_back({op->name});
+      it = s.ops.end() - 1;
+    }
+    it->calls += op->calls.load(std::memory_order_relaxed);
+    it->errors += op->errors.load(std::memory_order_relaxed);
+    it->total_ns += op->total_ns.load(std::memory_order_relaxed);
+    it->max_ns = std::max(it->max_ns, op->max_ns.load(std::memory_order_relaxed));
+  }
+  std::sort(s.ops.begin(), s.ops.end(),
+            [](const op_stats& a, const op_stats& b) { return a.total_ns > b.total_ns; });
+  return s;
+}
+
+}  // namespace xcs::detail

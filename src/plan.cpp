@@ -1,0 +1,511 @@
+// SPDX-License-Identifier: MIT
+// Plan compilation and the run loop: dependency counting over a frame of per-call state.
+#include "xcs/plan.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <exception>
+#include <new>
+
+#include "scheduler.hpp"
+
+namespace xcs {
+namespace detail {
+namespace {
+
+/// Below this much queued work (ns), waking a sleeping thread (~2-5 µs for the waker, more
+/// for the wakee) costs more than running the work here.
+constexpr std::uint64_t kWakeNs = 20'000;
+/// An op not yet measured is assumed to be worth a wake.
+constexpr std::uint64_t kUnknownNs = ~std::uint64_t{0} >> 2;
+
+enum node_state : std::uint8_t { pending = 0, constructed = 1, threw = 2, skipped = 3, ran = 4 };
+
+}  // namespace
+
+/// The per-call state of a run. Frames are pooled by their plan, so a cached call allocates
+/// nothing here.
+class frame final : public job {
+ public:
+  explicit frame(const plan& p);
+  ~frame() override;
+
+  void start(std::span<const void* const> args);
+  /// Owner: runs the graph to completion with the pool's help; rethrows the first error.
+  void run_to_end();
+  void destroy_results() noexcept;
+  void* value(value_id v) const noexcept;
+  std::uint64_t op_ns() const noexcept { return op_ns_; }
+
+  bool has_work() const noexcept override {
+    std::uint32_t h = head_.load(std::memory_order_seq_cst);
+    return h < n_ && queue_[h].load(std::memory_order_seq_cst) >= 0;
+  }
+  void help() noexcept override {
+    for (node_id n = pop(); n != no_id; n = pop()) run_chain(n);
+  }
+
+ private:
+  node_id pop() noexcept;
+  void push(node_id v) noexcept {
+    std::uint32_t t = tail_.fetch_add(1, std::memory_order_relaxed);
+    queue_[t].store(static_cast<std::int32_t>(v), std::memory_order_seq_cst);
+  }
+  std::uint64_t estimate(node_id n) const noexcept {
+    std::uint32_t e = p_.est_ns_[n].load(std::memory_order_relaxed);
+    return e == 0 ? kUnknownNs : e;
+  }
+  bool is_blocking(node_id n) const noexcept {
+    const op_state_base* op = p_.nodes_[n].op;
+    return op && (op->blocking_hint || op->observed_blocking.load(std::memory_order_relaxed));
+  }
+  void run_chain(node_id n) noexcept;
+  void execute(node_id n) noexcept;
+  /// Releases n's successors; returns one to run next on this thread (or no_id when
+  /// `keep` is false), pushes the others and wakes help if they are worth it.
+  node_id release(node_id n, bool keep, std::uint64_t next_hint) noexcept;
+  void shared_work(std::uint64_t queued_ns, bool always) noexcept;
+  void finish_one() noexcept;
+  void offload(node_id n) noexcept;
+  void park() noexcept;
+
+  const plan& p_;
+  const std::uint32_t n_;
+  std::unique_ptr<std::atomic<std::uint32_t>[]> join_;
+  std::unique_ptr<std::atomic<std::int32_t>[]> queue_;  // ready nodes; -1 = not yet written
+  std::unique_ptr<std::uint8_t[]> state_;
+  std::unique_ptr<std::uint32_t[]> dur_;
+  std::vector<const void*> in_ptrs_;    // one per input slot of the plan
+  std::vector<const void*> call_ptrs_;  // per value; set for argument and element values
+  std::byte* storage_ = nullptr;
+  std::size_t storage_align_ = alignof(std::max_align_t);
+
+  std::atomic<std::uint32_t> head_{0}, tail_{0};
+  std::atomic<std::uint32_t> remaining_{0};  // seq_cst: pairs with owner_parked_
+  std::atomic<std::uint32_t> first_error_{no_id};
+  std::mutex error_mutex_;  // guards error_ and writes of first_error_
+  std::exception_ptr error_;
+  std::atomic<bool> owner_parked_{false};
+  std::atomic<std::uint32_t> epoch_{0};  // bumped to wake a parked owner
+  std::atomic<bool> offered_{false};
+  std::uint64_t op_ns_ = 0;
+};
+
+frame::frame(const plan& p)
+    : p_(p),
+      n_(static_cast<std::uint32_t>(p.nodes_.size())),
+      join_(new std::atomic<std::uint32_t>[n_]),
+      queue_(new std::atomic<std::int32_t>[n_]),
+      state_(new std::uint8_t[n_]),
+      dur_(new std::uint32_t[n_]),
+      in_ptrs_(p.in_values_.size()),
+      call_ptrs_(p.values_.size()) {
+  for (const auto& ni : p.nodes_) {
+    if (ni.kernel->align > storage_align_) storage_align_ = ni.kernel->align;
+  }
+  storage_ = static_cast<std::byte*>(
+      ::operator new(std::max<std::size_t>(p.storage_bytes_, 1), std::align_val_t{storage_align_}));
+  for (std::size_t i = 0; i < in_ptrs_.size(); ++i) {
+    const auto& loc = p.values_[p.in_values_[i]];
+    if (loc.kind == value_kind::constant) {
+      in_ptrs_[i] = p.graph_->constant(loc.a);
+    } else if (loc.kind == value_kind::result) {
+      in_ptrs_[i] = storage_ + loc.a;
+    }
+  }
+}
+
+frame::~frame() { ::operator delete(storage_, std::align_val_t{storage_align_}); }
+
+void frame::start(std::span<const void* const> args) {
+  for (std::uint32_t i = 0; i < n_; ++i) {
+    join_[i].store(p_.nodes_[i].join, std::memory_order_relaxed);
+    queue_[i].store(-1, std::memory_order_relaxed);
+  }
+  std::memset(state_.get(), pending, n_);
+  head_.store(0, std::memory_order_relaxed);
+  tail_.store(0, std::memory_order_relaxed);
+  remaining_.store(n_, std::memory_order_relaxed);
+  first_error_.store(no_id, std::memory_order_relaxed);
+  error_ = nullptr;
+  offered_.store(false, std::memory_order_relaxed);
+  op_ns_ = 0;
+  for (value_id v : p_.call_values_) {
+    const auto& loc = p_.values_[v];
+    if (loc.kind == value_kind::argument) {
+      call_ptrs_[v] = args[loc.a];
+    } else {
+      call_ptrs_[v] = p_.graph_->values()[v].element(call_ptrs_[loc.a], loc.b);
+    }
+  }
+  for (std::uint32_t slot : p_.call_inputs_) in_ptrs_[slot] = call_ptrs_[p_.in_values_[slot]];
+}
+
+node_id frame::pop() noexcept {
+  std::uint32_t h = head_.load(std::memory_order_acquire);
+  while (h < n_) {
+    std::int32_t v = queue_[h].load(std::memory_order_seq_cst);
+    if (v < 0) return no_id;
+    if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel)) {
+      return static_cast<node_id>(v);
+    }
+  }
+  return no_id;
+}
+
+void frame::execute(node_id n) noexcept {
+  const auto& ni = p_.nodes_[n];
+  participant* me = scheduler::on_blocking_lane() ? nullptr : &scheduler::self();
+  const op_state_base* outer = nullptr;
+  if (me) {
+    outer = me->op.load(std::memory_order_relaxed);
+    me->seq.store(me->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    me->op.store(ni.op ? ni.op : outer, std::memory_order_relaxed);
+  }
+  void* out = ni.storage == no_id ? nullptr : storage_ + ni.storage;
+  std::int64_t t0 = now_ns();
+  try {
+    ni.kernel->invoke(ni.fn, in_ptrs_.data() + ni.first_input, ni.input_count, out);
+    state_[n] = out ? constructed : ran;
+  } catch (...) {
+    state_[n] = threw;
+    std::lock_guard lock(error_mutex_);
+    if (n < first_error_.load(std::memory_order_relaxed)) {
+      error_ = std::current_exception();
+      first_error_.store(n, std::memory_order_release);
+    }
+  }
+  std::int64_t d = now_ns() - t0;
+  dur_[n] = d > 0xffffffffLL ? 0xffffffffu : static_cast<std::uint32_t>(std::max<std::int64_t>(d, 1));
+  if (me) {
+    me->seq.store(me->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    me->op.store(outer, std::memory_order_relaxed);
+  }
+}
+
+void frame::run_chain(node_id n) noexcept {
+  while (n != no_id) {
+    if (n > first_error_.load(std::memory_order_acquire)) {
+      // A node earlier in program order threw: the direct call would never reach this one.
+      state_[n] = skipped;
+      dur_[n] = 0;
+    } else if (is_blocking(n) && !scheduler::on_blocking_lane()) {
+      offload(n);
+      n = pop();
+      continue;
+    } else {
+      execute(n);
+    }
+    node_id next = release(n, true, 0);
+    finish_one();
+    n = next;
+  }
+}
+
+node_id frame::release(node_id n, bool keep, std::uint64_t) noexcept {
+  const auto& ni = p_.nodes_[n];
+  node_id next = no_id;
+  std::uint64_t queued_ns = 0;
+  bool pushed = false;
+  for (std::uint32_t i = 0; i < ni.successor_count; ++i) {
+    node_id s = p_.successors_[ni.first_successor + i];
+    if (join_[s].fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
+    if (keep && next == no_id) {
+      next = s;
+      continue;
+    }
+    push(s);
+    pushed = true;
+    queued_ns += estimate(s);
+  }
+  if (pushed) {
+    // The work this thread turns to next delays what it queued: count it in.
+    if (next != no_id) queued_ns += estimate(next);
+    shared_work(queued_ns, !keep);
+  }
+  return next;
+}
+
+void frame::shared_work(std::uint64_t queued_ns, bool always) noexcept {
+  bool worth = always || queued_ns >= kWakeNs;
+  if (!worth && !scheduler::started()) return;  // cheap work: never start the pool for it
+  scheduler& s = scheduler::instance();
+  if (!offered_.load(std::memory_order_relaxed)) {
+    offered_.store(true, std::memory_order_relaxed);
+    try {
+      s.offer(*this);
+    } catch (...) {
+      // Could not list the run (no memory for the lock?): the owner still drains it.
+    }
+  }
+  if (!worth) return;
+  s.wake();
+  if (owner_parked_.load(std::memory_order_seq_cst)) {
+    epoch_.fetch_add(1, std::memory_order_seq_cst);
+    epoch_.notify_one();
+  }
+}
+
+void frame::finish_one() noexcept {
+  if (remaining_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+      owner_parked_.load(std::memory_order_seq_cst)) {
+    epoch_.fetch_add(1, std::memory_order_seq_cst);
+    epoch_.notify_one();
+  }
+}
+
+void frame::offload(node_id n) noexcept {
+  helpers.fetch_add(1, std::memory_order_relaxed);
+  try {
+    scheduler::instance().run_blocking([this, n] {
+      if (n > first_error_.load(std::memory_order_acquire)) {
+        state_[n] = skipped;
+        dur_[n] = 0;
+      } else {
+        execute(n);
+      }
+      release(n, false, 0);
+      finish_one();
+      helpers.fetch_sub(1, std::memory_order_release);  // last touch of the frame
+    });
+  } catch (...) {
+    // No thread or memory for the lane: run it here.
+    helpers.fetch_sub(1, std::memory_order_relaxed);
+    execute(n);
+    node_id next = release(n, false, 0);
+    (void)next;
+    finish_one();
+  }
+}
+
+void frame::park() noexcept {
+  participant& me = scheduler::self();
+  const op_state_base* outer = me.op.exchange(nullptr, std::memory_order_relaxed);
+  std::uint32_t e = epoch_.load(std::memory_order_seq_cst);
+  owner_parked_.store(true, std::memory_order_seq_cst);
+  if (!has_work() && remaining_.load(std::memory_order_seq_cst) != 0) {
+    epoch_.wait(e, std::memory_order_seq_cst);
+  }
+  owner_parked_.store(false, std::memory_order_relaxed);
+  me.op.store(outer, std::memory_order_relaxed);
+}
+
+void frame::run_to_end() {
+  const auto& roots = p_.roots_;
+  std::uint64_t queued_ns = 0;
+  for (std::size_t i = 1; i < roots.size(); ++i) {
+    push(roots[i]);
+    queued_ns += estimate(roots[i]);
+  }
+  if (roots.size() > 1) shared_work(queued_ns + estimate(roots[0]), false);
+  if (!roots.empty()) run_chain(roots[0]);
+  for (;;) {
+    for (node_id n = pop(); n != no_id; n = pop()) run_chain(n);
+    if (remaining_.load(std::memory_order_seq_cst) == 0) break;
+    park();
+  }
+  if (offered_.load(std::memory_order_relaxed)) {
+    scheduler::instance().retract(*this);
+  } else {
+    while (helpers.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  }
+  // Learn durations and report per-op statistics, one atomic add per run of equal ops.
+  const op_state_base* cur = nullptr;
+  std::uint64_t calls = 0, errors = 0, total = 0, longest = 0;
+  auto flush = [&] {
+    if (!cur || calls == 0) return;
+    cur->calls.fetch_add(calls, std::memory_order_relaxed);
+    if (errors) cur->errors.fetch_add(errors, std::memory_order_relaxed);
+    cur->total_ns.fetch_add(total, std::memory_order_relaxed);
+    std::uint64_t m = cur->max_ns.load(std::memory_order_relaxed);
+    while (longest > m &&
+           !cur->max_ns.compare_exchange_weak(m, longest, std::memory_order_relaxed)) {
+    }
+  };
+  for (std::uint32_t i = 0; i < n_; ++i) {
+    if (state_[i] == pending || state_[i] == skipped) continue;
+    std::uint32_t d = dur_[i];
+    op_ns_ += d;
+    p_.est_ns_[i].store(d, std::memory_order_relaxed);
+    const op_state_base* op = p_.nodes_[i].op;
+    if (!op) continue;
+    if (op != cur) {
+      flush();
+      cur = op;
+      calls = errors = total = longest = 0;
+    }
+    ++calls;
+    errors += state_[i] == threw;
+    total += d;
+    longest = std::max<std::uint64_t>(longest, d);
+  }
+  flush();
+  if (error_) {
+    std::exception_ptr e = std::exchange(error_, nullptr);
+    std::rethrow_exception(e);
+  }
+}
+
+void frame::destroy_results() noexcept {
+  for (std::uint32_t i = 0; i < n_; ++i) {
+    if (state_[i] == constructed) p_.nodes_[i].kernel->destroy(storage_ + p_.nodes_[i].storage);
+  }
+}
+
+void* frame::value(value_id v) const noexcept {
+  const auto& loc = p_.values_[v];
+  switch (loc.kind) {
+    case value_kind::argument:
+    case value_kind::element:
+      return const_cast<void*>(call_ptrs_[v]);
+    case value_kind::constant:
+      return const_cast<void*>(p_.graph_->constant(loc.a));
+    case value_kind::result:
+      return storage_ + loc.a;
+  }
+  return nullptr;
+}
+
+}  // namespace detail
+
+plan::plan(std::shared_ptr<const graph> g, const analysis& a, detail::result_recipe recipe)
+    : graph_(std::move(g)), recipe_(std::move(recipe)) {
+  const graph& gr = *graph_;
+  const auto nodes = gr.nodes();
+  const std::size_t n = nodes.size();
+  nodes_.resize(n);
+  in_values_.assign(gr.input_ids().begin(), gr.input_ids().end());
+
+  std::vector<std::uint32_t> succ_count(n, 0);
+  for (std::size_t i = 0; i < n; ++i) {
+    for (node_id p : a.predecessors[i]) ++succ_count[p];
+  }
+  std::uint32_t offset = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    nodes_[i].first_successor = offset;
+    nodes_[i].successor_count = 0;
+    offset += succ_count[i];
+  }
+  successors_.resize(offset);
+  std::size_t storage = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const node& nd = nodes[i];
+    auto& ni = nodes_[i];
+    ni.kernel = nd.kernel;
+    ni.fn = nd.fn;
+    ni.op = nd.op.get();
+    ni.first_input = nd.first_input;
+    ni.input_count = nd.input_count;
+    ni.join = static_cast<std::uint32_t>(a.predecessors[i].size());
+    for (node_id p : a.predecessors[i]) {
+      auto& pi = nodes_[p];
+      successors_[pi.first_successor + pi.successor_count++] = static_cast<node_id>(i);
+    }
+    if (ni.join == 0) roots_.push_back(static_cast<node_id>(i));
+    if (nd.kernel->size > 0) {
+      storage = (storage + nd.kernel->align - 1) / nd.kernel->align * nd.kernel->align;
+      ni.storage = static_cast<std::uint32_t>(storage);
+      storage += nd.kernel->size;
+    } else {
+      ni.storage = no_id;
+    }
+  }
+  storage_bytes_ = storage;
+
+  const auto values = gr.values();
+  values_.resize(values.size());
+  for (std::size_t v = 0; v < values.size(); ++v) {
+    const value& val = values[v];
+    auto& loc = values_[v];
+    loc.kind = val.kind;
+    switch (val.kind) {
+      case value_kind::argument:
+        loc.a = val.index;
+        call_values_.push_back(static_cast<value_id>(v));
+        break;
+      case value_kind::element:
+        loc.a = val.parent;
+        loc.b = val.index;
+        call_values_.push_back(static_cast<value_id>(v));
+        break;
+      case value_kind::constant:
+        loc.a = val.index;
+        break;
+      case value_kind::result:
+        loc.a = nodes_[val.index].storage;
+        break;
+    }
+  }
+  for (std::uint32_t slot = 0; slot < in_values_.size(); ++slot) {
+    value_kind k = values_[in_values_[slot]].kind;
+    if (k == value_kind::argument || k == value_kind::element) call_inputs_.push_back(slot);
+  }
+  // A node result read by a single leaf of the return value can be moved out, not copied.
+  std::vector<std::uint32_t> uses(values.size(), 0);
+  for (const auto& l : recipe_.leaves) ++uses[l.value];
+  for (auto& l : recipe_.leaves) {
+    l.move = values_[l.value].kind == value_kind::result && uses[l.value] == 1;
+  }
+  est_ns_.reset(new std::atomic<std::uint32_t>[n]);
+  for (std::size_t i = 0; i < n; ++i) est_ns_[i].store(0, std::memory_order_relaxed);
+  frame_bytes_ = sizeof(detail::frame) + n * (4 + 4 + 1 + 4) + in_values_.size() * sizeof(void*) +
+                 values_.size() * sizeof(void*) + storage_bytes_;
+}
+
+plan::~plan() {
+  for (detail::frame* f : free_frames_) delete f;
+}
+
+std::size_t plan::bytes_per_node() const noexcept {
+  if (nodes_.empty()) return 0;
+  std::size_t bytes = nodes_.size() * (sizeof(node_info) + sizeof(std::atomic<std::uint32_t>)) +
+                      in_values_.size() * sizeof(value_id) + successors_.size() * sizeof(node_id) +
+                      roots_.size() * sizeof(node_id) + values_.size() * sizeof(value_loc) +
+                      (call_values_.size() + call_inputs_.size()) * sizeof(std::uint32_t);
+  return bytes / nodes_.size();
+}
+
+detail::frame* plan::acquire_frame() const {
+  {
+    std::lock_guard lock(frames_mutex_);
+    if (!free_frames_.empty()) {
+      detail::frame* f = free_frames_.back();
+      free_frames_.pop_back();
+      return f;
+    }
+  }
+  return new detail::frame(*this);
+}
+
+void plan::release_frame(detail::frame* f) const noexcept {
+  f->destroy_results();
+  try {
+    std::lock_guard lock(frames_mutex_);
+    // Keep a few frames per plan: enough for the threads that call it at once.
+    if (free_frames_.size() < 16) {
+      free_frames_.push_back(f);
+      return;
+    }
+  } catch (...) {
+  }
+  delete f;
+}
+
+plan::result::~result() {
+  if (frame_) plan_->release_frame(frame_);
+}
+
+void* plan::result::value(value_id v) const noexcept { return frame_->value(v); }
+
+plan::result plan::run(std::span<const void* const> args) const {
+  detail::frame* f = acquire_frame();
+  result r(*this, f);
+  std::int64_t t0 = detail::now_ns();
+  f->start(args);
+  f->run_to_end();  // rethrows; `r` recycles the frame
+  r.wall_ns = static_cast<std::uint64_t>(detail::now_ns() - t0);
+  r.op_ns = f->op_ns();
+  return r;
+}
+
+}  // namespace xcs

@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: MIT
+// Printing stats.
+#include "xcs/stats.hpp"
+
+#include <fmt/format.h>
+
+#include <ostream>
+
+namespace xcs {
+
+std::string to_string(const stats& s) {
+  std::string out = fmt::format(
+      "xcs stats: calls={} traces={} retraces={} cache_entries={}/{} evictions={}\n"
+      "  optimized={} plan_runs={} fallback_calls={}\n"
+      "  nodes={} parallel_groups={} max_parallelism={} critical_path={}\n"
+      "  estimated_speedup={:.2f} speedup={:.2f} (measured: op time / wall time)",
+      s.calls, s.traces, s.retraces, s.cache_entries, s.cache_capacity, s.evictions,
+      s.optimized, s.plan_runs, s.fallback_calls, s.nodes, s.parallel_groups, s.max_parallelism,
+      s.critical_path, s.estimated_speedup, s.speedup);
+  if (!s.fallback_reason.empty()) out += fmt::format("\n  fallback_reason: {}", s.fallback_reason);
+  if (!s.retrace_reason.empty()) out += fmt::format("\n  retrace_reason: {}", s.retrace_reason);
+  for (const op_stats& o : s.ops) {
+    out += fmt::format("\n  op {:<16} calls={} errors={} total={:.3f}ms max={:.3f}ms", o.name,
+                       o.calls, o.errors, static_cast<double>(o.total_ns) / 1e6,
+                       static_cast<double>(o.max_ns) / 1e6);
+  }
+  return out;
+}
+
+std::ostream& operator<<(std::ostream& os, const stats& s) { return os << to_string(s); }
+
+}  // namespace xcs
