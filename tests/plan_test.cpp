@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: MIT
+// Running a plan: every op exactly once per call, and the direct call's exception, in program
+// order, with later ops not started and started ones waited for.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <xcs/xcs.hpp>
+
+#include <atomic>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace {
+
+using ::testing::HasSubstr;
+using xcs_test::invocation_counter;
+using xcs_test::sleep_ms;
+using xcs_test::time_ms;
+
+/// An op's exception with an id, and the address of the object the op threw, so a test can
+/// check that the caller catches that very object.
+struct op_failure : std::runtime_error {
+  explicit op_failure(int i) : std::runtime_error("op failure " + std::to_string(i)), id(i) {}
+  op_failure(const op_failure& o) : std::runtime_error(o), id(o.id), origin(nullptr) {}
+  int id;
+  const op_failure* origin = nullptr;  ///< set by the thrower; a copy has none
+};
+
+/// Throws an op_failure that knows its own address.
+[[noreturn]] void throw_failure(int id) {
+  try {
+    throw op_failure(id);
+  } catch (op_failure& e) {
+    e.origin = &e;
+    throw;
+  }
+}
+
+// ---- exactly once ------------------------------------------------------------------------
+
+TEST(PlanTest, EachOpRunsOncePerCallEvenIfItsResultIsUnused) {
+  invocation_counter used, unused, side;
+  auto compute = xcs::op("compute", [&](int v) {
+    used.hit();
+    return v + 1;
+  });
+  auto audit = xcs::op("audit", [&](int v) {
+    unused.hit();
+    return v;
+  });
+  auto notify = xcs::op("notify", [&](int) { side.hit(); });
+  auto f = xcs::jit([&](auto a, auto b) {
+    auto ignored = audit(a);  // result never used
+    (void)ignored;
+    notify(b);  // void op
+    return compute(a) + compute(b);
+  });
+  for (int call = 1; call <= 10; ++call) {
+    EXPECT_EQ(f(call, 1), call + 3);
+    EXPECT_EQ(used.count(), 2 * call);
+    EXPECT_EQ(unused.count(), call);
+    EXPECT_EQ(side.count(), call);
+  }
+  EXPECT_EQ(f.stats().fallback_calls, 0u) << f.stats().fallback_reason;
+}
+
+TEST(PlanTest, SameOpOnSameInputRunsOncePerRecordedCall) {
+  invocation_counter runs;
+  auto charge = xcs::op("charge", [&](int v) {
+    runs.hit();
+    return v;
+  });
+  // Two calls with the same input are two side effects, never merged.
+  auto f = xcs::jit([&](auto a) { return charge(a) + charge(a); });
+  EXPECT_EQ(f(5), 10);
+  EXPECT_EQ(runs.count(), 2);
+  EXPECT_EQ(f(6), 12);
+  EXPECT_EQ(runs.count(), 4);
+}
+
+TEST(PlanTest, PerOpStatsCountRuns) {
+  auto a_op = xcs::op("alpha", [](int v) { return v; });
+  auto b_op = xcs::op("beta", [](int v) { return v; });
+  auto f = xcs::jit([&](auto x, auto y) { return a_op(x) + a_op(y) + b_op(x); });
+  for (int i = 0; i < 5; ++i) f(i, i);
+  auto st = f.stats();
+  ASSERT_EQ(st.fallback_calls, 0u) << st.fallback_reason;
+  std::uint64_t alpha = 0, beta = 0;
+  for (const auto& o : st.ops) {
+    if (o.name == "alpha") alpha = o.calls;
+    if (o.name == "beta") beta = o.calls;
+  }
+  EXPECT_EQ(alpha, 10u);
+  EXPECT_EQ(beta, 5u);
+}
+
+// ---- exceptions --------------------------------------------------------------------------
+
+TEST(PlanTest, FirstThrowingOpInProgramOrderWins) {
+  // op 1 throws late, op 2 throws at once: the direct call would have thrown op 1's.
+  auto late = xcs::op("late", [](int id) -> int {
+    sleep_ms(40);
+    throw_failure(id);
+  });
+  auto early = xcs::op("early", [](int id) -> int { throw_failure(id); });
+  auto body = [&](auto a, auto b) {
+    auto x = late(a);
+    auto y = early(b);
+    return x + y;
+  };
+  auto f = xcs::jit(body);
+  for (int call = 0; call < 3; ++call) {
+    try {
+      f(1, 2);
+      FAIL() << "expected op_failure";
+    } catch (const op_failure& e) {
+      EXPECT_EQ(e.id, 1) << "call " << call;
+      EXPECT_EQ(e.origin, &e) << "the caller got a copy, not the object the op threw";
+    }
+  }
+  try {
+    body(1, 2);
+  } catch (const op_failure& e) {
+    EXPECT_EQ(e.id, 1);
+  }
+  EXPECT_EQ(f.stats().fallback_calls, 0u) << "an op's exception is not a reason to fall back";
+}
+
+TEST(PlanTest, ExceptionArrivesAsSameObjectAndType) {
+  auto check = xcs::op("check", [](int v) {
+    if (v < 0) throw_failure(v);
+    return v;
+  });
+  auto f = xcs::jit([&](auto a, auto b) { return check(a) + check(b); });
+  EXPECT_EQ(f(1, 2), 3);
+  try {
+    f(4, -7);
+    FAIL() << "expected op_failure";
+  } catch (const op_failure& e) {
+    EXPECT_EQ(e.id, -7);
+    EXPECT_EQ(e.origin, &e);
+    EXPECT_STREQ(e.what(), "op failure -7");
+  } catch (...) {
+    FAIL() << "the exception was wrapped or replaced";
+  }
+  // The plan stays usable; no retrace, no fallback.
+  EXPECT_EQ(f(10, 20), 30);
+  auto st = f.stats();
+  EXPECT_EQ(st.traces, 1u);
+  EXPECT_EQ(st.fallback_calls, 0u);
+}
+
+TEST(PlanTest, NonStandardExceptionPassesThrough) {
+  auto boom = xcs::op("boom", [](int v) -> int {
+    if (v == 0) throw 42;
+    return v;
+  });
+  auto f = xcs::jit([&](auto a, auto b) { return boom(a) + boom(b); });
+  EXPECT_EQ(f(1, 1), 2);
+  try {
+    f(1, 0);
+    FAIL() << "expected int";
+  } catch (int v) {
+    EXPECT_EQ(v, 42);
+  } catch (...) {
+    FAIL() << "expected int 42";
+  }
+}
+
+TEST(PlanTest, EarlierOpStillRunningDecidesTheException) {
+  // op 2 throws at once while op 1 is still running; op 1 then succeeds: op 2's exception.
+  auto slow_ok = xcs::op("slow_ok", [](int v) {
+    sleep_ms(50);
+    return v;
+  });
+  auto fail = xcs::op("fail", [](int id) -> int { throw_failure(id); });
+  std::atomic<bool> slow_finished{false};
+  auto slow_flag = xcs::op("slow_flag", [&](int v) {
+    sleep_ms(60);
+    slow_finished = true;
+    return v;
+  });
+  auto f = xcs::jit([&](auto a, auto b) {
+    auto x = slow_ok(a);
+    auto y = fail(b);
+    auto z = slow_flag(a);
+    return x + y + z;
+  });
+  for (int call = 0; call < 2; ++call) {
+    slow_finished = false;
+    try {
+      f(1, 9);
+      FAIL() << "expected op_failure";
+    } catch (const op_failure& e) {
+      EXPECT_EQ(e.id, 9);
+    }
+  }
+}
+
+TEST(PlanTest, OpsAfterTheThrowingOneDoNotStartAndStartedOnesAreWaitedFor) {
+  invocation_counter later_runs;
+  std::atomic<bool> slow_started{false}, slow_finished{false};
+  auto fail = xcs::op("fail", [](int id) -> int {
+    sleep_ms(20);
+    throw_failure(id);
+  });
+  // After `fail` in program order, but independent of it: it may start before `fail` throws.
+  auto slow = xcs::op("slow", [&](int v) {
+    slow_started = true;
+    sleep_ms(80);
+    slow_finished = true;
+    return v;
+  });
+  auto later = xcs::op("later", [&](int v) {
+    later_runs.hit();
+    return v;
+  });
+  auto f = xcs::jit([&](auto a, auto b) {
+    auto x = fail(a);
+    auto y = slow(b);
+    auto z = later(y);  // can only start once slow ends, long after `fail` threw
+    return x + z;
+  });
+  int started_calls = 0;
+  for (int call = 0; call < 3; ++call) {
+    slow_started = false;
+    slow_finished = false;
+    double ms = time_ms([&] {
+      try {
+        f(3, 4);
+        ADD_FAILURE() << "expected op_failure";
+      } catch (const op_failure& e) {
+        EXPECT_EQ(e.id, 3);
+        // The call returns only after every started op finished.
+        if (slow_started) {
+          EXPECT_TRUE(slow_finished.load()) << "returned while an op was still running";
+        }
+      }
+    });
+    if (slow_started) {
+      ++started_calls;
+      EXPECT_GE(ms, 70.0) << "returned before the running op finished";
+    }
+  }
+  EXPECT_EQ(later_runs.count(), 0) << "an op after the throwing one was started";
+  RecordProperty("calls_where_slow_started", started_calls);
+}
+
+TEST(PlanTest, OpsDependingOnAFailedOpNeverRun) {
+  invocation_counter tail_runs;
+  auto fail = xcs::op("fail", [](int id) -> int {
+    sleep_ms(5);
+    throw_failure(id);
+  });
+  auto tail = xcs::op("tail", [&](int v) {
+    tail_runs.hit();
+    return v;
+  });
+  auto f = xcs::jit([&](auto a, auto b) {
+    auto x = fail(a);
+    auto y = fail(b);
+    std::vector<decltype(tail(a))> rest;
+    for (int i = 0; i < 8; ++i) rest.push_back(tail(x + y + i));
+    return rest;
+  });
+  EXPECT_THROW(f(1, 2), op_failure);
+  EXPECT_EQ(tail_runs.count(), 0);
+}
+
+// ---- analysis ----------------------------------------------------------------------------
+
+TEST(PlanTest, AnalysisReportsGroupsWidestGroupAndCriticalPath) {
+  auto fetch = xcs::op("fetch", [](int v) { return v; });
+  auto merge = xcs::op("merge", [](int a, int b) { return a + b; });
+  auto f = xcs::jit([&](auto a, auto b, auto c, auto d) {
+    return merge(merge(fetch(a), fetch(b)), merge(fetch(c), fetch(d)));
+  });
+  EXPECT_EQ(f(1, 2, 3, 4), 10);
+  auto st = f.stats();
+  EXPECT_EQ(st.nodes, 7u);
+  EXPECT_EQ(st.parallel_groups, 3u);
+  EXPECT_EQ(st.max_parallelism, 4u);
+  EXPECT_EQ(st.critical_path, 3u);
+  EXPECT_DOUBLE_EQ(st.estimated_speedup, 7.0 / 3.0);
+  std::string report = f.explain(1, 2, 3, 4);
+  EXPECT_THAT(report, HasSubstr("critical path:"));
+  EXPECT_THAT(report, HasSubstr("cached: yes"));
+}
+
+}  // namespace

@@ -1,0 +1,107 @@
+// SPDX-License-Identifier: MIT
+// Stats: counters, the analysis of the last plan, the measured speedup, and printing with fmt
+// and operator<<.
+#include <fmt/format.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <xcs/xcs.hpp>
+
+#include <sstream>
+#include <string>
+
+#include "test_support.hpp"
+
+namespace {
+
+using ::testing::HasSubstr;
+using xcs_test::sleep_ms;
+
+TEST(StatsTest, FreshFunctionHasEmptyStats) {
+  auto id = xcs::op("id", [](int v) { return v; });
+  auto f = xcs::jit([&](auto a, auto b) { return id(a) + id(b); });
+  auto st = f.stats();
+  EXPECT_EQ(st.calls, 0u);
+  EXPECT_EQ(st.traces, 0u);
+  EXPECT_EQ(st.cache_entries, 0u);
+  EXPECT_FALSE(st.optimized);
+  EXPECT_EQ(st.fallback_calls, 0u);
+  EXPECT_TRUE(st.fallback_reason.empty());
+  EXPECT_EQ(st.speedup, 0.0);
+}
+
+TEST(StatsTest, MeasuredSpeedupOfTwoParallelSleeps) {
+  auto wait = xcs::op("wait", [](int v) {
+    sleep_ms(50);
+    return v;
+  });
+  auto f = xcs::jit([&](auto a, auto b) { return wait(a) + wait(b); });
+  EXPECT_EQ(f(1, 2), 3);
+  EXPECT_EQ(f(3, 4), 7);
+  auto st = f.stats();
+  EXPECT_TRUE(st.optimized);
+  EXPECT_EQ(st.plan_runs, 2u);
+  EXPECT_GT(st.speedup, 1.5) << "two 50 ms sleeps side by side; measured " << st.speedup;
+  EXPECT_LE(st.speedup, 2.2);                   // two ops cannot give more than 2
+  EXPECT_DOUBLE_EQ(st.estimated_speedup, 1.5);  // 3 nodes over a critical path of 2
+  EXPECT_EQ(st.nodes, 3u);                      // two waits and a +
+  EXPECT_EQ(st.max_parallelism, 2u);
+  EXPECT_EQ(st.parallel_groups, 2u);
+  RecordProperty("speedup_x100", static_cast<int>(st.speedup * 100));
+}
+
+TEST(StatsTest, FallbackReasonAndCounts) {
+  auto id = xcs::op("id", [](int v) { return v; });
+  auto f = xcs::jit([&](auto a) { return id(id(a)); });
+  f(1);
+  f(2);
+  auto st = f.stats();
+  EXPECT_FALSE(st.optimized);
+  EXPECT_EQ(st.calls, 2u);
+  EXPECT_EQ(st.fallback_calls, 2u);
+  EXPECT_EQ(st.plan_runs, 0u);
+  EXPECT_THAT(st.fallback_reason, HasSubstr("no independent ops"));
+}
+
+TEST(StatsTest, PrintsWithFmtAndOstream) {
+  auto id = xcs::op("lookup", [](int v) { return v; });
+  auto f = xcs::jit([&](auto a, auto b) { return id(a) + id(b); });
+  f(1, 2);
+  f(3, 4);
+  auto st = f.stats();
+  std::string via_fmt = fmt::format("{}", st);
+  std::ostringstream os;
+  os << st;
+  EXPECT_EQ(via_fmt, os.str());
+  EXPECT_THAT(via_fmt, HasSubstr("calls=2"));
+  EXPECT_THAT(via_fmt, HasSubstr("traces=1"));
+  EXPECT_THAT(via_fmt, HasSubstr("optimized=true"));
+  EXPECT_THAT(via_fmt, HasSubstr("speedup="));
+  EXPECT_THAT(via_fmt, HasSubstr("lookup"));
+  EXPECT_EQ(xcs::to_string(st), via_fmt);
+}
+
+TEST(StatsTest, PrintedFallbackShowsTheReason) {
+  auto id = xcs::op("id", [](int v) { return v; });
+  auto f = xcs::jit([&](auto a) { return id(id(a)); });
+  f(1);
+  std::string text = fmt::format("{}", f.stats());
+  EXPECT_THAT(text, HasSubstr("fallback_reason"));
+  EXPECT_THAT(text, HasSubstr("no independent ops"));
+}
+
+TEST(StatsTest, PerOpStatsMeasureTime) {
+  auto wait = xcs::op("wait", [](int v) {
+    sleep_ms(10);
+    return v;
+  });
+  auto f = xcs::jit([&](auto a, auto b) { return wait(a) + wait(b); });
+  f(1, 2);
+  auto st = f.stats();
+  ASSERT_FALSE(st.ops.empty());
+  EXPECT_EQ(st.ops.front().name, "wait");  // largest total time first
+  EXPECT_EQ(st.ops.front().calls, 2u);
+  EXPECT_GE(st.ops.front().total_ns, 18'000'000u);
+  EXPECT_GE(st.ops.front().max_ns, 9'000'000u);
+}
+
+}  // namespace
