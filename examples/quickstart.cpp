@@ -19,9 +19,8 @@ double similarity(const std::string& a, const std::string& b) {
 }
 
 auto summarize = xcs::op("summarize", [](const std::string& doc) { return call_llm(doc); });
-auto score = xcs::op("score", [](const std::string& a, const std::string& b) {
-  return similarity(a, b);
-});
+auto score =
+    xcs::op("score", [](const std::string& a, const std::string& b) { return similarity(a, b); });
 
 auto body = [](auto doc_a, auto doc_b) {
   auto a = summarize(doc_a);  // independent of b

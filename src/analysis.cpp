@@ -40,8 +40,10 @@ analysis analyze(const graph& g) {
   }
   if (n == 0) return a;
   a.parallel_groups.resize(max_depth + 1);
-  for (std::size_t i = 0; i < n; ++i) a.parallel_groups[depth[i]].push_back(static_cast<node_id>(i));
-  for (const auto& grp : a.parallel_groups) a.max_parallelism = std::max(a.max_parallelism, grp.size());
+  for (std::size_t i = 0; i < n; ++i)
+    a.parallel_groups[depth[i]].push_back(static_cast<node_id>(i));
+  for (const auto& grp : a.parallel_groups)
+    a.max_parallelism = std::max(a.max_parallelism, grp.size());
   for (node_id c = deepest; c != no_id; c = deepest_pred[c]) a.critical_path.push_back(c);
   std::reverse(a.critical_path.begin(), a.critical_path.end());
   a.estimated_speedup = static_cast<double>(n) / static_cast<double>(a.critical_path.size());

@@ -24,8 +24,8 @@ value_id graph::add_element(value_id parent, std::uint32_t index, const std::typ
 
 value_id graph::add_constant(std::shared_ptr<const void> data, const std::type_info& type) {
   constants_.push_back(std::move(data));
-  values_.push_back({value_kind::constant, static_cast<std::uint32_t>(constants_.size() - 1),
-                     no_id, &type, nullptr});
+  values_.push_back({value_kind::constant, static_cast<std::uint32_t>(constants_.size() - 1), no_id,
+                     &type, nullptr});
   return static_cast<value_id>(values_.size() - 1);
 }
 
@@ -134,7 +134,10 @@ std::string graph::dot(std::span<const std::vector<node_id>> groups) const {
     }
   }
   for (std::size_t gi = 0; gi < groups.size(); ++gi) {
-    fmt::format_to(std::back_inserter(out), "  subgraph cluster_group{} {{\n    label=\"group {}\";\n    style=dashed;\n    rank=same;\n   ", gi, gi);
+    fmt::format_to(std::back_inserter(out),
+                   "  subgraph cluster_group{} {{\n    label=\"group {}\";\n    style=dashed;\n    "
+                   "rank=same;\n   ",
+                   gi, gi);
     for (node_id n : groups[gi]) fmt::format_to(std::back_inserter(out), " n{};", n);
     out += "\n  }\n";
   }

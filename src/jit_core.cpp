@@ -106,8 +106,8 @@ void jit_core::publish(cache_entry& e, const signature& sig, trace_result t) noe
       for (const node& n : t.ir->nodes()) {
         if (n.op && std::find(ops_.begin(), ops_.end(), n.op) == ops_.end()) ops_.push_back(n.op);
       }
-      log("compiled {}: {} nodes, {} groups, widest {}, critical path {}", sig.to_string(),
-          nodes_, groups_, widest_, critical_);
+      log("compiled {}: {} nodes, {} groups, widest {}, critical path {}", sig.to_string(), nodes_,
+          groups_, widest_, critical_);
     } else {
       fallback_reason_ = reason;
       log("fallback for {}: {}", sig.to_string(), reason);
@@ -140,8 +140,8 @@ void jit_core::set_capacity(std::size_t n) {
 }
 
 std::string jit_core::explain(const signature& sig, const trace_result& t) const {
-  std::string out = fmt::format("signature: {}\ncached: {}\n", sig.to_string(),
-                                cached(sig) ? "yes" : "no");
+  std::string out =
+      fmt::format("signature: {}\ncached: {}\n", sig.to_string(), cached(sig) ? "yes" : "no");
   if (!t.reason.empty()) {
     out += fmt::format("fallback: {}\n", t.reason);
     return out;
@@ -173,9 +173,9 @@ xcs::stats jit_core::stats() const {
   s.plan_runs = plan_runs_.load(std::memory_order_relaxed);
   s.optimized = optimized_.load(std::memory_order_relaxed);
   std::uint64_t wall = wall_ns_.load(std::memory_order_relaxed);
-  s.speedup = wall ? static_cast<double>(op_ns_.load(std::memory_order_relaxed)) /
-                         static_cast<double>(wall)
-                   : 0.0;
+  s.speedup =
+      wall ? static_cast<double>(op_ns_.load(std::memory_order_relaxed)) / static_cast<double>(wall)
+           : 0.0;
   {
     std::shared_lock lock(cache_mutex_);
     s.cache_entries = map_.size();

@@ -19,13 +19,20 @@ constexpr std::uint64_t kWakeNs = 20'000;
 /// An op not yet measured is assumed to be worth a wake.
 constexpr std::uint64_t kUnknownNs = ~std::uint64_t{0} >> 2;
 
-enum node_state : std::uint8_t { pending = 0, constructed = 1, threw = 2, skipped = 3, ran = 4 };
+enum node_state : std::uint8_t {
+  pending = 0,
+  constructed = 1,  // ran; its result is in storage
+  threw = 2,
+  skipped = 3,   // not started: an earlier node (in program order) threw
+  ran = 4,       // ran; void result
+  has_slot = 5,  // pending, and already holds a slot of its op's concurrency limit
+};
 
 }  // namespace
 
 /// The per-call state of a run. Frames are pooled by their plan, so a cached call allocates
 /// nothing here.
-class frame final : public job {
+class frame final : public job, public slot_waiter {
  public:
   explicit frame(const plan& p);
   ~frame() override;
@@ -39,10 +46,16 @@ class frame final : public job {
 
   bool has_work() const noexcept override {
     std::uint32_t h = head_.load(std::memory_order_seq_cst);
-    return h < n_ && queue_[h].load(std::memory_order_seq_cst) >= 0;
+    return h < queue_size_ && queue_[h].load(std::memory_order_seq_cst) >= 0;
   }
   void help() noexcept override {
     for (node_id n = pop(); n != no_id; n = pop()) run_chain(n);
+  }
+  void slot_granted(std::uint32_t n) noexcept override {
+    state_[n] = has_slot;
+    push(n);
+    shared_work(kUnknownNs, true);
+    helpers.fetch_sub(1, std::memory_order_release);  // taken when the node parked
   }
 
  private:
@@ -63,14 +76,17 @@ class frame final : public job {
   void execute(node_id n) noexcept;
   /// Releases n's successors; returns one to run next on this thread (or no_id when
   /// `keep` is false), pushes the others and wakes help if they are worth it.
-  node_id release(node_id n, bool keep, std::uint64_t next_hint) noexcept;
+  node_id release(node_id n, bool keep) noexcept;
   void shared_work(std::uint64_t queued_ns, bool always) noexcept;
   void finish_one() noexcept;
-  void offload(node_id n) noexcept;
+  void offload(node_id n, concurrency_limit* limit) noexcept;
   void park() noexcept;
 
   const plan& p_;
   const std::uint32_t n_;
+  // A node enters the ready queue at most twice: when its inputs are ready, and again when a
+  // concurrency slot is granted to it after it parked.
+  const std::uint32_t queue_size_;
   std::unique_ptr<std::atomic<std::uint32_t>[]> join_;
   std::unique_ptr<std::atomic<std::int32_t>[]> queue_;  // ready nodes; -1 = not yet written
   std::unique_ptr<std::uint8_t[]> state_;
@@ -94,17 +110,19 @@ class frame final : public job {
 frame::frame(const plan& p)
     : p_(p),
       n_(static_cast<std::uint32_t>(p.nodes_.size())),
+      queue_size_(2 * n_),
       join_(new std::atomic<std::uint32_t>[n_]),
-      queue_(new std::atomic<std::int32_t>[n_]),
+      queue_(new std::atomic<std::int32_t>[queue_size_]),
       state_(new std::uint8_t[n_]),
       dur_(new std::uint32_t[n_]),
       in_ptrs_(p.in_values_.size()),
       call_ptrs_(p.values_.size()) {
+  for (std::uint32_t i = 0; i < queue_size_; ++i) queue_[i].store(-1, std::memory_order_relaxed);
   for (const auto& ni : p.nodes_) {
     if (ni.kernel->align > storage_align_) storage_align_ = ni.kernel->align;
   }
-  storage_ = static_cast<std::byte*>(
-      ::operator new(std::max<std::size_t>(p.storage_bytes_, 1), std::align_val_t{storage_align_}));
+  storage_ = static_cast<std::byte*>(::operator new (std::max<std::size_t>(p.storage_bytes_, 1),
+                                                     std::align_val_t{storage_align_}));
   for (std::size_t i = 0; i < in_ptrs_.size(); ++i) {
     const auto& loc = p.values_[p.in_values_[i]];
     if (loc.kind == value_kind::constant) {
@@ -115,13 +133,14 @@ frame::frame(const plan& p)
   }
 }
 
-frame::~frame() { ::operator delete(storage_, std::align_val_t{storage_align_}); }
+frame::~frame() { ::operator delete (storage_, std::align_val_t{storage_align_}); }
 
 void frame::start(std::span<const void* const> args) {
-  for (std::uint32_t i = 0; i < n_; ++i) {
+  for (std::uint32_t i = 0; i < n_; ++i)
     join_[i].store(p_.nodes_[i].join, std::memory_order_relaxed);
-    queue_[i].store(-1, std::memory_order_relaxed);
-  }
+  // Only the slots the last run wrote need clearing.
+  std::uint32_t used = std::min(tail_.load(std::memory_order_relaxed), queue_size_);
+  for (std::uint32_t i = 0; i < used; ++i) queue_[i].store(-1, std::memory_order_relaxed);
   std::memset(state_.get(), pending, n_);
   head_.store(0, std::memory_order_relaxed);
   tail_.store(0, std::memory_order_relaxed);
@@ -143,7 +162,7 @@ void frame::start(std::span<const void* const> args) {
 
 node_id frame::pop() noexcept {
   std::uint32_t h = head_.load(std::memory_order_acquire);
-  while (h < n_) {
+  while (h < queue_size_) {
     std::int32_t v = queue_[h].load(std::memory_order_seq_cst);
     if (v < 0) return no_id;
     if (head_.compare_exchange_weak(h, h + 1, std::memory_order_acq_rel)) {
@@ -176,7 +195,8 @@ void frame::execute(node_id n) noexcept {
     }
   }
   std::int64_t d = now_ns() - t0;
-  dur_[n] = d > 0xffffffffLL ? 0xffffffffu : static_cast<std::uint32_t>(std::max<std::int64_t>(d, 1));
+  dur_[n] =
+      d > 0xffffffffLL ? 0xffffffffu : static_cast<std::uint32_t>(std::max<std::int64_t>(d, 1));
   if (me) {
     me->seq.store(me->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     me->op.store(outer, std::memory_order_relaxed);
@@ -185,24 +205,39 @@ void frame::execute(node_id n) noexcept {
 
 void frame::run_chain(node_id n) noexcept {
   while (n != no_id) {
+    const op_state_base* op = p_.nodes_[n].op;
+    concurrency_limit* limit = op ? op->limit.get() : nullptr;
     if (n > first_error_.load(std::memory_order_acquire)) {
       // A node earlier in program order threw: the direct call would never reach this one.
+      if (state_[n] == has_slot) limit->release();
       state_[n] = skipped;
       dur_[n] = 0;
-    } else if (is_blocking(n) && !scheduler::on_blocking_lane()) {
-      offload(n);
-      n = pop();
-      continue;
     } else {
+      if (limit && state_[n] != has_slot) {
+        // Once parked, the node may be handed back by another thread at any time: count
+        // that thread as a helper from now on.
+        helpers.fetch_add(1, std::memory_order_relaxed);
+        if (!limit->acquire_or_park(*this, n)) {
+          n = pop();
+          continue;
+        }
+        helpers.fetch_sub(1, std::memory_order_relaxed);
+      }
+      if (is_blocking(n) && !scheduler::on_blocking_lane()) {
+        offload(n, limit);
+        n = pop();
+        continue;
+      }
       execute(n);
+      if (limit) limit->release();
     }
-    node_id next = release(n, true, 0);
+    node_id next = release(n, true);
     finish_one();
     n = next;
   }
 }
 
-node_id frame::release(node_id n, bool keep, std::uint64_t) noexcept {
+node_id frame::release(node_id n, bool keep) noexcept {
   const auto& ni = p_.nodes_[n];
   node_id next = no_id;
   std::uint64_t queued_ns = 0;
@@ -254,17 +289,18 @@ void frame::finish_one() noexcept {
   }
 }
 
-void frame::offload(node_id n) noexcept {
+void frame::offload(node_id n, concurrency_limit* limit) noexcept {
   helpers.fetch_add(1, std::memory_order_relaxed);
   try {
-    scheduler::instance().run_blocking([this, n] {
+    scheduler::instance().run_blocking([this, n, limit] {
       if (n > first_error_.load(std::memory_order_acquire)) {
         state_[n] = skipped;
         dur_[n] = 0;
       } else {
         execute(n);
       }
-      release(n, false, 0);
+      if (limit) limit->release();
+      release(n, false);
       finish_one();
       helpers.fetch_sub(1, std::memory_order_release);  // last touch of the frame
     });
@@ -272,8 +308,8 @@ void frame::offload(node_id n) noexcept {
     // No thread or memory for the lane: run it here.
     helpers.fetch_sub(1, std::memory_order_relaxed);
     execute(n);
-    node_id next = release(n, false, 0);
-    (void)next;
+    if (limit) limit->release();
+    release(n, false);
     finish_one();
   }
 }

@@ -47,8 +47,8 @@ class job {
 /// relaxed loads, since a stale read only delays a decision by one tick.
 struct participant {
   std::atomic<bool> used{false};
-  std::atomic<std::uint64_t> seq{0};                  // bumped when a node starts
-  std::atomic<const op_state_base*> op{nullptr};      // the op running now, or null
+  std::atomic<std::uint64_t> seq{0};              // bumped when a node starts
+  std::atomic<const op_state_base*> op{nullptr};  // the op running now, or null
   clockid_t cpu_clock{};
   // Monitor-private.
   std::uint64_t seen_seq = ~std::uint64_t{0};

@@ -12,6 +12,8 @@
 #include <typeinfo>
 #include <vector>
 
+#include "xcs/detail/concurrency_limit.hpp"
+
 namespace xcs {
 
 using value_id = std::uint32_t;
@@ -39,6 +41,8 @@ struct op_state_base {
   std::string name;
   /// The user said the op blocks (I/O, sleep); it runs on the blocking lane from the start.
   bool blocking_hint = false;
+  /// Set by xcs::max_concurrency: at most this many instances run at once, process-wide.
+  std::unique_ptr<concurrency_limit> limit;
   /// The scheduler saw an instance of this op sit in the kernel without using CPU.
   /// Relaxed: a late read only delays the move to the blocking lane by one node.
   mutable std::atomic<bool> observed_blocking{false};
@@ -80,13 +84,14 @@ struct value {
 
 /// One op call (or operator) of the IR.
 struct node {
-  std::string_view name;       ///< op name, or the operator's spelling ("+", "==")
-  std::uint32_t first_input;   ///< into graph::input_ids()
+  std::string_view name;      ///< op name, or the operator's spelling ("+", "==")
+  std::uint32_t first_input;  ///< into graph::input_ids()
   std::uint32_t input_count;
-  value_id result = no_id;     ///< no_id for void ops
+  value_id result = no_id;  ///< no_id for void ops
   const detail::kernel* kernel = nullptr;
-  const void* fn = nullptr;    ///< the callable; null for stateless kernels (operators)
-  std::shared_ptr<const detail::op_state_base> op;  ///< keeps `fn` and `name` alive; null for operators
+  const void* fn = nullptr;  ///< the callable; null for stateless kernels (operators)
+  std::shared_ptr<const detail::op_state_base>
+      op;  ///< keeps `fn` and `name` alive; null for operators
 };
 
 /// The IR graph of one trace. Nodes are in program order, so every input of a node is an

@@ -150,8 +150,8 @@ class jitted {
   }
 
   template <class R, std::size_t... I, class... Args>
-  void trace_body(detail::trace_context& ctx, detail::trace_result& out,
-                  std::index_sequence<I...>, const Args&... args) const {
+  void trace_body(detail::trace_context& ctx, detail::trace_result& out, std::index_sequence<I...>,
+                  const Args&... args) const {
     detail::trace_context::scope scope(ctx);
     using proxies_t = std::tuple<traced<std::decay_t<Args>>...>;
     value_id ids[sizeof...(Args) + 1] = {

@@ -8,8 +8,10 @@
 #include <type_traits>
 #include <utility>
 
+#include "xcs/detail/concurrency_limit.hpp"
 #include "xcs/detail/record.hpp"
 #include "xcs/detail/trace_context.hpp"
+#include "xcs/error.hpp"
 #include "xcs/traced.hpp"
 
 namespace xcs {
@@ -22,6 +24,32 @@ struct blocking_t {
   explicit blocking_t() = default;
 };
 inline constexpr blocking_t blocking{};
+
+/// Option for `xcs::op`: at most `n` instances of the op run at once, across every jitted
+/// function and thread (copies of the op share the bound). Real APIs cap concurrent requests.
+/// A plan's node that finds every slot taken parks without holding a thread; a direct (plain)
+/// call blocks its own thread until a slot frees.
+struct max_concurrency_t {
+  std::uint32_t n;
+};
+inline max_concurrency_t max_concurrency(std::uint32_t n) {
+  if (n == 0) throw error("xcs::max_concurrency: the bound must be at least 1");
+  return {n};
+}
+
+namespace detail {
+template <class T>
+inline constexpr bool is_op_option_v =
+    std::is_same_v<T, blocking_t> || std::is_same_v<T, max_concurrency_t>;
+
+/// Releases a concurrency slot at the end of a direct call.
+struct slot_guard {
+  concurrency_limit* limit;
+  ~slot_guard() {
+    if (limit) limit->release();
+  }
+};
+}  // namespace detail
 
 namespace detail {
 
@@ -43,9 +71,10 @@ struct op_state final : op_state_base {
 template <class Fn>
 class op_fn {
  public:
-  op_fn(std::string name, Fn fn, bool blocking_hint = false)
+  template <class... Options>
+  requires(detail::is_op_option_v<Options>&&...) op_fn(std::string name, Fn fn, Options... options)
       : state_(std::make_shared<detail::op_state<Fn>>(std::move(name), std::move(fn))) {
-    state_->blocking_hint = blocking_hint;
+    (apply(options), ...);
   }
 
   template <class... A>
@@ -58,34 +87,47 @@ class op_fn {
                    "' was called with only plain arguments while tracing; it would run at "
                    "trace time instead of once per call");
       }
+      detail::concurrency_limit* limit = state_->limit.get();
+      if (limit) limit->acquire_blocking();
+      detail::slot_guard guard{limit};
       return std::invoke(state_->fn, std::forward<A>(a)...);
     }
   }
 
   const std::string& name() const noexcept { return state_->name; }
   bool blocking() const noexcept { return state_->blocking_hint; }
+  /// The concurrency bound, or 0 if there is none.
+  std::uint32_t max_concurrency() const noexcept {
+    return state_->limit ? state_->limit->limit() : 0;
+  }
+  /// The most instances that ran at once so far (0 without a bound).
+  std::uint32_t peak_concurrency() const noexcept {
+    return state_->limit ? state_->limit->peak() : 0;
+  }
 
  private:
+  void apply(blocking_t) { state_->blocking_hint = true; }
+  void apply(max_concurrency_t m) {
+    state_->limit = std::make_unique<detail::concurrency_limit>(m.n);
+  }
+
   std::shared_ptr<detail::op_state<Fn>> state_;
 };
 
-/// Makes an op named `name`. Names show in stats, explain() and graph dumps.
+/// Makes an op named `name`. Names show in stats, explain() and graph dumps. Options:
+/// `xcs::blocking`, `xcs::max_concurrency(n)`.
 ///
 ///     auto summarize = xcs::op("summarize", [](const std::string& d) { return call_llm(d); });
-///     auto fetch = xcs::op("fetch", http_get, xcs::blocking);
-template <class Fn>
-op_fn<std::decay_t<Fn>> op(std::string name, Fn&& fn) {
-  return {std::move(name), std::forward<Fn>(fn)};
-}
-template <class Fn>
-op_fn<std::decay_t<Fn>> op(std::string name, Fn&& fn, blocking_t) {
-  return {std::move(name), std::forward<Fn>(fn), true};
+///     auto fetch = xcs::op("fetch", http_get, xcs::blocking, xcs::max_concurrency(4));
+template <class Fn, class... Options>
+requires(detail::is_op_option_v<Options>&&...) op_fn<std::decay_t<Fn>> op(std::string name, Fn&& fn,
+                                                                          Options... options) {
+  return op_fn<std::decay_t<Fn>>(std::move(name), std::forward<Fn>(fn), options...);
 }
 /// An unnamed op; it shows as "op".
 template <class Fn>
-  requires(!std::is_convertible_v<Fn, std::string>)
-op_fn<std::decay_t<Fn>> op(Fn&& fn) {
-  return {"op", std::forward<Fn>(fn)};
+requires(!std::is_convertible_v<Fn, std::string>) op_fn<std::decay_t<Fn>> op(Fn&& fn) {
+  return op_fn<std::decay_t<Fn>>("op", std::forward<Fn>(fn));
 }
 
 }  // namespace xcs

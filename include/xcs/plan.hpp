@@ -42,8 +42,10 @@ class plan {
    public:
     result(const plan& p, detail::frame* f) noexcept : plan_(&p), frame_(f) {}
     result(result&& o) noexcept
-        : plan_(o.plan_), frame_(std::exchange(o.frame_, nullptr)), op_ns(o.op_ns),
-          wall_ns(o.wall_ns) {}
+        : op_ns(o.op_ns),
+          wall_ns(o.wall_ns),
+          plan_(o.plan_),
+          frame_(std::exchange(o.frame_, nullptr)) {}
     result& operator=(result&&) = delete;
     ~result();
     /// Address of value `v` in this run (a node's result storage, an argument, a constant).
@@ -87,12 +89,12 @@ class plan {
     const detail::kernel* kernel;
     const void* fn;
     const detail::op_state_base* op;
-    std::uint32_t first_input;     // into in_values_ (and a frame's input pointer table)
+    std::uint32_t first_input;  // into in_values_ (and a frame's input pointer table)
     std::uint32_t input_count;
-    std::uint32_t first_successor; // into successors_
+    std::uint32_t first_successor;  // into successors_
     std::uint32_t successor_count;
-    std::uint32_t join;            // distinct producer nodes among the inputs
-    std::uint32_t storage;         // offset of the result in a frame's storage, or no_id
+    std::uint32_t join;     // distinct producer nodes among the inputs
+    std::uint32_t storage;  // offset of the result in a frame's storage, or no_id
   };
   // Where a value lives in a run.
   struct value_loc {

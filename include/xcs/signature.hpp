@@ -44,11 +44,18 @@ class signature {
 
   template <class T>
   void add_sizes(const T& v) {
-    if constexpr (requires { v.size(); v.begin(); typename T::value_type; } &&
+    if constexpr (requires {
+                    v.size();
+                    v.begin();
+                    typename T::value_type;
+                  } &&
                   !std::is_same_v<T, std::string>) {
       sizes_.push_back(v.size());
       using E = typename T::value_type;
-      if constexpr (requires(const E& e) { e.size(); e.begin(); } &&
+      if constexpr (requires(const E& e) {
+                      e.size();
+                      e.begin();
+                    } &&
                     !std::is_same_v<E, std::string>) {
         for (const auto& e : v) add_sizes(e);
       }

@@ -16,7 +16,7 @@ namespace xcs {
 struct op_stats {
   std::string name;
   std::uint64_t calls = 0;
-  std::uint64_t errors = 0;     ///< runs that threw
+  std::uint64_t errors = 0;  ///< runs that threw
   std::uint64_t total_ns = 0;
   std::uint64_t max_ns = 0;
 };
@@ -24,10 +24,10 @@ struct op_stats {
 /// A snapshot of `jitted::stats()`. Counters are exact; the analysis fields describe the most
 /// recently compiled plan.
 struct stats {
-  std::uint64_t calls = 0;           ///< calls with plain arguments (not inlined in a trace)
-  std::uint64_t traces = 0;          ///< signatures traced
-  std::uint64_t retraces = 0;        ///< traces of a new signature while others were cached
-  std::string retrace_reason;        ///< how the last retraced signature differed
+  std::uint64_t calls = 0;     ///< calls with plain arguments (not inlined in a trace)
+  std::uint64_t traces = 0;    ///< signatures traced
+  std::uint64_t retraces = 0;  ///< traces of a new signature while others were cached
+  std::string retrace_reason;  ///< how the last retraced signature differed
   std::size_t cache_entries = 0;
   std::size_t cache_capacity = 0;
   std::uint64_t evictions = 0;
@@ -38,11 +38,11 @@ struct stats {
   std::size_t nodes = 0;
   std::size_t parallel_groups = 0;
   std::size_t max_parallelism = 0;
-  std::size_t critical_path = 0;     ///< nodes on the longest chain
-  double estimated_speedup = 1.0;    ///< nodes / critical path of the last plan
+  std::size_t critical_path = 0;   ///< nodes on the longest chain
+  double estimated_speedup = 1.0;  ///< nodes / critical path of the last plan
   /// Measured: sum of op run times over wall time of the plan runs (0 before any run).
   double speedup = 0.0;
-  std::vector<op_stats> ops;         ///< per op name, by total time, largest first
+  std::vector<op_stats> ops;  ///< per op name, by total time, largest first
 };
 
 /// Multi-line human-readable form.

@@ -164,8 +164,8 @@ class traced_sequence {
 
 /// A traced `std::vector<T>` (not `std::vector<bool>`, which has no element addresses).
 template <class T>
-  requires(!std::is_same_v<T, bool>)
-class traced<std::vector<T>> : public detail::traced_sequence<std::vector<T>, T> {
+requires(!std::is_same_v<T, bool>) class traced<std::vector<T>>
+    : public detail::traced_sequence<std::vector<T>, T> {
  public:
   using detail::traced_sequence<std::vector<T>, T>::traced_sequence;
 };
@@ -187,8 +187,7 @@ traced<T> make_proxy(trace_context& ctx, const T& actual, value_id id) {
     std::vector<traced<E>> elements;
     elements.reserve(actual.size());
     for (std::size_t i = 0; i < actual.size(); ++i) {
-      value_id e = ctx.g.add_element(id, static_cast<std::uint32_t>(i), typeid(E),
-                                     &element_at<T>);
+      value_id e = ctx.g.add_element(id, static_cast<std::uint32_t>(i), typeid(E), &element_at<T>);
       elements.push_back(make_proxy<E>(ctx, actual[i], e));
     }
     return traced<T>(&ctx, id, std::move(elements));
@@ -209,12 +208,12 @@ bool unmodified(const traced<T>& p, value_id id) {
 }
 
 // Operator functors: the operation the node runs.
-#define XCS_DETAIL_BINARY_FUNCTOR(name, op)                        \
-  struct name {                                                    \
-    template <class A, class B>                                    \
+#define XCS_DETAIL_BINARY_FUNCTOR(name, op)                             \
+  struct name {                                                         \
+    template <class A, class B>                                         \
     auto operator()(const A& a, const B& b) const -> decltype(a op b) { \
-      return a op b;                                               \
-    }                                                              \
+      return a op b;                                                    \
+    }                                                                   \
   };
 XCS_DETAIL_BINARY_FUNCTOR(plus_fn, +)
 XCS_DETAIL_BINARY_FUNCTOR(minus_fn, -)
@@ -238,18 +237,18 @@ struct negate_fn {
 
 /// At least one operand is traced, and the operation exists on the underlying types.
 template <class Fn, class A, class B>
-concept traced_binary = (is_traced<A>::value || is_traced<B>::value) &&
-                        std::is_invocable_v<const Fn&, const input_type_t<A>&,
-                                            const input_type_t<B>&>;
+concept traced_binary =
+    (is_traced<A>::value || is_traced<B>::value) &&
+    std::is_invocable_v<const Fn&, const input_type_t<A>&, const input_type_t<B>&>;
 
 }  // namespace detail
 
 // Arithmetic and comparison on traced values record a node; plain operands become constants.
-#define XCS_DETAIL_BINARY_OPERATOR(op, functor)                             \
-  template <class A, class B>                                               \
-    requires detail::traced_binary<detail::functor, A, B>                   \
-  auto operator op(const A& a, const B& b) {                                \
-    return detail::record_operator<detail::functor>(#op, a, b);             \
+#define XCS_DETAIL_BINARY_OPERATOR(op, functor)                 \
+  template <class A, class B>                                   \
+  requires detail::traced_binary<detail::functor, A, B>         \
+  auto operator op(const A& a, const B& b) {                    \
+    return detail::record_operator<detail::functor>(#op, a, b); \
   }
 XCS_DETAIL_BINARY_OPERATOR(+, plus_fn)
 XCS_DETAIL_BINARY_OPERATOR(-, minus_fn)
@@ -265,9 +264,7 @@ XCS_DETAIL_BINARY_OPERATOR(>=, greater_equal_fn)
 #undef XCS_DETAIL_BINARY_OPERATOR
 
 template <class T>
-  requires std::is_invocable_v<const detail::negate_fn&, const T&>
-auto operator-(const traced<T>& a) {
-  return detail::record_operator<detail::negate_fn>("neg", a);
-}
+requires std::is_invocable_v<const detail::negate_fn&, const T&>
+auto operator-(const traced<T>& a) { return detail::record_operator<detail::negate_fn>("neg", a); }
 
 }  // namespace xcs

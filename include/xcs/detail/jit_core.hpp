@@ -77,8 +77,8 @@ class jit_core {
 
  private:
   // Counters: relaxed, read only for reporting.
-  std::atomic<std::uint64_t> calls_{0}, traces_{0}, retraces_{0}, evictions_{0},
-      fallback_calls_{0}, plan_runs_{0}, op_ns_{0}, wall_ns_{0};
+  std::atomic<std::uint64_t> calls_{0}, traces_{0}, retraces_{0}, evictions_{0}, fallback_calls_{0},
+      plan_runs_{0}, op_ns_{0}, wall_ns_{0};
   std::atomic<bool> optimized_{false};
   std::atomic<std::uint64_t> tick_{0};
 

@@ -191,8 +191,8 @@ auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<const op_s
   using R = op_result_t<std::invoke_result_t<const Fn&, const input_type_t<A>&...>>;
   trace_context& ctx = context_of_inputs(a...);
   std::array<value_id, sizeof...(A)> ids{input_of(ctx, a)...};
-  value_id r = ctx.g.add_node(name, ids, op_kernel<Fn, R, input_type_t<A>...>::value, fn,
-                              std::move(op));
+  value_id r =
+      ctx.g.add_node(name, ids, op_kernel<Fn, R, input_type_t<A>...>::value, fn, std::move(op));
   if constexpr (std::is_void_v<R>) {
     return traced<void>(&ctx, static_cast<node_id>(ctx.g.nodes().size() - 1));
   } else {

@@ -82,7 +82,8 @@ void collect(trace_context& ctx, const X& x, result_recipe& out) {
       out.steps.push_back(result_recipe::step::structure);
       [&]<std::size_t... I>(std::index_sequence<I...>) {
         (collect<std::tuple_element_t<I, R>>(ctx, std::get<I>(x), out), ...);
-      }(std::make_index_sequence<std::tuple_size_v<R>>{});
+      }
+      (std::make_index_sequence<std::tuple_size_v<R>>{});
     } else {
       ctx.abort("the body returns a tuple of another size than the direct call");
     }
@@ -125,7 +126,8 @@ class result_builder {
     if constexpr (is_tuple_like<R>::value) {
       return [&]<std::size_t... I>(std::index_sequence<I...>) {
         return R{build<std::tuple_element_t<I, R>>()...};
-      }(std::make_index_sequence<std::tuple_size_v<R>>{});
+      }
+      (std::make_index_sequence<std::tuple_size_v<R>>{});
     } else if constexpr (is_vector<R>::value) {
       R v;
       std::size_t n = r_.sizes[size_++];
@@ -135,7 +137,8 @@ class result_builder {
     } else {
       return [&]<std::size_t... I>(std::index_sequence<I...>) {
         return R{{((void)I, build<typename R::value_type>())...}};
-      }(std::make_index_sequence<std::tuple_size_v<R>>{});
+      }
+      (std::make_index_sequence<std::tuple_size_v<R>>{});
     }
   }
 
