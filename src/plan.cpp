@@ -16,6 +16,8 @@ namespace {
 /// Below this much queued work (ns), waking a sleeping thread (~2-5 µs for the waker, more
 /// for the wakee) costs more than running the work here.
 constexpr std::uint64_t kWakeNs = 20'000;
+/// A blocking-lane run shorter than this says the op does not really block.
+constexpr std::uint32_t kShortNs = 200'000;
 /// An op not yet measured is assumed to be worth a wake.
 constexpr std::uint64_t kUnknownNs = ~std::uint64_t{0} >> 2;
 
@@ -297,7 +299,15 @@ void frame::offload(node_id n, concurrency_limit* limit) noexcept {
         state_[n] = skipped;
         dur_[n] = 0;
       } else {
+        std::int64_t cpu0 = thread_cpu_ns();
         execute(n);
+        std::int64_t cpu = thread_cpu_ns() - cpu0;
+        // Learned, not hinted: if this instance was short or mostly computed, the op was
+        // marked by mistake (say, its thread was preempted), so it goes back to the workers.
+        const op_state_base* op = p_.nodes_[n].op;
+        if (!op->blocking_hint && (dur_[n] < kShortNs || 2 * cpu > std::int64_t{dur_[n]})) {
+          op->observed_blocking.store(false, std::memory_order_relaxed);
+        }
       }
       if (limit) limit->release();
       release(n, false);

@@ -4,6 +4,10 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
 
 #include <algorithm>
 #include <array>
@@ -18,9 +22,9 @@ namespace xcs::detail {
 namespace {
 
 constexpr std::size_t kMaxParticipants = 1024;
-/// A node that has run this long without a new node starting on its thread is checked for
-/// CPU use; under a quarter of a CPU means it waits (I/O, sleep, a lock).
-constexpr std::int64_t kStuckNs = 1'000'000;
+/// A thread that stays in one node is checked for CPU use over windows of this length; under
+/// a quarter of a CPU means it waits (I/O, sleep, a lock).
+constexpr std::int64_t kWindowNs = 500'000;
 constexpr auto kMonitorTick = std::chrono::microseconds(500);
 /// The monitor sleeps after this long with nothing running.
 constexpr std::int64_t kMonitorQuietNs = 200'000'000;
@@ -40,6 +44,22 @@ std::int64_t cpu_ns(clockid_t c) noexcept {
   timespec ts{};
   if (clock_gettime(c, &ts) != 0) return -1;
   return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+/// True if thread `tid` of this process is runnable ('R'): it waits for a core, not for I/O.
+/// A thread the OS preempted looks like a blocked one by its CPU clock alone.
+bool runnable(int tid) noexcept {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+  std::FILE* f = std::fopen(path, "r");
+  if (!f) return false;
+  char buf[512];
+  std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = 0;
+  // The state follows the command name, which is in parentheses and may contain spaces.
+  const char* close = std::strrchr(buf, ')');
+  return close && close[1] == ' ' && close[2] == 'R';
 }
 
 /// Releases this thread's participant slot when the thread ends.
@@ -67,6 +87,8 @@ unsigned default_workers() {
 unsigned g_requested_workers = 0;  // guarded by g_instance_mutex; 0 = default
 
 }  // namespace
+
+std::int64_t thread_cpu_ns() noexcept { return cpu_ns(CLOCK_THREAD_CPUTIME_ID); }
 
 std::int64_t now_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -277,24 +299,28 @@ void scheduler::monitor_loop() {
         p.seen_seq = seq;
         p.seen_cpu = cpu_ns(p.cpu_clock);
         p.seen_wall = now;
+        p.stuck_windows = 0;
+        p.waiting = false;
         ++running;
         continue;
       }
       std::int64_t wall = now - p.seen_wall;
-      if (wall < kStuckNs) {
-        ++running;
-        continue;
+      if (wall >= kWindowNs) {
+        // A full window in one node: waiting if it used little CPU and the thread is not
+        // merely preempted (runnable, waiting for a core).
+        std::int64_t cpu = cpu_ns(p.cpu_clock);
+        p.waiting = cpu >= 0 && (cpu - p.seen_cpu) * 4 < wall && !runnable(p.tid);
+        p.stuck_windows = p.waiting ? p.stuck_windows + 1 : 0;
+        // Two windows in a row before the op is marked, so one unlucky window does not move it.
+        if (p.stuck_windows >= 2) op->observed_blocking.store(true, std::memory_order_relaxed);
+        p.seen_cpu = cpu;
+        p.seen_wall = now;
       }
-      std::int64_t cpu = cpu_ns(p.cpu_clock);
-      if (cpu >= 0 && (cpu - p.seen_cpu) * 4 < wall) {
-        op->observed_blocking.store(true, std::memory_order_relaxed);
+      if (p.waiting) {
         ++stuck;
       } else {
         ++running;
       }
-      // Slide the window so that an op that starts computing is seen as running again.
-      p.seen_cpu = cpu;
-      p.seen_wall = now;
     }
     std::unique_lock lock(mutex_);
     // A core is idle while work waits: threads stuck in waiting ops, or owners parked on
@@ -368,6 +394,7 @@ participant& scheduler::self() noexcept {
       if (pthread_getcpuclockid(pthread_self(), &p.cpu_clock) != 0) {
         p.cpu_clock = CLOCK_THREAD_CPUTIME_ID;
       }
+      p.tid = static_cast<int>(gettid());
       t_participant.slot = &p;
       return p;
     }

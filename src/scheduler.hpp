@@ -50,7 +50,10 @@ struct participant {
   std::atomic<std::uint64_t> seq{0};              // bumped when a node starts
   std::atomic<const op_state_base*> op{nullptr};  // the op running now, or null
   clockid_t cpu_clock{};
+  int tid = 0;
   // Monitor-private.
+  int stuck_windows = 0;  // consecutive windows classified as waiting
+  bool waiting = false;   // classification of the last full window
   std::uint64_t seen_seq = ~std::uint64_t{0};
   std::int64_t seen_cpu = 0;
   std::int64_t seen_wall = 0;
@@ -134,5 +137,7 @@ class scheduler {
 
 /// Nanoseconds on the steady clock.
 std::int64_t now_ns() noexcept;
+/// CPU time of the calling thread in nanoseconds.
+std::int64_t thread_cpu_ns() noexcept;
 
 }  // namespace xcs::detail
