@@ -94,6 +94,38 @@ TEST(JitTest, CpuBoundOpsDoNotOversubscribeCores) {
   EXPECT_LE(meter.max(), cores + 1) << "CPU-bound ops oversubscribed " << cores << " cores";
 }
 
+// An application that just made many blocking calls then computes: the threads added for the
+// blocking calls must not become extra CPU workers.
+TEST(JitTest, CpuBoundOpsAfterBlockingBurstDoNotOversubscribeCores) {
+  auto call_api = xcs::op("call_api", [](int v) {
+    sleep_ms(50);
+    return v;
+  });
+  auto fan_out = xcs::jit([&](const auto& items) {
+    std::vector<decltype(call_api(items[0]))> out;
+    for (const auto& it : items) out.push_back(call_api(it));
+    return out;
+  });
+  for (int call = 0; call < 2; ++call) {
+    EXPECT_EQ(fan_out(std::vector<int>(32, 1)), std::vector<int>(32, 1));
+  }
+
+  concurrency_meter meter;
+  auto crunch = xcs::op("crunch", [&](int v) {
+    concurrency_meter::guard g(meter);
+    spin_ms(20);
+    return v * 2;
+  });
+  auto f = xcs::jit([&](const auto& items) {
+    std::vector<decltype(crunch(items[0]))> out;
+    for (const auto& it : items) out.push_back(crunch(it));
+    return out;
+  });
+  EXPECT_EQ(f(std::vector<int>(16, 3)), std::vector<int>(16, 6));
+  int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  EXPECT_LE(meter.max(), cores + 1) << "CPU-bound ops oversubscribed " << cores << " cores";
+}
+
 TEST(JitTest, CallingThreadRunsOps) {
   std::mutex m;
   std::set<std::thread::id> ran_on;
