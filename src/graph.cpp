@@ -76,6 +76,7 @@ std::string graph::type_name(const std::type_info& type) {
     if (end < name.size() && name[end] == ' ') ++end;
     name.erase(p, end - p);
   }
+  for (std::size_t p; (p = name.find(" >")) != std::string::npos;) name.erase(p, 1);
   return name;
 }
 

@@ -52,14 +52,7 @@ std::shared_ptr<cache_entry> jit_core::lookup(const signature& sig, bool& trace)
   std::unique_lock lock(cache_mutex_);
   auto it = map_.find(sig);
   if (it != map_.end()) return it->second;
-  if (map_.size() >= capacity_) {
-    auto victim = std::min_element(map_.begin(), map_.end(), [](const auto& a, const auto& b) {
-      return a.second->last_use.load(std::memory_order_relaxed) <
-             b.second->last_use.load(std::memory_order_relaxed);
-    });
-    map_.erase(victim);
-    evictions_.fetch_add(1, std::memory_order_relaxed);
-  }
+  evict_to(capacity_ - 1);
   auto e = std::make_shared<cache_entry>();
   e->last_use.store(now, std::memory_order_relaxed);
   map_.emplace(sig, e);
@@ -88,7 +81,7 @@ void jit_core::publish(cache_entry& e, const signature& sig, trace_result t) noe
   std::string reason = std::move(t.reason);
   if (reason.empty()) {
     try {
-      p = std::make_shared<const plan>(t.ir, t.info, std::move(t.recipe));
+      p = std::make_shared<const plan>(t.ir, t.info, std::move(t.recipe), ops_);
     } catch (const std::bad_alloc&) {
       reason = "out of memory while compiling the plan";
     } catch (const std::exception& ex) {
@@ -103,9 +96,6 @@ void jit_core::publish(cache_entry& e, const signature& sig, trace_result t) noe
       widest_ = t.info.max_parallelism;
       critical_ = t.info.critical_path.size();
       estimated_ = t.info.estimated_speedup;
-      for (const node& n : t.ir->nodes()) {
-        if (n.op && std::find(ops_.begin(), ops_.end(), n.op) == ops_.end()) ops_.push_back(n.op);
-      }
       log("compiled {}: {} nodes, {} groups, widest {}, critical path {}", sig.to_string(), nodes_,
           groups_, widest_, critical_);
     } else {
@@ -137,6 +127,18 @@ bool jit_core::cached(const signature& sig) const {
 void jit_core::set_capacity(std::size_t n) {
   std::unique_lock lock(cache_mutex_);
   capacity_ = std::max<std::size_t>(n, 1);
+  evict_to(capacity_);
+}
+
+void jit_core::evict_to(std::size_t n) {
+  while (map_.size() > n) {
+    auto victim = std::min_element(map_.begin(), map_.end(), [](const auto& a, const auto& b) {
+      return a.second->last_use.load(std::memory_order_relaxed) <
+             b.second->last_use.load(std::memory_order_relaxed);
+    });
+    map_.erase(victim);
+    evictions_.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 std::string jit_core::explain(const signature& sig, const trace_result& t) const {
@@ -190,18 +192,20 @@ xcs::stats jit_core::stats() const {
   s.critical_path = critical_;
   s.estimated_speedup = estimated_;
   // Ops are grouped by name: two ops may share one.
-  for (const auto& op : ops_) {
+  ops_->for_each([&](const op_counters& c) {
     auto it = std::find_if(s.ops.begin(), s.ops.end(),
-                           [&](const op_stats& o) { return o.name == op->name; });
+                           [&](const op_stats& o) { return o.name == c.op->name; });
     if (it == s.ops.end()) {
-      s.ops.push_back({op->name});
+      s.ops.push_back({c.op->name});
       it = s.ops.end() - 1;
     }
-    it->calls += op->calls.load(std::memory_order_relaxed);
-    it->errors += op->errors.load(std::memory_order_relaxed);
-    it->total_ns += op->total_ns.load(std::memory_order_relaxed);
-    it->max_ns = std::max(it->max_ns, op->max_ns.load(std::memory_order_relaxed));
-  }
+    it->calls += c.calls.load(std::memory_order_relaxed);
+    it->errors += c.errors.load(std::memory_order_relaxed);
+    it->total_ns += c.total_ns.load(std::memory_order_relaxed);
+    it->max_ns = std::max(it->max_ns, c.max_ns.load(std::memory_order_relaxed));
+    it->blocking = it->blocking || c.op->blocking_hint ||
+                   c.op->observed_blocking.load(std::memory_order_relaxed);
+  });
   std::sort(s.ops.begin(), s.ops.end(),
             [](const op_stats& a, const op_stats& b) { return a.total_ns > b.total_ns; });
   return s;

@@ -51,7 +51,10 @@ class frame final : public job, public slot_waiter {
     return h < queue_size_ && queue_[h].load(std::memory_order_seq_cst) >= 0;
   }
   void help() noexcept override {
-    for (node_id n = pop(); n != no_id; n = pop()) run_chain(n);
+    for (node_id n = pop(); n != no_id; n = pop()) {
+      run_chain(n);
+      if (scheduler::surplus_should_leave()) break;
+    }
   }
   void slot_granted(std::uint32_t n) noexcept override {
     state_[n] = has_slot;
@@ -202,6 +205,10 @@ void frame::execute(node_id n) noexcept {
   if (me) {
     me->seq.store(me->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     me->op.store(outer, std::memory_order_relaxed);
+    if (me->waiting.load(std::memory_order_relaxed)) {
+      me->waiting.store(false, std::memory_order_relaxed);
+      if (scheduler* s = scheduler::started()) s->unstuck();
+    }
   }
 }
 
@@ -330,7 +337,10 @@ void frame::park() noexcept {
   std::uint32_t e = epoch_.load(std::memory_order_seq_cst);
   owner_parked_.store(true, std::memory_order_seq_cst);
   if (!has_work() && remaining_.load(std::memory_order_seq_cst) != 0) {
+    scheduler* s = scheduler::started();
+    if (s) s->parked_owners_.fetch_add(1, std::memory_order_relaxed);
     epoch_.wait(e, std::memory_order_seq_cst);
+    if (s) s->parked_owners_.fetch_sub(1, std::memory_order_relaxed);
   }
   owner_parked_.store(false, std::memory_order_relaxed);
   me.op.store(outer, std::memory_order_relaxed);
@@ -355,8 +365,8 @@ void frame::run_to_end() {
   } else {
     while (helpers.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   }
-  // Learn durations and report per-op statistics, one atomic add per run of equal ops.
-  const op_state_base* cur = nullptr;
+  // Learn durations and count per-op figures, one atomic add per run of equal ops.
+  op_counters* cur = nullptr;
   std::uint64_t calls = 0, errors = 0, total = 0, longest = 0;
   auto flush = [&] {
     if (!cur || calls == 0) return;
@@ -373,11 +383,11 @@ void frame::run_to_end() {
     std::uint32_t d = dur_[i];
     op_ns_ += d;
     p_.est_ns_[i].store(d, std::memory_order_relaxed);
-    const op_state_base* op = p_.nodes_[i].op;
-    if (!op) continue;
-    if (op != cur) {
+    op_counters* c = p_.nodes_[i].counters;
+    if (!c) continue;
+    if (c != cur) {
       flush();
-      cur = op;
+      cur = c;
       calls = errors = total = longest = 0;
     }
     ++calls;
@@ -414,8 +424,11 @@ void* frame::value(value_id v) const noexcept {
 
 }  // namespace detail
 
-plan::plan(std::shared_ptr<const graph> g, const analysis& a, detail::result_recipe recipe)
-    : graph_(std::move(g)), recipe_(std::move(recipe)) {
+plan::plan(std::shared_ptr<const graph> g, const analysis& a, detail::result_recipe recipe,
+           std::shared_ptr<detail::op_table> ops)
+    : graph_(std::move(g)),
+      recipe_(std::move(recipe)),
+      ops_(ops ? std::move(ops) : std::make_shared<detail::op_table>()) {
   const graph& gr = *graph_;
   const auto nodes = gr.nodes();
   const std::size_t n = nodes.size();
@@ -440,6 +453,7 @@ plan::plan(std::shared_ptr<const graph> g, const analysis& a, detail::result_rec
     ni.kernel = nd.kernel;
     ni.fn = nd.fn;
     ni.op = nd.op.get();
+    ni.counters = nd.op ? &ops_->get(nd.op) : nullptr;
     ni.first_input = nd.first_input;
     ni.input_count = nd.input_count;
     ni.join = static_cast<std::uint32_t>(a.predecessors[i].size());

@@ -39,6 +39,7 @@ std::array<participant, kMaxParticipants> g_participants;
 std::atomic<scheduler*> g_instance{nullptr};
 std::mutex g_instance_mutex;
 thread_local bool t_on_lane = false;
+thread_local bool t_surplus = false;
 
 std::int64_t cpu_ns(clockid_t c) noexcept {
   timespec ts{};
@@ -100,6 +101,7 @@ struct scheduler::worker {
   std::thread thread;
   bool stop = false;  // guarded by scheduler::mutex_
   bool surplus = false;
+  bool retired = false;  // a surplus worker that already took itself off surplus_
 };
 
 scheduler& scheduler::instance() {
@@ -130,11 +132,12 @@ unsigned scheduler::worker_count() const noexcept {
 void scheduler::start_worker(bool surplus) {
   auto* w = new worker;
   w->surplus = surplus;
-  w->thread = std::thread([this, w] { worker_loop(w); });
   if (surplus) {
-    w->thread.detach();
+    // A surplus worker owns and deletes its `worker`; it may do so before this returns.
+    std::thread([this, w] { worker_loop(w); }).detach();
   } else {
     workers_.push_back(w);
+    w->thread = std::thread([this, w] { worker_loop(w); });
   }
   threads_started_.fetch_add(1, std::memory_order_relaxed);
 }
@@ -216,12 +219,15 @@ job* scheduler::take_job() {
 }
 
 void scheduler::worker_loop(worker* w) {
-  participant& me = self();
-  (void)me;
+  t_surplus = w->surplus;
   searching_.fetch_add(1, std::memory_order_seq_cst);
   int spins = 0;
   for (;;) {
     job* j = nullptr;
+    if (w->surplus && retire_surplus()) {
+      w->retired = true;
+      break;
+    }
     {
       std::unique_lock lock(mutex_);
       if (w->stop) break;
@@ -268,9 +274,32 @@ void scheduler::worker_loop(worker* w) {
   }
   searching_.fetch_sub(1, std::memory_order_seq_cst);
   if (w->surplus) {
-    surplus_.fetch_sub(1, std::memory_order_relaxed);
+    if (!w->retired) surplus_.fetch_sub(1, std::memory_order_relaxed);
     delete w;
   }
+}
+
+void scheduler::unstuck() noexcept {
+  std::uint32_t n = surplus_wanted_.load(std::memory_order_relaxed);
+  while (n > 0 && !surplus_wanted_.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) {
+  }
+}
+
+bool scheduler::surplus_should_leave() noexcept {
+  if (!t_surplus) return false;
+  scheduler* s = started();
+  return s && s->surplus_.load(std::memory_order_relaxed) >
+                  s->surplus_wanted_.load(std::memory_order_relaxed);
+}
+
+bool scheduler::retire_surplus() noexcept {
+  // More surplus workers than threads stuck: this one leaves, so CPU work does not run on
+  // more threads than there are cores once the waiting is over.
+  std::uint32_t n = surplus_.load(std::memory_order_relaxed);
+  while (n > surplus_wanted_.load(std::memory_order_relaxed)) {
+    if (surplus_.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) return true;
+  }
+  return false;
 }
 
 bool scheduler::head_has_work() const noexcept {
@@ -300,7 +329,7 @@ void scheduler::monitor_loop() {
         p.seen_cpu = cpu_ns(p.cpu_clock);
         p.seen_wall = now;
         p.stuck_windows = 0;
-        p.waiting = false;
+        p.waiting.store(false, std::memory_order_relaxed);
         ++running;
         continue;
       }
@@ -309,14 +338,15 @@ void scheduler::monitor_loop() {
         // A full window in one node: waiting if it used little CPU and the thread is not
         // merely preempted (runnable, waiting for a core).
         std::int64_t cpu = cpu_ns(p.cpu_clock);
-        p.waiting = cpu >= 0 && (cpu - p.seen_cpu) * 4 < wall && !runnable(p.tid);
-        p.stuck_windows = p.waiting ? p.stuck_windows + 1 : 0;
+        bool waiting = cpu >= 0 && (cpu - p.seen_cpu) * 4 < wall && !runnable(p.tid);
+        p.waiting.store(waiting, std::memory_order_relaxed);
+        p.stuck_windows = waiting ? p.stuck_windows + 1 : 0;
         // Two windows in a row before the op is marked, so one unlucky window does not move it.
         if (p.stuck_windows >= 2) op->observed_blocking.store(true, std::memory_order_relaxed);
         p.seen_cpu = cpu;
         p.seen_wall = now;
       }
-      if (p.waiting) {
+      if (p.waiting.load(std::memory_order_relaxed)) {
         ++stuck;
       } else {
         ++running;
@@ -334,10 +364,13 @@ void scheduler::monitor_loop() {
         work_cv_.notify_one();
       } else if (surplus_.load(std::memory_order_relaxed) < kMaxSurplus) {
         surplus_.fetch_add(1, std::memory_order_relaxed);
+        surplus_wanted_.fetch_add(1, std::memory_order_relaxed);
         start_worker(true);
       }
     }
     starved_last_tick_ = starved;
+    surplus_wanted_.store(stuck + parked_owners_.load(std::memory_order_relaxed),
+                          std::memory_order_relaxed);
     (void)stuck;
     if (now - last_busy > kMonitorQuietNs && head_ == nullptr) {
       monitor_asleep_ = true;

@@ -53,7 +53,9 @@ struct participant {
   int tid = 0;
   // Monitor-private.
   int stuck_windows = 0;  // consecutive windows classified as waiting
-  bool waiting = false;   // classification of the last full window
+  /// The monitor classified the node running now as waiting. Written by the monitor, cleared
+  /// by the thread when the node returns (relaxed: a hint for how many surplus workers to keep).
+  std::atomic<bool> waiting{false};
   std::uint64_t seen_seq = ~std::uint64_t{0};
   std::int64_t seen_cpu = 0;
   std::int64_t seen_wall = 0;
@@ -89,6 +91,16 @@ class scheduler {
   /// Runs `task` on the blocking lane: threads beyond the CPU workers, made as needed, for
   /// ops that wait rather than compute.
   void run_blocking(std::function<void()> task);
+  /// Owners parked waiting for their runs (they hold no core). Relaxed: a monitor hint.
+  std::atomic<std::uint32_t> parked_owners_{0};
+
+  /// Called by a thread whose node the monitor saw waiting, when the node returns: one
+  /// surplus worker fewer is needed, now rather than at the monitor's next tick.
+  void unstuck() noexcept;
+  /// True on a surplus worker that should stop taking nodes (fewer threads wait than there
+  /// are surplus workers). Cheap on other threads: one thread-local read.
+  static bool surplus_should_leave() noexcept;
+
   /// True on a blocking-lane thread.
   static bool on_blocking_lane() noexcept;
 
@@ -106,6 +118,7 @@ class scheduler {
   void worker_loop(worker* w);
   job* take_job();  // with mutex_ held; counts the caller as a helper of the result
   bool head_has_work() const noexcept;  // with mutex_ held
+  bool retire_surplus() noexcept;
   void monitor_loop();
   void lane_loop();
 
@@ -121,6 +134,9 @@ class scheduler {
   std::atomic<std::uint32_t> sleepers_{0};
   std::atomic<std::uint32_t> searching_{0};
   std::atomic<std::uint32_t> surplus_{0};
+  /// Surplus workers the monitor still wants: one per thread it sees waiting in an op or
+  /// parked. Relaxed: a stale value only delays a surplus worker's exit by one job.
+  std::atomic<std::uint32_t> surplus_wanted_{0};
 
   std::condition_variable monitor_cv_;
   bool monitor_asleep_ = false;

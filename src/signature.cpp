@@ -8,28 +8,44 @@
 
 namespace xcs {
 
-std::string signature::to_string() const {
-  std::string sizes;
-  for (std::size_t s : sizes_) sizes += fmt::format("[{}]", s);
-  std::string types = graph::type_name(*types_);
-  // "xcs::signature::type_list<A, B>" -> "(A, B)"
-  if (auto p = types.find('<'); p != std::string::npos && types.back() == '>') {
-    types = "(" + types.substr(p + 1, types.size() - p - 2) + ")";
+std::string signature::arg_string(std::uint32_t arg) const {
+  std::string s = graph::type_name(*arg_types_[arg]);
+  for (std::size_t k = 0; k < sizes_.size(); ++k) {
+    if (owners_[k] == arg) s += fmt::format("[{}]", sizes_[k]);
   }
-  return sizes.empty() ? types : types + " sizes " + sizes;
+  return s;
+}
+
+std::string signature::to_string() const {
+  std::string out = "(";
+  for (std::uint32_t i = 0; i < arg_count_; ++i) {
+    if (i) out += ", ";
+    out += arg_string(i);
+  }
+  return out + ")";
 }
 
 std::string signature::difference(const signature& before) const {
-  if (*types_ != *before.types_) {
-    return fmt::format("argument types are now {}, were {}", to_string(), before.to_string());
+  if (arg_count_ != before.arg_count_) {
+    return fmt::format("{} arguments, were {}: {}, was {}", arg_count_, before.arg_count_,
+                       to_string(), before.to_string());
   }
-  for (std::size_t i = 0; i < sizes_.size() && i < before.sizes_.size(); ++i) {
-    if (sizes_[i] != before.sizes_[i]) {
-      return fmt::format("container size #{} is now [{}], was [{}] (types {})", i, sizes_[i],
-                         before.sizes_[i], to_string());
+  for (std::uint32_t i = 0; i < arg_count_; ++i) {
+    if (*arg_types_[i] != *before.arg_types_[i]) {
+      return fmt::format("arg {}: {}, was {}", i, arg_string(i), before.arg_string(i));
     }
   }
-  return fmt::format("container sizes changed: now {}, was {}", to_string(), before.to_string());
+  for (std::size_t k = 0; k < sizes_.size() && k < before.sizes_.size(); ++k) {
+    if (sizes_[k] != before.sizes_[k]) {
+      std::uint32_t arg = owners_[k];
+      std::string was;
+      for (std::size_t j = 0; j < before.sizes_.size(); ++j) {
+        if (before.owners_[j] == arg) was += fmt::format("[{}]", before.sizes_[j]);
+      }
+      return fmt::format("arg {}: {}, was {}", arg, arg_string(arg), was);
+    }
+  }
+  return fmt::format("now {}, was {}", to_string(), before.to_string());
 }
 
 }  // namespace xcs

@@ -20,9 +20,9 @@ std::string to_string(const stats& s) {
   if (!s.fallback_reason.empty()) out += fmt::format("\n  fallback_reason: {}", s.fallback_reason);
   if (!s.retrace_reason.empty()) out += fmt::format("\n  retrace_reason: {}", s.retrace_reason);
   for (const op_stats& o : s.ops) {
-    out += fmt::format("\n  op {:<16} calls={} errors={} total={:.3f}ms max={:.3f}ms", o.name,
+    out += fmt::format("\n  op {:<16} calls={} errors={} total={:.3f}ms max={:.3f}ms{}", o.name,
                        o.calls, o.errors, static_cast<double>(o.total_ns) / 1e6,
-                       static_cast<double>(o.max_ns) / 1e6);
+                       static_cast<double>(o.max_ns) / 1e6, o.blocking ? " blocking" : "");
   }
   return out;
 }

@@ -18,11 +18,43 @@ std::string trace_context::describe(value_id v) const {
       return fmt::format("element {} of {}", val.index, describe(val.parent));
     case value_kind::constant:
       return fmt::format("a constant ({})", graph::type_name(*val.type));
-    case value_kind::result:
-      return fmt::format("the result of op '{}' (node %{}, {})", g.nodes()[val.index].name,
-                         val.index, graph::type_name(*val.type));
+    case value_kind::result: {
+      const node& n = g.nodes()[val.index];
+      std::string what = n.op ? fmt::format("the result of op '{}'", n.name)
+                              : fmt::format("the result of operator '{}'", n.name);
+      return fmt::format("{} (node %{}, {}){}", what, val.index, graph::type_name(*val.type),
+                         depends_on(v));
+    }
   }
   return "a value";
+}
+
+std::string trace_context::depends_on(value_id v) const {
+  // The arguments a value was computed from, found by walking its inputs back.
+  std::vector<bool> seen(g.values().size(), false);
+  std::vector<bool> args(g.argument_count(), false);
+  std::vector<value_id> stack{v};
+  while (!stack.empty()) {
+    value_id x = stack.back();
+    stack.pop_back();
+    if (seen[x]) continue;
+    seen[x] = true;
+    const value& val = g.values()[x];
+    if (val.kind == value_kind::argument) {
+      args[val.index] = true;
+    } else if (val.kind == value_kind::element) {
+      stack.push_back(val.parent);
+    } else if (val.kind == value_kind::result) {
+      for (value_id in : g.inputs(g.nodes()[val.index])) stack.push_back(in);
+    }
+  }
+  std::string out;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i]) out += fmt::format("{}{}", out.empty() ? "" : ", ", i);
+  }
+  if (out.empty()) return "";
+  return fmt::format(", computed from argument{} {}", out.find(',') == std::string::npos ? "" : "s",
+                     out);
 }
 
 trace_context& context_of(trace_context* ctx, value_id v) {
@@ -38,9 +70,9 @@ trace_context& context_of(trace_context* ctx, value_id v) {
 void abort_on_read(trace_context* ctx, value_id v, const std::type_info& as) {
   trace_context& c = context_of(ctx, v);
   c.abort(
-      fmt::format("the body reads the value of {} as {} (an if, a conversion, or a call of "
-                  "a plain function); values are only known when the plan runs",
-                  c.describe(v), graph::type_name(as)));
+      fmt::format("the body reads a traced value as {} (an if, a conversion, or a call of "
+                  "a plain function), but values are only known when the plan runs: {}",
+                  graph::type_name(as), c.describe(v)));
 }
 
 }  // namespace xcs::detail

@@ -391,7 +391,7 @@ TEST(FallbackTest, IfOnTracedValueFallsBackWithCorrectResult) {
   EXPECT_EQ(st.traces, 1u) << "the fallback is remembered per signature";
   EXPECT_EQ(st.calls, 3u);
   EXPECT_EQ(st.fallback_calls, 3u);
-  EXPECT_THAT(st.fallback_reason, HasSubstr("op '>'"));
+  EXPECT_THAT(st.fallback_reason, HasSubstr("operator '>'"));
 }
 
 TEST(FallbackTest, ConversionToPlainTypeFallsBack) {

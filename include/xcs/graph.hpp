@@ -46,13 +46,6 @@ struct op_state_base {
   /// The scheduler saw an instance of this op sit in the kernel without using CPU.
   /// Relaxed: a late read only delays the move to the blocking lane by one node.
   mutable std::atomic<bool> observed_blocking{false};
-
-  // Per-op statistics, summed over every plan that ran this op. Relaxed: they are counters,
-  // read only for reporting.
-  mutable std::atomic<std::uint64_t> calls{0};
-  mutable std::atomic<std::uint64_t> errors{0};
-  mutable std::atomic<std::uint64_t> total_ns{0};
-  mutable std::atomic<std::uint64_t> max_ns{0};
 };
 
 /// How a node runs, type-erased: `invoke(fn, inputs, n, out)` calls the op on `n` typed inputs

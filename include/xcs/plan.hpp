@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "xcs/analysis.hpp"
+#include "xcs/detail/op_table.hpp"
 #include "xcs/detail/result.hpp"
 #include "xcs/graph.hpp"
 
@@ -31,8 +32,10 @@ class frame;
 /// that had not started, and still waits for the nodes already running.
 class plan {
  public:
-  /// Compiles `g`. Throws std::bad_alloc when memory runs out (the caller falls back).
-  plan(std::shared_ptr<const graph> g, const analysis& a, detail::result_recipe recipe);
+  /// Compiles `g`. Op run counters go to `ops` (a table of the plan's own if null). Throws
+  /// std::bad_alloc when memory runs out (the caller falls back).
+  plan(std::shared_ptr<const graph> g, const analysis& a, detail::result_recipe recipe,
+       std::shared_ptr<detail::op_table> ops = nullptr);
   ~plan();
   plan(const plan&) = delete;
   plan& operator=(const plan&) = delete;
@@ -89,7 +92,8 @@ class plan {
     const detail::kernel* kernel;
     const void* fn;
     const detail::op_state_base* op;
-    std::uint32_t first_input;  // into in_values_ (and a frame's input pointer table)
+    detail::op_counters* counters;  // null for operators and packs
+    std::uint32_t first_input;      // into in_values_ (and a frame's input pointer table)
     std::uint32_t input_count;
     std::uint32_t first_successor;  // into successors_
     std::uint32_t successor_count;
@@ -108,6 +112,7 @@ class plan {
 
   std::shared_ptr<const graph> graph_;
   detail::result_recipe recipe_;
+  std::shared_ptr<detail::op_table> ops_;
   std::vector<node_info> nodes_;
   std::vector<value_id> in_values_;
   std::vector<node_id> successors_;

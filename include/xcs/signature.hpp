@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <type_traits>
@@ -12,16 +13,48 @@
 
 namespace xcs {
 
-/// The cache key of a call: the decayed argument types plus the size of every container
-/// argument (recursively, for nested containers), in order. Values never take part, so a
-/// thousand different ints trace once.
+namespace detail {
+
+/// The argument types traced as containers: `std::vector<T>` (but `std::vector<bool>`) and
+/// `std::array<T, N>`. Their sizes shape the graph, so they are part of the signature.
+template <class T>
+struct container_traits {
+  static constexpr bool traced = false;
+};
+template <class E>
+struct container_traits<std::vector<E>> {
+  static constexpr bool traced = !std::is_same_v<E, bool>;
+  static constexpr bool dynamic = true;
+  using element = E;
+};
+template <class E, std::size_t N>
+struct container_traits<std::array<E, N>> {
+  static constexpr bool traced = true;
+  static constexpr bool dynamic = false;  // the size is in the type already
+  using element = E;
+};
+
+template <class... T>
+struct type_list {
+  static inline const std::type_info* const types[sizeof...(T) + 1] = {&typeid(T)...};
+};
+
+}  // namespace detail
+
+/// The cache key of a call: the decayed argument types plus the size of every `std::vector`
+/// argument (and of vectors nested in container arguments), in order. Values never take part,
+/// so a thousand different ints trace once; nor do the sizes of strings, maps or spans.
 class signature {
  public:
   template <class... Args>
   static signature of(const Args&... args) {
+    using list = detail::type_list<std::decay_t<Args>...>;
     signature s;
-    s.types_ = &typeid(type_list<std::decay_t<Args>...>);
-    (s.add_sizes(args), ...);
+    s.types_ = &typeid(list);
+    s.arg_types_ = list::types;
+    s.arg_count_ = sizeof...(Args);
+    std::uint32_t i = 0;
+    (s.add_sizes(i++, args), ...);
     s.hash_ = s.compute_hash();
     return s;
   }
@@ -31,7 +64,6 @@ class signature {
   }
   std::size_t hash() const noexcept { return hash_; }
   const std::vector<std::size_t>& sizes() const noexcept { return sizes_; }
-  const std::type_info& types() const noexcept { return *types_; }
 
   /// Readable form: "(std::string, std::vector<int>[4])".
   std::string to_string() const;
@@ -39,25 +71,16 @@ class signature {
   std::string difference(const signature& before) const;
 
  private:
-  template <class... T>
-  struct type_list {};
-
   template <class T>
-  void add_sizes(const T& v) {
-    if constexpr (requires {
-                    v.size();
-                    v.begin();
-                    typename T::value_type;
-                  } &&
-                  !std::is_same_v<T, std::string>) {
-      sizes_.push_back(v.size());
-      using E = typename T::value_type;
-      if constexpr (requires(const E& e) {
-                      e.size();
-                      e.begin();
-                    } &&
-                    !std::is_same_v<E, std::string>) {
-        for (const auto& e : v) add_sizes(e);
+  void add_sizes(std::uint32_t arg, const T& v) {
+    using traits = detail::container_traits<T>;
+    if constexpr (traits::traced) {
+      if constexpr (traits::dynamic) {
+        sizes_.push_back(v.size());
+        owners_.push_back(arg);
+      }
+      if constexpr (detail::container_traits<typename traits::element>::traced) {
+        for (const auto& e : v) add_sizes(arg, e);
       }
     }
   }
@@ -66,9 +89,13 @@ class signature {
     for (std::size_t n : sizes_) h = (h ^ n) * 0x100000001b3ULL;
     return h;
   }
+  std::string arg_string(std::uint32_t arg) const;
 
   const std::type_info* types_ = nullptr;
+  const std::type_info* const* arg_types_ = nullptr;
+  std::uint32_t arg_count_ = 0;
   std::vector<std::size_t> sizes_;
+  std::vector<std::uint32_t> owners_;  // the argument each size belongs to
   std::size_t hash_ = 0;
 };
 

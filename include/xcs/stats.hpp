@@ -12,13 +12,14 @@
 
 namespace xcs {
 
-/// Per-op-name figures, summed over every plan of the function that ran the op.
+/// Per-op-name figures of one jitted function (and its copies), over all its plans.
 struct op_stats {
   std::string name;
   std::uint64_t calls = 0;
   std::uint64_t errors = 0;  ///< runs that threw
   std::uint64_t total_ns = 0;
   std::uint64_t max_ns = 0;
+  bool blocking = false;  ///< runs on the blocking lane (hinted, or seen waiting)
 };
 
 /// A snapshot of `jitted::stats()`. Counters are exact; the analysis fields describe the most

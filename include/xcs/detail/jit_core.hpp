@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "xcs/analysis.hpp"
+#include "xcs/detail/op_table.hpp"
 #include "xcs/plan.hpp"
 #include "xcs/signature.hpp"
 #include "xcs/stats.hpp"
@@ -70,6 +71,10 @@ class jit_core {
 
   xcs::stats stats() const;
 
+ private:
+  void evict_to(std::size_t n);  // with cache_mutex_ held: drops LRU entries down to n
+
+ public:
   /// XCS_LOG=1: one line per trace, retrace, fallback and compile on stderr.
   static bool log_enabled() noexcept;
   /// XCS_STRICT=1: fallbacks throw.
@@ -92,7 +97,7 @@ class jit_core {
   std::string retrace_reason_;
   std::size_t nodes_ = 0, groups_ = 0, widest_ = 0, critical_ = 0;
   double estimated_ = 1.0;
-  std::vector<std::shared_ptr<const op_state_base>> ops_;
+  std::shared_ptr<op_table> ops_ = std::make_shared<op_table>();
 };
 
 }  // namespace xcs::detail

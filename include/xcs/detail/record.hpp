@@ -194,7 +194,8 @@ auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<const op_s
   value_id r =
       ctx.g.add_node(name, ids, op_kernel<Fn, R, input_type_t<A>...>::value, fn, std::move(op));
   if constexpr (std::is_void_v<R>) {
-    return traced<void>(&ctx, static_cast<node_id>(ctx.g.nodes().size() - 1));
+    // traced<R>, not traced<void>: the name must stay dependent until traced<void> is complete.
+    return traced<R>(&ctx, static_cast<node_id>(ctx.g.nodes().size() - 1));
   } else {
     return traced<R>(&ctx, r);
   }

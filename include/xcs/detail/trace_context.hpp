@@ -47,6 +47,8 @@ class trace_context {
   /// Says what a value is, for messages: "argument 0", "element 3 of argument 1",
   /// "the result of op 'summarize' (node %4)".
   std::string describe(value_id v) const;
+  /// ", computed from arguments 0, 2" (empty if `v` depends on no argument).
+  std::string depends_on(value_id v) const;
 
  private:
   static thread_local trace_context* current_;
