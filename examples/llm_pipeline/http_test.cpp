@@ -1,0 +1,599 @@
+// SPDX-License-Identifier: MIT
+// The LLM pipeline over real HTTP against a local nginx: answers, ensemble speedup, per-op
+// concurrency bounds measured at the server, and failure paths, direct and jitted.
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "llm_client.hpp"
+#include "local_server.hpp"
+#include "pipeline.hpp"
+
+extern char** environ;
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// curl_global_init before any test (and any thread) sends a request.
+const llm::curl_session curl_for_all_tests;
+
+constexpr int kDelayMs = 200;  // how long the server takes per chat request
+
+std::string expected_member_answer(const std::string& question, int member, int members) {
+  return "Member " + std::to_string(member) + " of " + std::to_string(members) + " says about \"" +
+         question + "\": 42.";
+}
+const std::string kExpectedVerdict = "Answer 1 is the best.";
+std::string expected_final(const std::string& question) {
+  return "Final answer to \"" + question +
+         "\":\nthe ensemble agrees (answer 1 was the best) \u2014 voil\u00e0 \U0001F30D";
+}
+
+// Quotes, a backslash, a tab and non-ASCII letters: they must survive escaping on the way out
+// and decoding on the way back.
+const std::string kQuestion = "Why is the sky \"blue\" \\ not green?\tRéponds, s'il te plaît.";
+
+template <class Fn>
+double millis(Fn&& fn) {
+  auto t0 = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// Polls nginx's stub_status over one keep-alive connection while requests are in flight, and
+/// keeps the most requests and connections it saw besides its own.
+class status_sampler {
+ public:
+  explicit status_sampler(std::string url) : url_(std::move(url)), thread_([this] { run(); }) {
+    while (samples_.load() == 0 && !failed_.load()) std::this_thread::sleep_for(1ms);
+  }
+  ~status_sampler() { stop(); }
+
+  void stop() {
+    stop_.store(true);
+    if (thread_.joinable()) thread_.join();
+  }
+  int max_requests() const { return max_writing_.load(); }
+  int max_connections() const { return max_active_.load(); }
+  int samples() const { return samples_.load(); }
+  bool failed() const { return failed_.load(); }
+
+ private:
+  static std::size_t append(char* data, std::size_t size, std::size_t count, void* user) {
+    static_cast<std::string*>(user)->append(data, size * count);
+    return size * count;
+  }
+  void run() {
+    std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> h(curl_easy_init(), &curl_easy_cleanup);
+    std::string page;
+    curl_easy_setopt(h.get(), CURLOPT_URL, url_.c_str());
+    curl_easy_setopt(h.get(), CURLOPT_WRITEFUNCTION, &append);
+    curl_easy_setopt(h.get(), CURLOPT_WRITEDATA, &page);
+    curl_easy_setopt(h.get(), CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt(h.get(), CURLOPT_NOSIGNAL, 1L);
+    while (!stop_.load()) {
+      page.clear();
+      if (curl_easy_perform(h.get()) != CURLE_OK) {
+        failed_.store(true);
+        return;
+      }
+      llm::server_status s = llm::parse_status(page);
+      // The status request itself is one of the requests being written, and its connection
+      // one of the active ones.
+      max_writing_.store(std::max(max_writing_.load(), s.writing - 1));
+      max_active_.store(std::max(max_active_.load(), s.active - 1));
+      samples_.fetch_add(1);
+      std::this_thread::sleep_for(2ms);
+    }
+  }
+
+  std::string url_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> failed_{false};
+  std::atomic<int> samples_{0};
+  std::atomic<int> max_writing_{0};
+  std::atomic<int> max_active_{0};
+  std::thread thread_;  // last: it starts running in the constructor
+};
+
+struct process_result {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+/// Runs `args` (args[0] is the executable) with `extra_env` added to this environment, less
+/// any XCS_LLM_URL of the caller's.
+process_result run_process(const std::vector<std::string>& args,
+                           const std::vector<std::string>& extra_env = {}) {
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (char** e = environ; *e; ++e) {
+    if (std::strncmp(*e, "XCS_LLM_URL=", 12) != 0) envp.push_back(*e);
+  }
+  for (const std::string& e : extra_env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return {};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(fds[1], 1);
+    ::dup2(fds[1], 2);
+    ::execve(argv[0], argv.data(), envp.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  process_result r;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) r.output.append(buf, n);
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+/// The "summary: key=value ..." line of the example's output.
+std::map<std::string, std::string> parse_summary(const std::string& output) {
+  std::map<std::string, std::string> out;
+  std::size_t at = output.rfind("summary: ");
+  if (at == std::string::npos) return out;
+  std::string line = output.substr(at + 9, output.find('\n', at) - at - 9);
+  std::regex pair(R"((\w+)=(\S+))");
+  for (auto it = std::sregex_iterator(line.begin(), line.end(), pair); it != std::sregex_iterator();
+       ++it) {
+    out[(*it)[1]] = (*it)[2];
+  }
+  return out;
+}
+
+/// The exception an llm request threw, if any; other exceptions pass through.
+template <class Fn>
+std::optional<llm::llm_error> llm_error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const llm::llm_error& e) {
+    return e;
+  }
+  return std::nullopt;
+}
+
+/// Each test gets its own nginx on its own port, so tests may run in parallel.
+class LlmHttpTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    llm::local_server_options o;
+    o.nginx = XCS_LLM_NGINX;
+    o.config_template = XCS_LLM_NGINX_TEMPLATE;
+    o.echo_module = XCS_LLM_ECHO_MODULE;
+    o.work_dir = XCS_LLM_WORK_DIR;
+    o.delay_ms = kDelayMs;
+    o.slow_ms = 3000;
+    server_ = std::make_unique<llm::local_server>(o);
+  }
+  void TearDown() override {
+    std::filesystem::path prefix = server_->prefix();
+    server_->stop();
+    // Keep the config and logs of a failed test for a look.
+    if (!HasFailure()) std::filesystem::remove_all(prefix);
+  }
+
+  llm::client make_client(long timeout_ms = 10000) const {
+    llm::client_options o;
+    o.url = server_->chat_url();
+    o.timeout_ms = timeout_ms;
+    return llm::client(o);
+  }
+
+  std::unique_ptr<llm::local_server> server_;
+};
+
+// --- The JSON helpers, without a server ------------------------------------------------
+
+TEST(LlmJsonTest, EscapesWhatJsonRequires) {
+  EXPECT_EQ(llm::json_escape("plain"), "plain");
+  EXPECT_EQ(llm::json_escape("a\"b\\c/d"), "a\\\"b\\\\c/d");
+  EXPECT_EQ(llm::json_escape("\n\r\t\b\f"), "\\n\\r\\t\\b\\f");
+  EXPECT_EQ(llm::json_escape(std::string("\x01\x1f", 2)), "\\u0001\\u001f");
+  EXPECT_EQ(llm::json_escape("caf\u00e9 \U0001F30D"), "caf\u00e9 \U0001F30D");  // UTF-8 as is
+  EXPECT_EQ(llm::request_body("m", "say \"hi\"\n"),
+            R"({"model":"m","messages":[{"role":"user","content":"say \"hi\"\n"}]})");
+}
+
+TEST(LlmJsonTest, ReadsTheFirstChoicesContent) {
+  // Members before and after, nested values to skip, escapes of every kind.
+  const std::string body = R"({"id":"x","weird":{"choices":[1]},"choices":[
+      {"index":0,"message":{"role":"assistant","tool_calls":[{"a":"]}"}],
+       "content":"q\"b\\s\/ \n\t \u00e9 \u2014 \ud83c\udf0d \ud800x"},"finish_reason":"stop"},
+      {"message":{"content":"second"}}],"usage":{"total_tokens":3}})";
+  EXPECT_EQ(llm::reply_content(body), "q\"b\\s/ \n\t \u00e9 \u2014 \U0001F30D \uFFFDx");
+  EXPECT_EQ(llm::reply_content(R"({"choices":[{"message":{"content":""}}]})"), "");
+  EXPECT_EQ(llm::reply_content(R"({"choices":[{"message":{"content":null}}]})"), std::nullopt);
+  EXPECT_EQ(llm::reply_content(R"({"choices":[]})"), std::nullopt);
+  EXPECT_EQ(llm::reply_content("not json"), std::nullopt);
+  EXPECT_EQ(llm::reply_content(R"({"choices":[{"message":{"content":"unterminated)"), std::nullopt);
+  EXPECT_EQ(llm::error_message(R"({"error":{"type":"t","message":"Rate limit"}})"), "Rate limit");
+}
+
+// --- (a) The pipeline and the example against the server -------------------------------
+
+TEST_F(LlmHttpTest, PipelineAnswersAndEnsembleTakesAboutOneCallLatency) {
+  const int members = 4;
+  llm::client api = make_client();
+  llm::timeline log;
+  llm::pipeline_ops ops(api, log, members, 8);
+  llm::ensemble_pipeline body{&ops};
+  auto pipeline = xcs::jit(body);
+
+  double one_call_ms = millis([&] { ops.llm(llm::member_prompt(kQuestion, 0, 1)); });
+  EXPECT_GE(one_call_ms, kDelayMs * 0.95);
+
+  llm::pipeline_result direct, jitted_first, jitted;
+  log.clear();
+  double direct_ms = millis([&] { direct = body(kQuestion); });
+  double ensemble_direct_ms = log.span_ms("ensemble");
+  log.clear();
+  double first_ms = millis([&] { jitted_first = pipeline(kQuestion); });
+  log.clear();
+  double jitted_ms = millis([&] { jitted = pipeline(kQuestion); });
+  double ensemble_jitted_ms = log.span_ms("ensemble");
+
+  // The answers the fake model gives, decoded from its JSON.
+  const auto& [answers, verdict, final_answer] = direct;
+  ASSERT_EQ(answers.size(), static_cast<std::size_t>(members));
+  for (int m = 0; m < members; ++m) {
+    EXPECT_EQ(answers[m], expected_member_answer(kQuestion, m, members));
+  }
+  EXPECT_EQ(verdict, kExpectedVerdict);
+  EXPECT_EQ(final_answer, expected_final(kQuestion));
+  EXPECT_EQ(jitted_first, direct);
+  EXPECT_EQ(jitted, direct);
+
+  // The ensemble: about one request's latency jitted, N of them direct.
+  EXPECT_LT(ensemble_jitted_ms, 2 * one_call_ms);
+  EXPECT_GE(ensemble_direct_ms, members * kDelayMs * 0.95);
+  EXPECT_LT(jitted_ms, direct_ms * 0.75);
+  EXPECT_EQ(log.count("ensemble"), static_cast<std::size_t>(members));
+
+  xcs::stats s = pipeline.stats();
+  EXPECT_EQ(s.traces, 1u);
+  EXPECT_EQ(s.fallback_calls, 0u);
+  EXPECT_EQ(s.max_parallelism, static_cast<std::size_t>(members));
+
+  // The server saw every request, and the jitted ensemble's four at once.
+  std::vector<llm::access_entry> served = server_->access_log();
+  int chats = 0;
+  for (const auto& e : served) chats += e.uri == "/v1/chat/completions" ? 1 : 0;
+  EXPECT_EQ(chats, 1 + 3 * (members + 2));
+  EXPECT_EQ(llm::max_overlap(served, "/v1/chat/completions"), members);
+
+  std::printf(
+      "one request %.1f ms; direct %.1f ms (ensemble %.1f ms); jitted first %.1f ms, cached "
+      "%.1f ms (ensemble %.1f ms)\n",
+      one_call_ms, direct_ms, ensemble_direct_ms, first_ms, jitted_ms, ensemble_jitted_ms);
+}
+
+TEST_F(LlmHttpTest, ExampleRunsTheEnsembleAgainstTheServer) {
+  process_result r = run_process({XCS_LLM_PIPELINE_EXE, "--url", server_->chat_url(), "--n", "4",
+                                  "--question", kQuestion, "--timeout-ms", "5000"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (int m = 0; m < 4; ++m) {
+    EXPECT_NE(r.output.find("answer " + std::to_string(m) + ": " +
+                            expected_member_answer(kQuestion, m, 4)),
+              std::string::npos)
+        << r.output;
+  }
+  EXPECT_NE(r.output.find("judge:    " + kExpectedVerdict), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("final:    " + expected_final(kQuestion)), std::string::npos) << r.output;
+
+  auto summary = parse_summary(r.output);
+  ASSERT_FALSE(summary.empty()) << r.output;
+  EXPECT_EQ(summary["mode"], "single");
+  EXPECT_EQ(summary["same"], "yes");
+  double one_call_ms = std::stod(summary["one_call_ms"]);
+  EXPECT_LT(std::stod(summary["ensemble_jitted_ms"]), 2 * one_call_ms) << r.output;
+  EXPECT_GE(std::stod(summary["ensemble_direct_ms"]), 4 * kDelayMs * 0.95) << r.output;
+  EXPECT_LT(std::stod(summary["jitted_ms"]), std::stod(summary["direct_ms"]) * 0.75) << r.output;
+  EXPECT_EQ(summary["peak_in_flight"], "4") << r.output;
+}
+
+TEST_F(LlmHttpTest, ExampleBatchModeTakesTheUrlFromTheEnvironment) {
+  const std::vector<std::string> questions = {"What is a monad?", "¿Por qué el cielo es azul?"};
+  std::filesystem::path file = server_->prefix() / "questions.txt";
+  {
+    std::ofstream out(file);
+    for (const auto& q : questions) out << q << "\n\n";  // blank lines are skipped
+  }
+  process_result r = run_process({XCS_LLM_PIPELINE_EXE, "--batch", file.string(), "--n", "3"},
+                                 {"XCS_LLM_URL=" + server_->chat_url()});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const auto& q : questions) {
+    EXPECT_NE(r.output.find("question: " + q + "\n"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("answer 2: " + expected_member_answer(q, 2, 3)), std::string::npos)
+        << r.output;
+    EXPECT_NE(r.output.find("final:    " + expected_final(q)), std::string::npos) << r.output;
+  }
+  auto summary = parse_summary(r.output);
+  EXPECT_EQ(summary["mode"], "batch");
+  EXPECT_EQ(summary["questions"], "2");
+  EXPECT_EQ(summary["same"], "yes");
+  // Direct: 2 x (3 + 2) requests in a row; jitted: three stages.
+  EXPECT_LT(std::stod(summary["jitted_ms"]), std::stod(summary["direct_ms"]) / 2) << r.output;
+  EXPECT_EQ(summary["peak_in_flight"], "6") << r.output;  // both ensembles at once
+}
+
+TEST_F(LlmHttpTest, ExampleRejectsBadArgumentsAndAMissingEndpoint) {
+  process_result r = run_process({XCS_LLM_PIPELINE_EXE, "--url", server_->chat_url(), "--n", "0"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--n expects an integer >= 1, not '0'"), std::string::npos) << r.output;
+  r = run_process({XCS_LLM_PIPELINE_EXE});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("no endpoint"), std::string::npos) << r.output;
+  // A request that fails ends the example with the error's kind and message.
+  r = run_process(
+      {XCS_LLM_PIPELINE_EXE, "--url", server_->url("/v1/fail500/chat/completions"), "--n", "2"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_NE(r.output.find("http_status error: llm request to " +
+                          server_->url("/v1/fail500/chat/completions") + " failed with HTTP 500"),
+            std::string::npos)
+      << r.output;
+}
+
+// --- (b) Per-op concurrency bound, measured at the server -------------------------------
+
+// Eight independent requests; each prompt gets its own member number.
+std::vector<std::string> eight_prompts(int first = 0) {
+  std::vector<std::string> prompts;
+  for (int i = 0; i < 8; ++i) prompts.push_back(llm::member_prompt("q", first + i, 99).prompt);
+  return prompts;
+}
+
+template <class Op>
+auto all_requests(const Op& llm) {
+  return [llm](const auto& prompts) {
+    std::vector<decltype(llm(prompts[0]))> out;
+    for (const auto& p : prompts) out.push_back(llm(p));
+    return out;
+  };
+}
+
+TEST_F(LlmHttpTest, WithoutBoundServerSeesAllRequestsAtOnce) {
+  // The control for the next tests: the measurements do see more than two when there are.
+  llm::client api = make_client();
+  auto llm = xcs::op(
+      "llm", [&api](const std::string& prompt) { return api.complete(prompt); }, xcs::blocking);
+  auto fan_out = xcs::jit(all_requests(llm));
+  status_sampler sampler(server_->url("/nginx_status"));
+  std::vector<std::string> replies = fan_out(eight_prompts());
+  sampler.stop();
+  ASSERT_EQ(replies.size(), 8u);
+  EXPECT_EQ(replies[7], expected_member_answer("q", 7, 99));
+  EXPECT_EQ(llm::max_overlap(server_->access_log(), "/v1/chat/completions"), 8);
+  EXPECT_EQ(api.peak_in_flight(), 8);
+  EXPECT_GE(sampler.max_requests(), 6) << sampler.samples() << " samples";
+}
+
+/// Eight requests through an op with max_concurrency(2) took `ms`: four rounds of two, and at
+/// most (and at some point exactly) two in flight by each of three measurements: the server's
+/// own request intervals, its live counters, and the client's.
+template <class Op>
+void expect_two_at_a_time(const llm::local_server& server, const status_sampler& sampler,
+                          const llm::client& api, const Op& llm, double ms, const char* what) {
+  int logged = llm::max_overlap(server.access_log(), "/v1/chat/completions");
+  EXPECT_GE(ms, 4 * kDelayMs * 0.95);
+  EXPECT_EQ(logged, 2);
+  EXPECT_FALSE(sampler.failed());
+  EXPECT_EQ(sampler.max_requests(), 2) << sampler.samples() << " samples";
+  EXPECT_LE(sampler.max_connections(), 2) << sampler.samples() << " samples";
+  EXPECT_EQ(api.peak_in_flight(), 2);
+  EXPECT_EQ(llm.peak_concurrency(), 2u);
+  std::printf(
+      "%s, bound 2: %.1f ms; peak at the server %d (access log), %d requests and %d "
+      "connections (stub_status, %d samples)\n",
+      what, ms, logged, sampler.max_requests(), sampler.max_connections(), sampler.samples());
+}
+
+TEST_F(LlmHttpTest, MaxConcurrencyBoundsRequestsAtTheServer) {
+  llm::client api = make_client();
+  auto llm = xcs::op(
+      "llm", [&api](const std::string& prompt) { return api.complete(prompt); }, xcs::blocking,
+      xcs::max_concurrency(2));
+  auto fan_out = xcs::jit(all_requests(llm));
+
+  status_sampler sampler(server_->url("/nginx_status"));
+  std::vector<std::string> replies;
+  double ms = millis([&] { replies = fan_out(eight_prompts()); });
+  sampler.stop();
+
+  ASSERT_EQ(replies.size(), 8u);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(replies[i], expected_member_answer("q", i, 99));
+  EXPECT_EQ(fan_out.stats().fallback_calls, 0u);
+  EXPECT_EQ(fan_out.stats().max_parallelism, 8u);
+  expect_two_at_a_time(*server_, sampler, api, llm, ms, "8 requests, one function");
+}
+
+TEST_F(LlmHttpTest, MaxConcurrencyHoldsAcrossJittedFunctionsOnTwoThreads) {
+  llm::client api = make_client();
+  auto llm = xcs::op(
+      "llm", [&api](const std::string& prompt) { return api.complete(prompt); }, xcs::blocking,
+      xcs::max_concurrency(2));
+  // Two different jitted functions, each with four independent requests, sharing the op.
+  auto first_four = xcs::jit(
+      [llm](const auto& p) { return std::make_tuple(llm(p[0]), llm(p[1]), llm(p[2]), llm(p[3])); });
+  auto last_four = xcs::jit(all_requests(llm));
+  std::vector<std::string> prompts = eight_prompts();
+  std::vector<std::string> head(prompts.begin(), prompts.begin() + 4);
+  std::vector<std::string> tail(prompts.begin() + 4, prompts.end());
+
+  status_sampler sampler(server_->url("/nginx_status"));
+  std::barrier start(2);
+  std::tuple<std::string, std::string, std::string, std::string> a;
+  std::vector<std::string> b;
+  double ms = millis([&] {
+    std::thread t1([&] {
+      start.arrive_and_wait();
+      a = first_four(head);
+    });
+    std::thread t2([&] {
+      start.arrive_and_wait();
+      b = last_four(tail);
+    });
+    t1.join();
+    t2.join();
+  });
+  sampler.stop();
+
+  EXPECT_EQ(std::get<3>(a), expected_member_answer("q", 3, 99));
+  ASSERT_EQ(b.size(), 4u);
+  EXPECT_EQ(b[3], expected_member_answer("q", 7, 99));
+  EXPECT_EQ(first_four.stats().fallback_calls, 0u);
+  EXPECT_EQ(last_four.stats().fallback_calls, 0u);
+  expect_two_at_a_time(*server_, sampler, api, llm, ms,
+                       "2 x 4 requests, two functions on two threads");
+}
+
+// --- (c) Failure paths: the jitted call throws what the direct call throws ---------------
+
+// A good request first in program order, then `bad`: the direct call throws when it reaches
+// `bad`; the jitted call runs both at once and must surface the same exception.
+auto good_then_bad(const llm::client& api) {
+  auto ask = xcs::op(
+      "ask",
+      [&api](const std::string& url, const std::string& prompt) {
+        return api.complete(url, prompt);
+      },
+      xcs::blocking);
+  return [ask](const auto& good_url, const auto& bad_url, const auto& prompt) {
+    auto good = ask(good_url, prompt);
+    auto bad = ask(bad_url, prompt);
+    return std::make_tuple(good, bad);
+  };
+}
+
+void expect_same_error(const std::optional<llm::llm_error>& direct,
+                       const std::optional<llm::llm_error>& jitted) {
+  ASSERT_TRUE(direct.has_value());
+  ASSERT_TRUE(jitted.has_value());
+  EXPECT_EQ(jitted->kind(), direct->kind());
+  EXPECT_EQ(jitted->status(), direct->status());
+  EXPECT_STREQ(jitted->what(), direct->what());
+}
+
+TEST_F(LlmHttpTest, ServerErrorsThrowTheSameFromDirectAndJittedCalls) {
+  llm::client api = make_client();
+  auto body = good_then_bad(api);
+  auto pipeline = xcs::jit(body);
+  const std::string prompt = llm::member_prompt("q", 0, 1).prompt;
+  const std::string ok = server_->chat_url();
+
+  for (auto [path, status, says] :
+       {std::tuple{"/v1/fail500/chat/completions", 500L,
+                   "The server had an error while processing your request."},
+        std::tuple{"/v1/fail429/chat/completions", 429L, "Rate limit reached for requests."}}) {
+    const std::string bad = server_->url(path);
+    auto direct = llm_error_of([&] { body(ok, bad, prompt); });
+    auto jitted = llm_error_of([&] { pipeline(ok, bad, prompt); });
+    expect_same_error(direct, jitted);
+    ASSERT_TRUE(direct.has_value());
+    EXPECT_EQ(direct->kind(), llm::failure::http_status);
+    EXPECT_EQ(direct->status(), status);
+    EXPECT_EQ(std::string(direct->what()), "llm request to " + bad + " failed with HTTP " +
+                                               std::to_string(status) + ": " + says);
+  }
+  EXPECT_EQ(pipeline.stats().fallback_calls, 0u);
+  EXPECT_EQ(pipeline.stats().traces, 1u);
+}
+
+TEST_F(LlmHttpTest, TimeoutThrowsTheSameFromDirectAndJittedCalls) {
+  llm::client api = make_client(/*timeout_ms=*/300);
+  auto body = good_then_bad(api);
+  auto pipeline = xcs::jit(body);
+  const std::string prompt = llm::member_prompt("q", 0, 1).prompt;
+  const std::string slow = server_->url("/v1/slow/chat/completions");
+
+  std::optional<llm::llm_error> direct, jitted;
+  double direct_ms =
+      millis([&] { direct = llm_error_of([&] { body(server_->chat_url(), slow, prompt); }); });
+  double jitted_ms =
+      millis([&] { jitted = llm_error_of([&] { pipeline(server_->chat_url(), slow, prompt); }); });
+  expect_same_error(direct, jitted);
+  ASSERT_TRUE(direct.has_value());
+  EXPECT_EQ(direct->kind(), llm::failure::timeout);
+  EXPECT_EQ(std::string(direct->what()), "llm request to " + slow + " timed out after 300 ms");
+  // The good request and the timeout: one after the other directly, side by side jitted; and
+  // neither waits for the slow reply (3 s).
+  EXPECT_GE(direct_ms, kDelayMs + 300 * 0.95);
+  EXPECT_LT(direct_ms, 2000);
+  EXPECT_LT(jitted_ms, direct_ms);
+  EXPECT_EQ(pipeline.stats().fallback_calls, 0u);
+}
+
+TEST_F(LlmHttpTest, TransportErrorsAndBadResponsesThrowTheSameFromDirectAndJittedCalls) {
+  llm::client api = make_client();
+  auto body = good_then_bad(api);
+  auto pipeline = xcs::jit(body);
+  const std::string prompt = llm::member_prompt("q", 0, 1).prompt;
+  const std::string ok = server_->chat_url();
+
+  // Nothing listens there (it was free a moment ago).
+  const std::string refused =
+      "http://127.0.0.1:" + std::to_string(llm::pick_free_port()) + "/v1/chat/completions";
+  auto direct = llm_error_of([&] { body(ok, refused, prompt); });
+  auto jitted = llm_error_of([&] { pipeline(ok, refused, prompt); });
+  expect_same_error(direct, jitted);
+  ASSERT_TRUE(direct.has_value());
+  EXPECT_EQ(direct->kind(), llm::failure::transport);
+  EXPECT_NE(std::string(direct->what()).find("Couldn't connect to server"), std::string::npos)
+      << direct->what();
+
+  const std::string garbage = server_->url("/v1/garbage/chat/completions");
+  direct = llm_error_of([&] { body(ok, garbage, prompt); });
+  jitted = llm_error_of([&] { pipeline(ok, garbage, prompt); });
+  expect_same_error(direct, jitted);
+  ASSERT_TRUE(direct.has_value());
+  EXPECT_EQ(direct->kind(), llm::failure::bad_response);
+  EXPECT_EQ(direct->status(), 200);
+  EXPECT_EQ(std::string(direct->what()),
+            "llm request to " + garbage +
+                ": the response has no choices[0].message.content string: this is not JSON");
+}
+
+TEST_F(LlmHttpTest, FailingEnsembleMemberFailsThePipelineAsDirectly) {
+  // The whole pipeline against a server that fails every request: the first request in
+  // program order (member 0) throws, and the jitted pipeline throws the same.
+  llm::client_options o;
+  o.url = server_->url("/v1/fail500/chat/completions");
+  llm::client api(o);
+  llm::timeline log;
+  llm::pipeline_ops ops(api, log, 4, 8);
+  llm::ensemble_pipeline body{&ops};
+  auto pipeline = xcs::jit(body);
+  auto direct = llm_error_of([&] { body(kQuestion); });
+  auto jitted = llm_error_of([&] { pipeline(kQuestion); });
+  expect_same_error(direct, jitted);
+  // The judge and the synthesis never ran.
+  EXPECT_EQ(log.count("judge"), 0u);
+  EXPECT_EQ(log.count("synthesis"), 0u);
+  EXPECT_EQ(pipeline.stats().fallback_calls, 0u);
+}
+
+}  // namespace

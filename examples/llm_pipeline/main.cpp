@@ -1,0 +1,260 @@
+// SPDX-License-Identifier: MIT
+// llm_pipeline: an ensemble, a judge and a synthesis against an OpenAI-style endpoint over
+// HTTP, run directly and under xcs::jit, with wall times and stats.
+//
+//   llm_pipeline --url http://host/v1/chat/completions [--n 4] [--question "..."]
+//   XCS_LLM_URL=... llm_pipeline --questions "first?" "second?"     (batch mode)
+//   llm_pipeline --batch questions.txt                             (batch mode, one per line)
+//   llm_pipeline --local-server                                    (starts nginx, see README)
+#include <fmt/format.h>
+#include <xcs/xcs.hpp>
+
+#include <charconv>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "llm_client.hpp"
+#include "local_server.hpp"
+#include "pipeline.hpp"
+
+namespace {
+
+struct options {
+  std::string url;
+  std::string model = "xcs-demo";
+  int members = 4;
+  long timeout_ms = 30000;
+  std::uint32_t max_concurrency = 8;
+  std::vector<std::string> questions;
+  bool batch = false;
+  bool explain = false;
+  bool local_server = false;
+  int delay_ms = 200;
+};
+
+constexpr std::string_view usage = R"(usage: llm_pipeline [options]
+  --url URL              chat-completions endpoint (default: $XCS_LLM_URL)
+  --n N                  ensemble size (default 4)
+  --timeout-ms MS        per-request timeout (default 30000)
+  --max-concurrency K    requests in flight at once, 0 for no bound (default 8)
+  --model NAME           the "model" field of each request (default xcs-demo)
+  --question Q           the question (default: why is the sky blue?)
+  --questions Q1 Q2 ...  batch mode over these questions
+  --batch FILE           batch mode over FILE's non-empty lines
+  --explain              print the plan of the jitted pipeline and exit
+  --local-server         start nginx with nginx.conf.in and use it
+  --delay-ms MS          the local server's reply delay (default 200)
+  $XCS_LLM_API_KEY, when set, is sent as a bearer token.
+)";
+
+[[noreturn]] void fail_usage(std::string_view message) {
+  fmt::print(stderr, "llm_pipeline: {}\n{}", message, usage);
+  std::exit(2);
+}
+
+template <class Int>
+Int parse_int(std::string_view flag, std::string_view text, Int lowest) {
+  Int value{};
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value < lowest) {
+    fail_usage(fmt::format("{} expects an integer >= {}, not '{}'", flag, lowest, text));
+  }
+  return value;
+}
+
+options parse_options(int argc, char** argv) {
+  options o;
+  if (const char* env = std::getenv("XCS_LLM_URL")) o.url = env;
+  std::optional<std::string> question;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    auto value = [&]() -> std::string_view {
+      if (i + 1 >= argc) fail_usage(fmt::format("{} needs a value", arg));
+      return argv[++i];
+    };
+    if (arg == "--url") {
+      o.url = value();
+    } else if (arg == "--n") {
+      o.members = parse_int(arg, value(), 1);
+    } else if (arg == "--timeout-ms") {
+      o.timeout_ms = parse_int(arg, value(), 1L);
+    } else if (arg == "--max-concurrency") {
+      o.max_concurrency = parse_int(arg, value(), std::uint32_t{0});
+    } else if (arg == "--model") {
+      o.model = value();
+    } else if (arg == "--question") {
+      question = std::string(value());
+    } else if (arg == "--questions") {
+      o.batch = true;
+      while (i + 1 < argc && std::string_view(argv[i + 1]).substr(0, 2) != "--") {
+        o.questions.emplace_back(argv[++i]);
+      }
+    } else if (arg == "--batch") {
+      o.batch = true;
+      std::string path(value());
+      std::ifstream in(path);
+      if (!in) fail_usage("cannot read " + path);
+      for (std::string line; std::getline(in, line);) {
+        if (line.find_first_not_of(" \t\r") != std::string::npos) o.questions.push_back(line);
+      }
+    } else if (arg == "--explain") {
+      o.explain = true;
+    } else if (arg == "--local-server") {
+      o.local_server = true;
+    } else if (arg == "--delay-ms") {
+      o.delay_ms = parse_int(arg, value(), 0);
+    } else if (arg == "--help" || arg == "-h") {
+      fmt::print("{}", usage);
+      std::exit(0);
+    } else {
+      fail_usage(fmt::format("unknown argument '{}'", arg));
+    }
+  }
+  if (o.batch && o.questions.empty()) fail_usage("batch mode needs at least one question");
+  if (!o.batch)
+    o.questions = {question.value_or("Why is the sky \"blue\"? Réponds en une phrase.")};
+  if (o.url.empty() && !o.local_server && !o.explain) {
+    fail_usage("no endpoint: pass --url, set XCS_LLM_URL, or use --local-server");
+  }
+  return o;
+}
+
+template <class Fn>
+double millis(Fn&& fn) {
+  auto t0 = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void print_result(const std::string& question, const llm::pipeline_result& r) {
+  fmt::print("question: {}\n", question);
+  const auto& [answers, verdict, final_answer] = r;
+  for (std::size_t i = 0; i < answers.size(); ++i) fmt::print("  answer {}: {}\n", i, answers[i]);
+  fmt::print("  judge:    {}\n  final:    {}\n", verdict, final_answer);
+}
+
+std::unique_ptr<llm::local_server> start_local_server(const options& o) {
+#if defined(XCS_LLM_NGINX) && defined(XCS_LLM_NGINX_TEMPLATE) && defined(XCS_LLM_ECHO_MODULE)
+  llm::local_server_options s;
+  s.nginx = XCS_LLM_NGINX;
+  s.config_template = XCS_LLM_NGINX_TEMPLATE;
+  s.echo_module = XCS_LLM_ECHO_MODULE;
+  s.work_dir = std::filesystem::temp_directory_path() / "xcs-llm-pipeline";
+  s.delay_ms = o.delay_ms;
+  auto server = std::make_unique<llm::local_server>(s);
+  fmt::print("local server: nginx on port {}, replies after {} ms, files in {}\n", server->port(),
+             o.delay_ms, server->prefix().string());
+  return server;
+#else
+  (void)o;
+  fmt::print(stderr, "llm_pipeline: built without nginx or its echo module; use --url\n");
+  std::exit(2);
+#endif
+}
+
+// Runs `body` directly, then jitted twice (the first call traces), and reports the times.
+// Returns whether the three results agree.
+template <class Body, class Arg>
+bool compare(const char* mode, const Body& body, const Arg& arg, const options& o,
+             const llm::client& api, llm::timeline& log, double one_call_ms) {
+  auto jitted = xcs::jit(body);
+  decltype(body(arg)) direct, first, cached;
+
+  log.clear();
+  double direct_ms = millis([&] { direct = body(arg); });
+  double ensemble_direct_ms = log.span_ms("ensemble");
+
+  log.clear();
+  api.reset_peak();
+  double first_ms = millis([&] { first = jitted(arg); });
+  log.clear();
+  double cached_ms = millis([&] { cached = jitted(arg); });
+  double ensemble_jitted_ms = log.span_ms("ensemble");
+  int peak = api.peak_in_flight();
+
+  bool same = direct == first && direct == cached;
+  if constexpr (std::is_same_v<Arg, std::string>) {
+    print_result(arg, cached);
+  } else {
+    for (std::size_t i = 0; i < arg.size(); ++i) print_result(arg[i], cached[i]);
+  }
+  fmt::print("\none request:        {:7.1f} ms\n", one_call_ms);
+  fmt::print("direct:             {:7.1f} ms  (ensemble stage {:6.1f} ms)\n", direct_ms,
+             ensemble_direct_ms);
+  fmt::print("jitted, first call: {:7.1f} ms  (traces, then runs the plan)\n", first_ms);
+  fmt::print("jitted, cached:     {:7.1f} ms  (ensemble stage {:6.1f} ms)\n", cached_ms,
+             ensemble_jitted_ms);
+  fmt::print("speedup:            {:7.2f} x   (direct / jitted cached)\n", direct_ms / cached_ms);
+  fmt::print("requests in flight: at most {} (bound {})\n", peak,
+             o.max_concurrency == 0 ? std::string("none") : std::to_string(o.max_concurrency));
+  fmt::print("same result: {}\n\n{}\n", same ? "yes" : "NO", jitted.stats());
+  // One line for scripts and tests.
+  fmt::print(
+      "summary: mode={} questions={} members={} one_call_ms={:.1f} direct_ms={:.1f} "
+      "jitted_first_ms={:.1f} jitted_ms={:.1f} ensemble_direct_ms={:.1f} "
+      "ensemble_jitted_ms={:.1f} peak_in_flight={} same={}\n",
+      mode, o.questions.size(), o.members, one_call_ms, direct_ms, first_ms, cached_ms,
+      ensemble_direct_ms, ensemble_jitted_ms, peak, same ? "yes" : "no");
+  return same;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  options o = parse_options(argc, argv);
+  llm::curl_session curl;
+  std::unique_ptr<llm::local_server> server;
+  try {
+    if (o.local_server) {
+      server = start_local_server(o);
+      o.url = server->chat_url();
+    }
+    llm::client_options co;
+    co.url = o.url;
+    co.model = o.model;
+    co.timeout_ms = o.timeout_ms;
+    if (const char* key = std::getenv("XCS_LLM_API_KEY")) co.api_key = key;
+    llm::client api(co);
+    llm::timeline log;
+    llm::pipeline_ops ops(api, log, o.members, o.max_concurrency);
+    llm::ensemble_pipeline one{&ops};
+    llm::batch_pipeline batch{one};
+
+    if (o.explain) {
+      if (o.batch) {
+        fmt::print("{}", xcs::jit(batch).explain(o.questions));
+      } else {
+        fmt::print("{}", xcs::jit(one).explain(o.questions.front()));
+      }
+      return 0;
+    }
+
+    fmt::print("endpoint: {}\nensemble of {}, timeout {} ms\n\n", o.url, o.members, o.timeout_ms);
+    // One request on its own: the latency the ensemble stage should take when jitted. It also
+    // checks that the endpoint answers before the pipeline starts.
+    double one_call_ms = millis([&] { ops.llm(llm::member_prompt(o.questions.front(), 0, 1)); });
+
+    bool same = o.batch ? compare("batch", batch, o.questions, o, api, log, one_call_ms)
+                        : compare("single", one, o.questions.front(), o, api, log, one_call_ms);
+    if (server && same) {
+      // Keep the server's logs only when something went wrong.
+      std::filesystem::path prefix = server->prefix();
+      server->stop();
+      std::filesystem::remove_all(prefix);
+    }
+    return same ? 0 : 1;
+  } catch (const llm::llm_error& e) {
+    fmt::print(stderr, "llm_pipeline: {} error: {}\n", llm::to_string(e.kind()), e.what());
+    return 3;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "llm_pipeline: {}\n", e.what());
+    return 3;
+  }
+}

@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: MIT
+// The LLM pipeline as xcs ops: an ensemble of model calls on one question, a judge that reads
+// every answer, and a synthesis; one question at a time or a batch.
+#pragma once
+
+#include <xcs/xcs.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+#include "llm_client.hpp"
+
+namespace llm {
+
+/// One request of the pipeline: the step it belongs to ("ensemble", "judge", "synthesis"),
+/// for the timeline, and the prompt.
+struct chat_request {
+  std::string step;
+  std::string prompt;
+};
+
+/// The prompts. Each ends with "Question: <question>"; the fake model in nginx.conf.in relies
+/// on their first words and on that ending.
+chat_request member_prompt(const std::string& question, int member, int members);
+chat_request judge_prompt(const std::string& question, const std::vector<std::string>& answers);
+chat_request synthesis_prompt(const std::string& question, const std::vector<std::string>& answers,
+                              const std::string& verdict);
+
+/// When each request started and ended, by step. Thread-safe.
+class timeline {
+ public:
+  using clock = std::chrono::steady_clock;
+  void record(const std::string& step, clock::time_point start, clock::time_point end);
+  /// From the first start to the last end of the step's requests, in ms (0 if none).
+  double span_ms(std::string_view step) const;
+  std::size_t count(std::string_view step) const;
+  void clear();
+
+ private:
+  struct entry {
+    std::string step;
+    clock::time_point start, end;
+  };
+  mutable std::mutex mutex_;  // guards entries_
+  std::vector<entry> entries_;
+};
+
+/// The op bodies. Each only reads its arguments, so instances run on many threads at once.
+struct member_prompt_fn {
+  int members;
+  chat_request operator()(const std::string& question, int member) const {
+    return member_prompt(question, member, members);
+  }
+};
+struct judge_prompt_fn {
+  chat_request operator()(const std::string& question,
+                          const std::vector<std::string>& answers) const {
+    return judge_prompt(question, answers);
+  }
+};
+struct synthesis_prompt_fn {
+  chat_request operator()(const std::string& question, const std::vector<std::string>& answers,
+                          const std::string& verdict) const {
+    return synthesis_prompt(question, answers, verdict);
+  }
+};
+/// The one op that talks to the endpoint: every step's request goes through it, so its
+/// concurrency bound is the bound on requests in flight to the API.
+struct chat_fn {
+  const client* api;
+  timeline* log;
+  std::string operator()(const chat_request& request) const;
+};
+
+/// The ops of the pipeline. `max_concurrency` bounds the requests in flight at once across
+/// every jitted function and thread that uses these ops (0: no bound).
+struct pipeline_ops {
+  pipeline_ops(const client& api, timeline& log, int members, std::uint32_t max_concurrency);
+
+  int members;
+  xcs::op_fn<member_prompt_fn> ask_prompt;
+  xcs::op_fn<judge_prompt_fn> judge_prompt;
+  xcs::op_fn<synthesis_prompt_fn> synthesis_prompt;
+  xcs::op_fn<chat_fn> llm;
+};
+
+/// The answers of the ensemble, the judge's verdict and the final answer.
+using pipeline_result = std::tuple<std::vector<std::string>, std::string, std::string>;
+
+/// One question, written as plain sequential code. Called with a std::string it runs the
+/// requests one after another; under xcs::jit the ensemble's requests run at the same time.
+struct ensemble_pipeline {
+  const pipeline_ops* ops;
+
+  template <class Question>
+  auto operator()(const Question& question) const {
+    using answer = decltype(ops->llm(ops->ask_prompt(question, 0)));
+    std::vector<answer> answers;
+    for (int m = 0; m < ops->members; ++m) {
+      answers.push_back(ops->llm(ops->ask_prompt(question, m)));
+    }
+    // While tracing, answers is a std::vector<xcs::traced<std::string>>; passed to an op it
+    // becomes one std::vector<std::string> made when all the answers are in.
+    auto verdict = ops->llm(ops->judge_prompt(question, answers));
+    auto final_answer = ops->llm(ops->synthesis_prompt(question, answers, verdict));
+    return std::make_tuple(answers, verdict, final_answer);
+  }
+};
+
+/// A list of questions: the pipeline for each, all independent of each other.
+struct batch_pipeline {
+  ensemble_pipeline one;
+
+  template <class Questions>
+  auto operator()(const Questions& questions) const {
+    std::vector<decltype(one(questions[0]))> results;
+    for (const auto& question : questions) results.push_back(one(question));
+    return results;
+  }
+};
+
+}  // namespace llm
