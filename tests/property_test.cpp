@@ -400,7 +400,7 @@ std::string check(const program& p, coverage* cov = nullptr) {
     return "a program without branches fell back: " + st.fallback_reason;
   }
   if (has(p, kind::branch) && !has(p, kind::user_throw) &&
-      st.fallback_reason.find("reads the value of") == std::string::npos) {
+      st.fallback_reason.find("the body reads") == std::string::npos) {
     return "a program with a data-dependent branch did not fall back for it: '" +
            st.fallback_reason + "'";
   }
