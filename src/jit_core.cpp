@@ -14,6 +14,8 @@
 namespace xcs::detail {
 namespace {
 
+constexpr const char* kOutOfMemory = "out of memory while tracing or compiling";
+
 bool env_flag(const char* name) {
   const char* v = std::getenv(name);
   return v && *v && std::strcmp(v, "0") != 0;
@@ -53,21 +55,29 @@ std::shared_ptr<cache_entry> jit_core::lookup(const signature& sig, bool& trace)
   auto it = map_.find(sig);
   if (it != map_.end()) return it->second;
   evict_to(capacity_ - 1);
+  // Everything that may throw comes before the entry is published to other threads.
   auto e = std::make_shared<cache_entry>();
   e->last_use.store(now, std::memory_order_relaxed);
+  std::string why = last_sig_ ? sig.difference(*last_sig_) : std::string();
+  std::optional<signature> copy = sig;
   map_.emplace(sig, e);
   trace = true;
   traces_.fetch_add(1, std::memory_order_relaxed);
-  if (last_sig_) {
+  last_sig_.swap(copy);
+  if (copy) {
     retraces_.fetch_add(1, std::memory_order_relaxed);
-    std::string why = sig.difference(*last_sig_);
-    log("retrace: {}", why);
-    std::lock_guard info(info_mutex_);
-    retrace_reason_ = std::move(why);
+    try {
+      log("retrace: {}", why);
+      std::lock_guard info(info_mutex_);
+      retrace_reason_.swap(why);
+    } catch (...) {
+    }
   } else {
-    log("trace: {}", sig.to_string());
+    try {
+      log("trace: {}", sig.to_string());
+    } catch (...) {
+    }
   }
-  last_sig_ = sig;
   return e;
 }
 
@@ -79,13 +89,29 @@ void jit_core::wait_ready(cache_entry& e) {
 void jit_core::publish(cache_entry& e, const signature& sig, trace_result t) noexcept {
   std::shared_ptr<const plan> p;
   std::string reason = std::move(t.reason);
-  if (reason.empty()) {
+  bool failed = !t.ir;  // a trace that produced no graph failed, reason or not (no memory)
+  if (!failed) {
     try {
       p = std::make_shared<const plan>(t.ir, t.info, std::move(t.recipe), ops_);
-    } catch (const std::bad_alloc&) {
-      reason = "out of memory while compiling the plan";
-    } catch (const std::exception& ex) {
-      reason = fmt::format("compiling the plan failed: {}", ex.what());
+    } catch (...) {
+      failed = true;
+    }
+  }
+  // A trace or compile that failed without a reason ran out of memory (the reason itself may
+  // not fit). Such an entry serves the calls waiting on it, then leaves the cache, so that a
+  // later call traces again instead of falling back for good.
+  bool out_of_memory = failed && reason.empty();
+  if (out_of_memory) {
+    {
+      std::lock_guard info(info_mutex_);
+      fallback_reason_.clear();
+      out_of_memory_ = true;
+    }
+    try {
+      std::unique_lock lock(cache_mutex_);
+      auto it = map_.find(sig);
+      if (it != map_.end() && it->second.get() == &e) map_.erase(it);
+    } catch (...) {
     }
   }
   try {
@@ -98,8 +124,9 @@ void jit_core::publish(cache_entry& e, const signature& sig, trace_result t) noe
       estimated_ = t.info.estimated_speedup;
       log("compiled {}: {} nodes, {} groups, widest {}, critical path {}", sig.to_string(), nodes_,
           groups_, widest_, critical_);
-    } else {
+    } else if (!out_of_memory) {
       fallback_reason_ = reason;
+      out_of_memory_ = false;
       log("fallback for {}: {}", sig.to_string(), reason);
     }
   } catch (...) {
@@ -116,7 +143,10 @@ void jit_core::publish(cache_entry& e, const signature& sig, trace_result t) noe
 
 void jit_core::fallback(const cache_entry& e) {
   fallback_calls_.fetch_add(1, std::memory_order_relaxed);
-  if (strict()) throw error("xcs (XCS_STRICT): the call fell back: " + e.reason);
+  if (strict()) {
+    throw error(std::string("xcs (XCS_STRICT): the call fell back: ") +
+                (e.reason.empty() ? kOutOfMemory : e.reason.c_str()));
+  }
 }
 
 bool jit_core::cached(const signature& sig) const {
@@ -184,7 +214,7 @@ xcs::stats jit_core::stats() const {
     s.cache_capacity = capacity_;
   }
   std::lock_guard info(info_mutex_);
-  s.fallback_reason = fallback_reason_;
+  s.fallback_reason = out_of_memory_ ? kOutOfMemory : fallback_reason_;
   s.retrace_reason = retrace_reason_;
   s.nodes = nodes_;
   s.parallel_groups = groups_;

@@ -7,6 +7,7 @@
 #include <exception>
 #include <new>
 
+#include "fiber.hpp"
 #include "scheduler.hpp"
 
 namespace xcs {
@@ -86,6 +87,7 @@ class frame final : public job, public slot_waiter {
   void finish_one() noexcept;
   void offload(node_id n, concurrency_limit* limit) noexcept;
   void park() noexcept;
+  void wake_owner() noexcept;
 
   const plan& p_;
   const std::uint32_t n_;
@@ -108,6 +110,9 @@ class frame final : public job, public slot_waiter {
   std::exception_ptr error_;
   std::atomic<bool> owner_parked_{false};
   std::atomic<std::uint32_t> epoch_{0};  // bumped to wake a parked owner
+  /// Set while the owner waits as a suspended fiber (on a CPU worker); taken by the thread
+  /// that wakes it.
+  std::atomic<fiber_waiter*> fiber_waiter_{nullptr};
   std::atomic<bool> offered_{false};
   std::uint64_t op_ns_ = 0;
 };
@@ -272,8 +277,16 @@ node_id frame::release(node_id n, bool keep) noexcept {
 
 void frame::shared_work(std::uint64_t queued_ns, bool always) noexcept {
   bool worth = always || queued_ns >= kWakeNs;
-  if (!worth && !scheduler::started()) return;  // cheap work: never start the pool for it
-  scheduler& s = scheduler::instance();
+  scheduler* started = scheduler::started();
+  if (!worth && !started) return;  // cheap work: never start the pool for it
+  if (!started) {
+    try {
+      started = &scheduler::instance();
+    } catch (...) {
+      return;  // no memory or threads for a pool: the owner runs the whole graph itself
+    }
+  }
+  scheduler& s = *started;
   if (!offered_.load(std::memory_order_relaxed)) {
     offered_.store(true, std::memory_order_relaxed);
     try {
@@ -284,16 +297,21 @@ void frame::shared_work(std::uint64_t queued_ns, bool always) noexcept {
   }
   if (!worth) return;
   s.wake();
-  if (owner_parked_.load(std::memory_order_seq_cst)) {
-    epoch_.fetch_add(1, std::memory_order_seq_cst);
-    epoch_.notify_one();
-  }
+  if (owner_parked_.load(std::memory_order_seq_cst)) wake_owner();
 }
 
 void frame::finish_one() noexcept {
   if (remaining_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
       owner_parked_.load(std::memory_order_seq_cst)) {
-    epoch_.fetch_add(1, std::memory_order_seq_cst);
+    wake_owner();
+  }
+}
+
+void frame::wake_owner() noexcept {
+  epoch_.fetch_add(1, std::memory_order_seq_cst);
+  if (fiber_waiter* w = fiber_waiter_.exchange(nullptr, std::memory_order_seq_cst)) {
+    fiber_worker::signal(*w);
+  } else {
     epoch_.notify_one();
   }
 }
@@ -337,10 +355,23 @@ void frame::park() noexcept {
   std::uint32_t e = epoch_.load(std::memory_order_seq_cst);
   owner_parked_.store(true, std::memory_order_seq_cst);
   if (!has_work() && remaining_.load(std::memory_order_seq_cst) != 0) {
-    scheduler* s = scheduler::started();
-    if (s) s->parked_owners_.fetch_add(1, std::memory_order_relaxed);
-    epoch_.wait(e, std::memory_order_seq_cst);
-    if (s) s->parked_owners_.fetch_sub(1, std::memory_order_relaxed);
+    if (fiber_worker* fw = fiber_worker::current()) {
+      // On a CPU worker: suspend this node's fiber so the worker runs other work meanwhile.
+      fiber_waiter w;
+      w.worker = fw;
+      fiber_waiter_.store(&w, std::memory_order_seq_cst);
+      if (epoch_.load(std::memory_order_seq_cst) == e) {
+        fw->suspend(w);  // wake_owner() took fiber_waiter_ and signalled us
+      } else if (fiber_waiter_.exchange(nullptr, std::memory_order_seq_cst) != &w) {
+        // A waker took `w` and is about to signal it; it must not find it gone.
+        while (w.state.load(std::memory_order_acquire) != 2) std::this_thread::yield();
+      }
+    } else {
+      scheduler* s = scheduler::started();
+      if (s) s->parked_owners_.fetch_add(1, std::memory_order_relaxed);
+      epoch_.wait(e, std::memory_order_seq_cst);
+      if (s) s->parked_owners_.fetch_sub(1, std::memory_order_relaxed);
+    }
   }
   owner_parked_.store(false, std::memory_order_relaxed);
   me.op.store(outer, std::memory_order_relaxed);

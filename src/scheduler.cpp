@@ -13,8 +13,10 @@
 #include <array>
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
+#include "fiber.hpp"
 #include "xcs/error.hpp"
 #include "xcs/executor.hpp"
 
@@ -119,9 +121,14 @@ scheduler::scheduler() {
   unsigned n = g_requested_workers ? g_requested_workers : default_workers();
   std::lock_guard lock(mutex_);
   base_count_ = n;
-  for (unsigned i = 0; i < n; ++i) start_worker(false);
-  std::thread([this] { monitor_loop(); }).detach();
-  threads_started_.fetch_add(1, std::memory_order_relaxed);
+  // Short of memory or threads, run with what could be started: callers run their own runs,
+  // so even no worker at all is slow, not wrong. Nothing may throw once a thread runs.
+  try {
+    for (unsigned i = 0; i < n; ++i) start_worker(false);
+    std::thread([this] { monitor_loop(); }).detach();
+    threads_started_.fetch_add(1, std::memory_order_relaxed);
+  } catch (...) {
+  }
 }
 
 unsigned scheduler::worker_count() const noexcept {
@@ -130,14 +137,28 @@ unsigned scheduler::worker_count() const noexcept {
 }
 
 void scheduler::start_worker(bool surplus) {
-  auto* w = new worker;
+  auto w = std::make_unique<worker>();
   w->surplus = surplus;
   if (surplus) {
     // A surplus worker owns and deletes its `worker`; it may do so before this returns.
-    std::thread([this, w] { worker_loop(w); }).detach();
+    worker* raw = w.get();
+    std::thread([this, raw] { worker_loop(raw); }).detach();
+    w.release();
   } else {
-    workers_.push_back(w);
-    w->thread = std::thread([this, w] { worker_loop(w); });
+    workers_.reserve(workers_.size() + 1);
+    worker* raw = w.get();
+    raw->thread = std::thread([this, raw] {
+      std::optional<fiber_worker> fibers;
+      if (fiber_worker::enabled()) {
+        try {
+          fibers.emplace([this, raw] { worker_loop(raw); });
+        } catch (...) {
+          // Without fibers a waiting node parks its thread; the monitor then adds a worker.
+        }
+      }
+      worker_loop(raw);
+    });
+    workers_.push_back(w.release());
   }
   threads_started_.fetch_add(1, std::memory_order_relaxed);
 }
@@ -190,6 +211,12 @@ void scheduler::retract(job& j) noexcept {
   while (j.helpers.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 }
 
+void scheduler::fiber_ready() noexcept {
+  // Rare (a waiting node's run finished): wake every sleeper, the owner among them.
+  { std::lock_guard lock(mutex_); }
+  work_cv_.notify_all();
+}
+
 void scheduler::wake() noexcept {
   if (!idle_workers()) return;
   {
@@ -222,15 +249,32 @@ void scheduler::worker_loop(worker* w) {
   t_surplus = w->surplus;
   searching_.fetch_add(1, std::memory_order_seq_cst);
   int spins = 0;
+  fiber_worker* fibers = fiber_worker::current();
   for (;;) {
     job* j = nullptr;
     if (w->surplus && retire_surplus()) {
       w->retired = true;
       break;
     }
+    if (fibers && fibers->has_ready()) {
+      // A node waiting on an inner run can go on: it resumes here, on its own thread.
+      searching_.fetch_sub(1, std::memory_order_seq_cst);
+      fibers->run_ready();
+      searching_.fetch_add(1, std::memory_order_seq_cst);
+      spins = 0;
+      continue;
+    }
     {
       std::unique_lock lock(mutex_);
-      if (w->stop) break;
+      if (w->stop && (!fibers || fibers->idle())) {
+        if (fibers && !fibers->on_main()) {
+          // Only the thread's own stack may end the thread: hand this loop's count over to it.
+          lock.unlock();
+          searching_.fetch_sub(1, std::memory_order_seq_cst);
+          fibers->return_to_main();
+        }
+        break;
+      }
       j = take_job();
       if (!j) {
         if (++spins < kSpinRounds) {
@@ -245,7 +289,10 @@ void scheduler::worker_loop(worker* w) {
         sleepers_.fetch_add(1, std::memory_order_seq_cst);
         j = take_job();
         if (!j) {
-          auto ready = [&] { return wake_tokens_ > 0 || w->stop || head_has_work(); };
+          auto ready = [&] {
+            return wake_tokens_ > 0 || w->stop || head_has_work() ||
+                   (fibers && fibers->has_ready());
+          };
           bool woken;
           if (w->surplus) {
             woken = work_cv_.wait_for(lock, kSurplusIdle, ready);

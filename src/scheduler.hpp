@@ -80,6 +80,8 @@ class scheduler {
   void offer(job& j);
   /// Removes `j` and waits until no helper is inside it.
   void retract(job& j) noexcept;
+  /// A suspended fiber became ready on some worker: wake it if it sleeps.
+  void fiber_ready() noexcept;
   /// Wakes one sleeping worker if none is already looking for work.
   void wake() noexcept;
   /// True if some worker sleeps and none is looking for work: waking one would help.

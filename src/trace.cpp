@@ -70,9 +70,9 @@ trace_context& context_of(trace_context* ctx, value_id v) {
 void abort_on_read(trace_context* ctx, value_id v, const std::type_info& as) {
   trace_context& c = context_of(ctx, v);
   c.abort(
-      fmt::format("the body reads a traced value as {} (an if, a conversion, or a call of "
-                  "a plain function), but values are only known when the plan runs: {}",
-                  graph::type_name(as), c.describe(v)));
+      fmt::format("the body reads the value of {}, as {} (in an if, a conversion, or a call "
+                  "of a plain function); values are only known when the plan runs",
+                  c.describe(v), graph::type_name(as)));
 }
 
 }  // namespace xcs::detail

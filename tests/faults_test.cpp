@@ -289,7 +289,7 @@ TEST(FaultsTest, BadAllocThrownByTheBodyAtTraceTimeFallsBack) {
   EXPECT_EQ(f(2), 3);
   xcs::stats s = f.stats();
   EXPECT_EQ(s.fallback_calls, 2u);
-  EXPECT_EQ(s.fallback_reason, "out of memory while tracing");
+  EXPECT_EQ(s.fallback_reason, "out of memory while tracing or compiling");
 }
 
 using alloc_result = decltype(body_for_alloc(std::vector<int>{}, std::string{}));

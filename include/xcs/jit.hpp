@@ -66,9 +66,22 @@ class jitted {
       core.count_call();
       signature sig = signature::of(args...);
       bool must_trace = false;
-      std::shared_ptr<detail::cache_entry> e = core.lookup(sig, must_trace);
+      std::shared_ptr<detail::cache_entry> e;
+      try {
+        e = core.lookup(sig, must_trace);
+      } catch (const std::bad_alloc&) {
+        // No memory for a cache entry: run directly, as a failed trace would.
+        return std::invoke(s_->fn, std::forward<Args>(args)...);
+      }
       if (must_trace) {
-        core.publish(*e, sig, trace<R>(args...));
+        // Every path publishes the entry: other threads wait on it.
+        detail::trace_result t;
+        try {
+          t = trace<R>(args...);
+        } catch (...) {
+          t = {};
+        }
+        core.publish(*e, sig, std::move(t));
       } else {
         detail::jit_core::wait_ready(*e);
       }
@@ -139,7 +152,11 @@ class jitted {
         }
       }
     } catch (const std::bad_alloc&) {
-      out.reason = "out of memory while tracing";
+      // Left without a reason: jit_core::publish reports running out of memory without
+      // allocating a sentence for it.
+      out.ir.reset();
+      out.reason.clear();
+      return out;
     } catch (const std::exception& ex) {
       out.reason = fmt::format("tracing failed: {}", ex.what());
     } catch (...) {

@@ -94,6 +94,7 @@ class jit_core {
 
   mutable std::mutex info_mutex_;  // guards the fields below
   std::string fallback_reason_;
+  bool out_of_memory_ = false;  // the last fallback ran out of memory (reason: a constant)
   std::string retrace_reason_;
   std::size_t nodes_ = 0, groups_ = 0, widest_ = 0, critical_ = 0;
   double estimated_ = 1.0;
