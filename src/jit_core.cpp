@@ -40,9 +40,9 @@ bool jit_core::strict() noexcept {
   return on;
 }
 
-std::shared_ptr<cache_entry> jit_core::lookup(const signature& sig, bool& trace) {
+std::shared_ptr<cache_entry> jit_core::lookup(const signature& sig, std::uint64_t now,
+                                              bool& trace) {
   trace = false;
-  std::uint64_t now = tick_.fetch_add(1, std::memory_order_relaxed);
   {
     std::shared_lock lock(cache_mutex_);
     auto it = map_.find(sig);
@@ -81,9 +81,9 @@ std::shared_ptr<cache_entry> jit_core::lookup(const signature& sig, bool& trace)
   return e;
 }
 
-void jit_core::wait_ready(cache_entry& e) {
+void jit_core::wait_slow(cache_entry& e) {
   std::unique_lock lock(e.mutex);
-  e.ready_cv.wait(lock, [&] { return e.ready; });
+  e.ready_cv.wait(lock, [&] { return e.ready.load(std::memory_order_acquire); });
 }
 
 void jit_core::publish(cache_entry& e, const signature& sig, trace_result t) noexcept {
@@ -136,7 +136,7 @@ void jit_core::publish(cache_entry& e, const signature& sig, trace_result t) noe
     std::lock_guard lock(e.mutex);
     e.compiled = std::move(p);
     e.reason = std::move(reason);
-    e.ready = true;
+    e.ready.store(true, std::memory_order_release);
   }
   e.ready_cv.notify_all();
 }

@@ -7,6 +7,7 @@
 #include <exception>
 #include <new>
 
+#include "clock.hpp"
 #include "fiber.hpp"
 #include "scheduler.hpp"
 
@@ -18,7 +19,7 @@ namespace {
 /// for the wakee) costs more than running the work here.
 constexpr std::uint64_t kWakeNs = 20'000;
 /// A blocking-lane run shorter than this says the op does not really block.
-constexpr std::uint32_t kShortNs = 200'000;
+constexpr std::int64_t kShortNs = 200'000;
 /// An op not yet measured is assumed to be worth a wake.
 constexpr std::uint64_t kUnknownNs = ~std::uint64_t{0} >> 2;
 
@@ -54,7 +55,11 @@ class frame final : public job, public slot_waiter {
   void help() noexcept override {
     for (node_id n = pop(); n != no_id; n = pop()) {
       run_chain(n);
-      if (scheduler::surplus_should_leave()) break;
+      if (scheduler::surplus_should_leave()) {
+        // Cheap work this thread queued was left to it alone: hand it on before leaving.
+        if (has_work()) shared_work(kUnknownNs, true);
+        break;
+      }
     }
   }
   void slot_granted(std::uint32_t n) noexcept override {
@@ -97,9 +102,9 @@ class frame final : public job, public slot_waiter {
   std::unique_ptr<std::atomic<std::uint32_t>[]> join_;
   std::unique_ptr<std::atomic<std::int32_t>[]> queue_;  // ready nodes; -1 = not yet written
   std::unique_ptr<std::uint8_t[]> state_;
-  std::unique_ptr<std::uint32_t[]> dur_;
-  std::vector<const void*> in_ptrs_;    // one per input slot of the plan
-  std::vector<const void*> call_ptrs_;  // per value; set for argument and element values
+  std::unique_ptr<std::uint64_t[]> dur_;  // ticks (see clock.hpp) each node ran
+  std::vector<const void*> in_ptrs_;      // one per input slot of the plan
+  std::vector<const void*> call_ptrs_;    // per value; set for argument and element values
   std::byte* storage_ = nullptr;
   std::size_t storage_align_ = alignof(std::max_align_t);
 
@@ -124,7 +129,7 @@ frame::frame(const plan& p)
       join_(new std::atomic<std::uint32_t>[n_]),
       queue_(new std::atomic<std::int32_t>[queue_size_]),
       state_(new std::uint8_t[n_]),
-      dur_(new std::uint32_t[n_]),
+      dur_(new std::uint64_t[n_]),
       in_ptrs_(p.in_values_.size()),
       call_ptrs_(p.values_.size()) {
   for (std::uint32_t i = 0; i < queue_size_; ++i) queue_[i].store(-1, std::memory_order_relaxed);
@@ -192,7 +197,7 @@ void frame::execute(node_id n) noexcept {
     me->op.store(ni.op ? ni.op : outer, std::memory_order_relaxed);
   }
   void* out = ni.storage == no_id ? nullptr : storage_ + ni.storage;
-  std::int64_t t0 = now_ns();
+  std::uint64_t t0 = ticks();
   try {
     ni.kernel->invoke(ni.fn, in_ptrs_.data() + ni.first_input, ni.input_count, out);
     state_[n] = out ? constructed : ran;
@@ -204,9 +209,7 @@ void frame::execute(node_id n) noexcept {
       first_error_.store(n, std::memory_order_release);
     }
   }
-  std::int64_t d = now_ns() - t0;
-  dur_[n] =
-      d > 0xffffffffLL ? 0xffffffffu : static_cast<std::uint32_t>(std::max<std::int64_t>(d, 1));
+  dur_[n] = std::max<std::uint64_t>(ticks() - t0, 1);
   if (me) {
     me->seq.store(me->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     me->op.store(outer, std::memory_order_relaxed);
@@ -330,7 +333,8 @@ void frame::offload(node_id n, concurrency_limit* limit) noexcept {
         // Learned, not hinted: if this instance was short or mostly computed, the op was
         // marked by mistake (say, its thread was preempted), so it goes back to the workers.
         const op_state_base* op = p_.nodes_[n].op;
-        if (!op->blocking_hint && (dur_[n] < kShortNs || 2 * cpu > std::int64_t{dur_[n]})) {
+        auto wall = static_cast<std::int64_t>(ticks_to_ns(dur_[n]));
+        if (!op->blocking_hint && (wall < kShortNs || 2 * cpu > wall)) {
           op->observed_blocking.store(false, std::memory_order_relaxed);
         }
       }
@@ -409,11 +413,13 @@ void frame::run_to_end() {
            !cur->max_ns.compare_exchange_weak(m, longest, std::memory_order_relaxed)) {
     }
   };
+  const double ns_per = ns_per_tick();
   for (std::uint32_t i = 0; i < n_; ++i) {
     if (state_[i] == pending || state_[i] == skipped) continue;
-    std::uint32_t d = dur_[i];
+    auto d = static_cast<std::uint64_t>(static_cast<double>(dur_[i]) * ns_per);
     op_ns_ += d;
-    p_.est_ns_[i].store(d, std::memory_order_relaxed);
+    p_.est_ns_[i].store(static_cast<std::uint32_t>(std::clamp<std::uint64_t>(d, 1, 0xffffffffu)),
+                        std::memory_order_relaxed);
     op_counters* c = p_.nodes_[i].counters;
     if (!c) continue;
     if (c != cur) {
@@ -539,11 +545,13 @@ plan::plan(std::shared_ptr<const graph> g, const analysis& a, detail::result_rec
   }
   est_ns_.reset(new std::atomic<std::uint32_t>[n]);
   for (std::size_t i = 0; i < n; ++i) est_ns_[i].store(0, std::memory_order_relaxed);
-  frame_bytes_ = sizeof(detail::frame) + n * (4 + 4 + 1 + 4) + in_values_.size() * sizeof(void*) +
-                 values_.size() * sizeof(void*) + storage_bytes_;
+  frame_bytes_ = sizeof(detail::frame) + n * (4 + 2 * 4 + 1 + 8) +
+                 in_values_.size() * sizeof(void*) + values_.size() * sizeof(void*) +
+                 storage_bytes_;
 }
 
 plan::~plan() {
+  delete cached_frame_.load(std::memory_order_acquire);
   for (detail::frame* f : free_frames_) delete f;
 }
 
@@ -557,6 +565,7 @@ std::size_t plan::bytes_per_node() const noexcept {
 }
 
 detail::frame* plan::acquire_frame() const {
+  if (detail::frame* f = cached_frame_.exchange(nullptr, std::memory_order_acquire)) return f;
   {
     std::lock_guard lock(frames_mutex_);
     if (!free_frames_.empty()) {
@@ -570,6 +579,8 @@ detail::frame* plan::acquire_frame() const {
 
 void plan::release_frame(detail::frame* f) const noexcept {
   f->destroy_results();
+  detail::frame* empty = nullptr;
+  if (cached_frame_.compare_exchange_strong(empty, f, std::memory_order_release)) return;
   try {
     std::lock_guard lock(frames_mutex_);
     // Keep a few frames per plan: enough for the threads that call it at once.

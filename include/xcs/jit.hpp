@@ -63,12 +63,12 @@ class jitted {
             "would run at trace time");
       }
       detail::jit_core& core = s_->core;
-      core.count_call();
+      std::uint64_t call = core.count_call();
       signature sig = signature::of(args...);
       bool must_trace = false;
       std::shared_ptr<detail::cache_entry> e;
       try {
-        e = core.lookup(sig, must_trace);
+        e = core.lookup(sig, call, must_trace);
       } catch (const std::bad_alloc&) {
         // No memory for a cache entry: run directly, as a failed trace would.
         return std::invoke(s_->fn, std::forward<Args>(args)...);

@@ -130,6 +130,8 @@ class plan {
   /// whether waking a sleeping worker is worth its cost.
   std::unique_ptr<std::atomic<std::uint32_t>[]> est_ns_;
 
+  /// One frame kept without a lock: the common case of one call at a time.
+  mutable std::atomic<detail::frame*> cached_frame_{nullptr};
   mutable std::mutex frames_mutex_;  // guards free_frames_
   mutable std::vector<detail::frame*> free_frames_;
 };

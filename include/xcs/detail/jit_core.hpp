@@ -24,9 +24,10 @@ namespace xcs::detail {
 
 /// One signature's cache slot: a plan, or the reason it falls back.
 struct cache_entry {
-  std::mutex mutex;  // guards ready (with ready_cv)
+  std::mutex mutex;  // with ready_cv: for threads that wait for the trace
   std::condition_variable ready_cv;
-  bool ready = false;
+  /// Set (release) once `compiled` and `reason` are final; read (acquire) on every call.
+  std::atomic<bool> ready{false};
   // Written once before `ready`, read-only after.
   std::shared_ptr<const plan> compiled;
   std::string reason;
@@ -50,9 +51,11 @@ class jit_core {
   jit_core() = default;
 
   /// The entry for `sig`; `trace` is set if this call must trace it (it was not cached).
-  std::shared_ptr<cache_entry> lookup(const signature& sig, bool& trace);
+  std::shared_ptr<cache_entry> lookup(const signature& sig, std::uint64_t now, bool& trace);
   /// Blocks until another thread's trace of `e` is published.
-  static void wait_ready(cache_entry& e);
+  static void wait_ready(cache_entry& e) {
+    if (!e.ready.load(std::memory_order_acquire)) wait_slow(e);
+  }
   /// Publishes a trace's outcome into `e` (compiling it), and counts it.
   void publish(cache_entry& e, const signature& sig, trace_result t) noexcept;
   /// Counts a fallback call; in strict mode (XCS_STRICT=1) throws xcs::error instead.
@@ -62,7 +65,8 @@ class jit_core {
     op_ns_.fetch_add(r.op_ns, std::memory_order_relaxed);
     wall_ns_.fetch_add(r.wall_ns, std::memory_order_relaxed);
   }
-  void count_call() noexcept { calls_.fetch_add(1, std::memory_order_relaxed); }
+  /// Counts a call; returns its number, which doubles as the cache's LRU clock.
+  std::uint64_t count_call() noexcept { return calls_.fetch_add(1, std::memory_order_relaxed); }
 
   /// A dry-run report of a trace, for jitted::explain.
   std::string explain(const signature& sig, const trace_result& t) const;
@@ -72,6 +76,7 @@ class jit_core {
   xcs::stats stats() const;
 
  private:
+  static void wait_slow(cache_entry& e);
   void evict_to(std::size_t n);  // with cache_mutex_ held: drops LRU entries down to n
 
  public:
@@ -85,7 +90,6 @@ class jit_core {
   std::atomic<std::uint64_t> calls_{0}, traces_{0}, retraces_{0}, evictions_{0}, fallback_calls_{0},
       plan_runs_{0}, op_ns_{0}, wall_ns_{0};
   std::atomic<bool> optimized_{false};
-  std::atomic<std::uint64_t> tick_{0};
 
   mutable std::shared_mutex cache_mutex_;  // guards map_, capacity_, last_sig_
   std::unordered_map<signature, std::shared_ptr<cache_entry>> map_;
