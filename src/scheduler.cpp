@@ -71,6 +71,7 @@ struct participant_handle {
   ~participant_handle() {
     if (slot) {
       slot->op.store(nullptr, std::memory_order_relaxed);
+      slot->ready.store(false, std::memory_order_relaxed);
       slot->used.store(false, std::memory_order_release);
     }
   }
@@ -363,7 +364,14 @@ void scheduler::monitor_loop() {
     std::int64_t now = now_ns();
     std::uint32_t running = 0, stuck = 0;
     for (participant& p : g_participants) {
-      if (!p.used.load(std::memory_order_acquire)) continue;
+      if (!p.ready.load(std::memory_order_acquire)) continue;
+      std::uint32_t generation = p.generation.load(std::memory_order_relaxed);
+      if (generation != p.seen_generation) {
+        // Another thread took the slot since the last look: start afresh.
+        p.seen_generation = generation;
+        p.seen_seq = ~std::uint64_t{0};
+        p.stuck_windows = 0;
+      }
       const op_state_base* op = p.op.load(std::memory_order_relaxed);
       std::uint64_t seq = p.seq.load(std::memory_order_relaxed);
       if (!op) {
@@ -475,6 +483,8 @@ participant& scheduler::self() noexcept {
         p.cpu_clock = CLOCK_THREAD_CPUTIME_ID;
       }
       p.tid = static_cast<int>(gettid());
+      p.generation.fetch_add(1, std::memory_order_relaxed);
+      p.ready.store(true, std::memory_order_release);
       t_participant.slot = &p;
       return p;
     }

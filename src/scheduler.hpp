@@ -46,12 +46,19 @@ class job {
 /// the monitor. Written only by its thread, with relaxed stores; the monitor reads it with
 /// relaxed loads, since a stale read only delays a decision by one tick.
 struct participant {
+  /// Claimed by a thread (compare-exchange), then `ready` once cpu_clock and tid are set.
   std::atomic<bool> used{false};
+  /// Release by the claiming thread after it filled in cpu_clock and tid; the monitor reads
+  /// those only after an acquire load of true. Cleared when the thread ends.
+  std::atomic<bool> ready{false};
+  /// Bumped each time a new thread takes the slot, so the monitor resets its own fields.
+  std::atomic<std::uint32_t> generation{0};
   std::atomic<std::uint64_t> seq{0};              // bumped when a node starts
   std::atomic<const op_state_base*> op{nullptr};  // the op running now, or null
   clockid_t cpu_clock{};
   int tid = 0;
   // Monitor-private.
+  std::uint32_t seen_generation = 0;
   int stuck_windows = 0;  // consecutive windows classified as waiting
   /// The monitor classified the node running now as waiting. Written by the monitor, cleared
   /// by the thread when the node returns (relaxed: a hint for how many surplus workers to keep).
