@@ -17,7 +17,16 @@ namespace {
 
 /// Below this much queued work (ns), waking a sleeping thread (~2-5 µs for the waker, more
 /// for the wakee) costs more than running the work here.
-constexpr std::uint64_t kWakeNs = 20'000;
+constexpr std::uint64_t kWakeNs = 4'000;
+/// How long a helper watches an empty ready queue of a run that still has nodes running.
+constexpr int kLingerSpins = 256;
+
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 /// A blocking-lane run shorter than this says the op does not really block.
 constexpr std::int64_t kShortNs = 200'000;
 /// An op not yet measured is assumed to be worth a wake.
@@ -53,7 +62,7 @@ class frame final : public job, public slot_waiter {
     return h < queue_size_ && queue_[h].load(std::memory_order_seq_cst) >= 0;
   }
   void help() noexcept override {
-    for (node_id n = pop(); n != no_id; n = pop()) {
+    for (node_id n = pop(); n != no_id; n = pop_or_linger()) {
       run_chain(n);
       if (scheduler::surplus_should_leave()) {
         // Cheap work this thread queued was left to it alone: hand it on before leaving.
@@ -71,6 +80,10 @@ class frame final : public job, public slot_waiter {
 
  private:
   node_id pop() noexcept;
+  /// pop(), but if the queue is empty while nodes still run, watch it a few microseconds
+  /// first: in a dependency graph new work appears as soon as a running node finishes, and
+  /// leaving costs a trip through the scheduler's lock.
+  node_id pop_or_linger() noexcept;
   void push(node_id v) noexcept {
     std::uint32_t t = tail_.fetch_add(1, std::memory_order_relaxed);
     queue_[t].store(static_cast<std::int32_t>(v), std::memory_order_seq_cst);
@@ -187,6 +200,16 @@ node_id frame::pop() noexcept {
   return no_id;
 }
 
+node_id frame::pop_or_linger() noexcept {
+  node_id n = pop();
+  for (int i = 0; n == no_id && i < kLingerSpins; ++i) {
+    if (remaining_.load(std::memory_order_relaxed) == 0) break;
+    cpu_relax();
+    n = pop();
+  }
+  return n;
+}
+
 void frame::execute(node_id n) noexcept {
   const auto& ni = p_.nodes_[n];
   participant* me = scheduler::on_blocking_lane() ? nullptr : &scheduler::self();
@@ -258,7 +281,7 @@ node_id frame::release(node_id n, bool keep) noexcept {
   const auto& ni = p_.nodes_[n];
   node_id next = no_id;
   std::uint64_t queued_ns = 0;
-  bool pushed = false;
+  std::uint32_t pushed = 0;
   for (std::uint32_t i = 0; i < ni.successor_count; ++i) {
     node_id s = p_.successors_[ni.first_successor + i];
     if (join_[s].fetch_sub(1, std::memory_order_acq_rel) != 1) continue;
@@ -267,11 +290,16 @@ node_id frame::release(node_id n, bool keep) noexcept {
       continue;
     }
     push(s);
-    pushed = true;
+    ++pushed;
     queued_ns += estimate(s);
   }
   if (pushed) {
-    // The work this thread turns to next delays what it queued: count it in.
+    // What waits in the queue is more than what was just pushed: in a wavefront or a tree
+    // each step queues little, but the queue grows. Count its depth at the pushed nodes'
+    // average, and the work this thread turns to next, which delays all of it.
+    std::uint32_t depth =
+        tail_.load(std::memory_order_relaxed) - head_.load(std::memory_order_relaxed);
+    if (depth > pushed) queued_ns += (depth - pushed) * (queued_ns / pushed);
     if (next != no_id) queued_ns += estimate(next);
     shared_work(queued_ns, !keep);
   }
