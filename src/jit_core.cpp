@@ -21,13 +21,14 @@ bool env_flag(const char* name) {
   return v && *v && std::strcmp(v, "0") != 0;
 }
 
-template <class... A>
-void log(fmt::format_string<A...> f, A&&... a) {
+/// One line on stderr when XCS_LOG is set. A macro-free lazy form: the arguments are built
+/// only when logging is on, so it costs one branch when off.
+template <class MakeLine>
+void log(MakeLine&& make_line) {
   if (!jit_core::log_enabled()) return;
-  std::string line = fmt::format(f, std::forward<A>(a)...);
+  std::string line = make_line();
   std::fprintf(stderr, "[xcs] %s\n", line.c_str());
 }
-
 }  // namespace
 
 bool jit_core::log_enabled() noexcept {
@@ -67,14 +68,14 @@ std::shared_ptr<cache_entry> jit_core::lookup(const signature& sig, std::uint64_
   if (copy) {
     retraces_.fetch_add(1, std::memory_order_relaxed);
     try {
-      log("retrace: {}", why);
+      log([&] { return fmt::format("retrace: {}", why); });
       std::lock_guard info(info_mutex_);
       retrace_reason_.swap(why);
     } catch (...) {
     }
   } else {
     try {
-      log("trace: {}", sig.to_string());
+      log([&] { return fmt::format("trace: {}", sig.to_string()); });
     } catch (...) {
     }
   }
@@ -122,12 +123,14 @@ void jit_core::publish(cache_entry& e, const signature& sig, trace_result t) noe
       widest_ = t.info.max_parallelism;
       critical_ = t.info.critical_path.size();
       estimated_ = t.info.estimated_speedup;
-      log("compiled {}: {} nodes, {} groups, widest {}, critical path {}", sig.to_string(), nodes_,
-          groups_, widest_, critical_);
+      log([&] {
+        return fmt::format("compiled {}: {} nodes, {} groups, widest {}, critical path {}",
+                           sig.to_string(), nodes_, groups_, widest_, critical_);
+      });
     } else if (!out_of_memory) {
       fallback_reason_ = reason;
       out_of_memory_ = false;
-      log("fallback for {}: {}", sig.to_string(), reason);
+      log([&] { return fmt::format("fallback for {}: {}", sig.to_string(), reason); });
     }
   } catch (...) {
   }

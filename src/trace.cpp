@@ -2,6 +2,12 @@
 // The trace context: messages that name the value a body read.
 #include <fmt/format.h>
 
+#include <cstdint>
+
+#if defined(XCS_HAVE_BACKTRACE)
+#include <backtrace.h>
+#endif
+
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/error.hpp"
 
@@ -67,12 +73,53 @@ trace_context& context_of(trace_context* ctx, value_id v) {
   return *ctx;
 }
 
-void abort_on_read(trace_context* ctx, value_id v, const std::type_info& as) {
+namespace {
+
+#if defined(XCS_HAVE_BACKTRACE)
+struct source_line {
+  std::string file;
+  int line = 0;
+};
+
+void ignore_error(void*, const char*, int) {}
+
+int on_line(void* data, std::uintptr_t, const char* file, int line, const char*) {
+  auto* out = static_cast<source_line*>(data);
+  if (file && out->file.empty()) {
+    out->file = file;
+    out->line = line;
+  }
+  return 0;
+}
+#endif
+
+/// " at body.cpp:42" for a return address in the body, or "" without debug info.
+std::string where(const void* pc) {
+#if defined(XCS_HAVE_BACKTRACE)
+  if (!pc) return "";
+  // Created once; libbacktrace's state is thread-safe with threaded = 1 and never freed.
+  static backtrace_state* state = backtrace_create_state(nullptr, 1, &ignore_error, nullptr);
+  if (!state) return "";
+  source_line found;
+  // The return address follows the call: step back into the calling line.
+  backtrace_pcinfo(state, reinterpret_cast<std::uintptr_t>(pc) - 1, &on_line, &ignore_error,
+                   &found);
+  if (found.file.empty()) return "";
+  return fmt::format(" at {}:{}", found.file, found.line);
+#else
+  (void)pc;
+  return "";
+#endif
+}
+
+}  // namespace
+
+void abort_on_read(trace_context* ctx, value_id v, const std::type_info& as, const void* pc) {
   trace_context& c = context_of(ctx, v);
   c.abort(
-      fmt::format("the body reads the value of {}, as {} (in an if, a conversion, or a call "
-                  "of a plain function); values are only known when the plan runs",
-                  c.describe(v), graph::type_name(as)));
+      fmt::format("the body reads the value of {}, as {}{} (in an if, a conversion, or a "
+                  "call of a plain function); values are only known when the plan runs",
+                  c.describe(v), graph::type_name(as), where(pc)));
 }
 
 }  // namespace xcs::detail

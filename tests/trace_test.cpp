@@ -539,4 +539,23 @@ TEST(FallbackTest, OnlyTheFailingSignatureFallsBack) {
   EXPECT_FALSE(st.fallback_reason.empty());
 }
 
+TEST(FallbackTest, ReasonNamesTheSourceLineOfTheRead) {
+  // Where the build can map code addresses to lines (libbacktrace found, debug information
+  // on), the reason says which line of the body read the traced value.
+  auto twice = xcs::op("twice", [](int v) { return 2 * v; });
+  constexpr int read_line = __LINE__ + 2;
+  auto f = xcs::jit([&](auto a, auto b) {
+    if (twice(a) > twice(b)) return twice(a) + 1;
+    return twice(b) + 1;
+  });
+  EXPECT_EQ(f(3, 2), 7);
+  const std::string reason = f.stats().fallback_reason;
+  EXPECT_THAT(reason, HasSubstr("operator '>'"));
+#if defined(XCS_TEST_EXPECT_SOURCE_LINES)
+  EXPECT_THAT(reason, HasSubstr("trace_test.cpp:" + std::to_string(read_line))) << reason;
+#else
+  (void)read_line;
+#endif
+}
+
 }  // namespace

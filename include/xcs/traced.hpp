@@ -33,8 +33,11 @@ class traced {
   value_id id() const noexcept { return id_; }
   detail::trace_context* context() const noexcept { return ctx_; }
 
-  /// Aborts the trace: the value is not known until the plan runs.
-  operator T() const { detail::abort_on_read(ctx_, id_, typeid(T)); }
+  /// Aborts the trace: the value is not known until the plan runs. Not inlined, so that its
+  /// return address is the line of the body that reads the value.
+  [[gnu::noinline]] operator T() const {
+    detail::abort_on_read(ctx_, id_, typeid(T), __builtin_return_address(0));
+  }
 
   template <class U>
   traced& operator+=(const U& u) {
@@ -136,7 +139,9 @@ class traced_sequence {
   const_iterator end() const { return known().end(); }
 
   /// Aborts the trace, as for every traced value.
-  operator C() const { abort_on_read(ctx_, id_, typeid(C)); }
+  [[gnu::noinline]] operator C() const {
+    abort_on_read(ctx_, id_, typeid(C), __builtin_return_address(0));
+  }
 
  private:
   const std::vector<element_type>& known() const {

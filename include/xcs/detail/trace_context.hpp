@@ -59,7 +59,9 @@ class trace_context {
 trace_context& context_of(trace_context* ctx, value_id v);
 
 /// Aborts the trace because the body read the concrete value of `v` (an `if`, a conversion,
-/// a call of a plain function). Never returns.
-[[noreturn]] void abort_on_read(trace_context* ctx, value_id v, const std::type_info& as);
+/// a call of a plain function) at code address `pc`, which the reason turns into a source
+/// line where debug information allows. Never returns.
+[[noreturn]] void abort_on_read(trace_context* ctx, value_id v, const std::type_info& as,
+                                const void* pc);
 
 }  // namespace xcs::detail
