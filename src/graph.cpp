@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <cstdlib>
+#include <memory>
 #include <string>
 
 namespace xcs {
@@ -51,9 +52,10 @@ value_id graph::add_node(std::string_view name, std::span<const value_id> inputs
 
 std::string graph::type_name(const std::type_info& type) {
   int status = 0;
-  char* raw = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
-  std::string name = status == 0 && raw ? raw : type.name();
-  std::free(raw);
+  // Owned at once: building `name` below may throw std::bad_alloc.
+  std::unique_ptr<char, decltype(&std::free)> raw(
+      abi::__cxa_demangle(type.name(), nullptr, nullptr, &status), &std::free);
+  std::string name = status == 0 && raw ? raw.get() : type.name();
   // Shorten the standard library's spelled-out defaults.
   const std::string long_string =
       "std::__cxx11::basic_string<char, std::char_traits<char>, std::allocator<char> >";
