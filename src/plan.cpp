@@ -628,13 +628,24 @@ plan::result::~result() {
 void* plan::result::value(value_id v) const noexcept { return frame_->value(v); }
 
 plan::result plan::run(std::span<const void* const> args) const {
+  run_times ignored;
+  return run(args, ignored);
+}
+
+plan::result plan::run(std::span<const void* const> args, run_times& times) const {
   detail::frame* f = acquire_frame();
   result r(*this, f);
   std::int64_t t0 = detail::now_ns();
   f->start(args);
-  f->run_to_end();  // rethrows; `r` recycles the frame
-  r.wall_ns = static_cast<std::uint64_t>(detail::now_ns() - t0);
-  r.op_ns = f->op_ns();
+  try {
+    f->run_to_end();
+  } catch (...) {
+    times = {f->op_ns(), static_cast<std::uint64_t>(detail::now_ns() - t0)};
+    throw;  // `r` recycles the frame
+  }
+  times = {f->op_ns(), static_cast<std::uint64_t>(detail::now_ns() - t0)};
+  r.op_ns = times.op_ns;
+  r.wall_ns = times.wall_ns;
   return r;
 }
 

@@ -6,8 +6,11 @@
 #include <gtest/gtest.h>
 #include <xcs/xcs.hpp>
 
+#include <algorithm>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "test_support.hpp"
 
@@ -102,6 +105,47 @@ TEST(StatsTest, PerOpStatsMeasureTime) {
   EXPECT_EQ(st.ops.front().calls, 2u);
   EXPECT_GE(st.ops.front().total_ns, 18'000'000u);
   EXPECT_GE(st.ops.front().max_ns, 9'000'000u);
+}
+
+TEST(StatsTest, RunsThatThrowAreCounted) {
+  auto ok = xcs::op("ok", [](int v) { return v; });
+  auto fail = xcs::op("fail", [](int v) -> int {
+    if (v < 0) throw std::runtime_error("negative");
+    return v;
+  });
+  auto f = xcs::jit([&](auto a, auto b) { return ok(a) + fail(b); });
+  EXPECT_EQ(f(1, 2), 3);
+  EXPECT_THROW(f(1, -2), std::runtime_error);
+  xcs::stats st = f.stats();
+  EXPECT_EQ(st.plan_runs, 2u);
+  auto failing = std::find_if(st.ops.begin(), st.ops.end(),
+                              [](const xcs::op_stats& o) { return o.name == "fail"; });
+  ASSERT_NE(failing, st.ops.end());
+  EXPECT_EQ(failing->calls, 2u);
+  EXPECT_EQ(failing->errors, 1u);
+}
+
+TEST(StatsTest, SameVectorPassedToTwoOpsIsPackedOnce) {
+  auto ask = xcs::op("ask", [](int v) { return v * 2; });
+  auto total = xcs::op("total", [](const std::vector<int>& v) {
+    int s = 0;
+    for (int x : v) s += x;
+    return s;
+  });
+  auto count =
+      xcs::op("count", [](const std::vector<int>& v) { return static_cast<int>(v.size()); });
+  auto f = xcs::jit([&](auto a, auto b) {
+    std::vector<decltype(ask(a))> answers{ask(a), ask(b)};
+    return total(answers) + count(answers);
+  });
+  EXPECT_EQ(f(1, 2), 8);
+  std::string listing = f.explain(1, 2);
+  std::size_t packs = 0;
+  for (std::size_t p = listing.find("pack("); p != std::string::npos;
+       p = listing.find("pack(", p + 1)) {
+    ++packs;
+  }
+  EXPECT_EQ(packs, 1u) << listing;
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -88,9 +89,16 @@ class jitted {
       if constexpr (!std::is_reference_v<R>) {
         if (e->compiled) {
           const void* ptrs[sizeof...(Args) + 1] = {std::addressof(args)...};
-          plan::result r = e->compiled->run({ptrs, sizeof...(Args)});
-          core.record_run(r);
-          return e->compiled->template build<R>(r);
+          plan::run_times times;
+          std::optional<plan::result> r;
+          try {
+            r.emplace(e->compiled->run({ptrs, sizeof...(Args)}, times));
+          } catch (...) {
+            core.record_run(times);  // an op threw: the run still counts
+            throw;
+          }
+          core.record_run(times);
+          return e->compiled->template build<R>(*r);
         }
       }
       core.fallback(*e);

@@ -66,6 +66,14 @@ class plan {
   /// (the one first in program order) unchanged.
   result run(std::span<const void* const> args) const;
 
+  /// Op and wall time of a run, known also when the run throws.
+  struct run_times {
+    std::uint64_t op_ns = 0;
+    std::uint64_t wall_ns = 0;
+  };
+  /// As run(args), and fills `times` whether the run returns or throws.
+  result run(std::span<const void* const> args, run_times& times) const;
+
   /// Builds the call's return value of type R from a finished run.
   template <class R>
   R build(const result& r) const {

@@ -60,10 +60,11 @@ class jit_core {
   void publish(cache_entry& e, const signature& sig, trace_result t) noexcept;
   /// Counts a fallback call; in strict mode (XCS_STRICT=1) throws xcs::error instead.
   void fallback(const cache_entry& e);
-  void record_run(const plan::result& r) noexcept {
+  /// Counts a plan run, one that threw included.
+  void record_run(const plan::run_times& t) noexcept {
     plan_runs_.fetch_add(1, std::memory_order_relaxed);
-    op_ns_.fetch_add(r.op_ns, std::memory_order_relaxed);
-    wall_ns_.fetch_add(r.wall_ns, std::memory_order_relaxed);
+    op_ns_.fetch_add(t.op_ns, std::memory_order_relaxed);
+    wall_ns_.fetch_add(t.wall_ns, std::memory_order_relaxed);
   }
   /// Counts a call; returns its number, which doubles as the cache's LRU clock.
   std::uint64_t count_call() noexcept { return calls_.fetch_add(1, std::memory_order_relaxed); }

@@ -145,7 +145,9 @@ value_id input_of(trace_context& ctx, const A& a) {
     std::vector<value_id> ids;
     ids.reserve(a.size());
     for (const auto& e : a) ids.push_back(input_of(ctx, e));
-    return ctx.g.add_node("pack", ids, pack_kernel<C, T>::value, nullptr, nullptr);
+    auto [it, fresh] = ctx.packs.try_emplace({&typeid(C), ids}, no_id);
+    if (fresh) it->second = ctx.g.add_node("pack", ids, pack_kernel<C, T>::value, nullptr, nullptr);
+    return it->second;
   } else if constexpr (std::is_array_v<D> &&
                        std::is_same_v<std::remove_cv_t<std::remove_extent_t<D>>, char>) {
     auto s = std::make_shared<owned_c_string>();

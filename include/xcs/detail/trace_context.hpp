@@ -2,11 +2,13 @@
 // The recorder a trace writes to, found through a thread-local pointer while a trace runs.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <source_location>
 #include <string>
 #include <typeinfo>
 #include <utility>
+#include <vector>
 
 #include "xcs/graph.hpp"
 
@@ -20,6 +22,9 @@ struct trace_abort {};
 class trace_context {
  public:
   graph g;
+  /// Pack nodes made so far, by container type and elements: the same vector of traced
+  /// values passed to several ops is packed once.
+  std::map<std::pair<const std::type_info*, std::vector<value_id>>, value_id> packs;
 
   /// The trace running on this thread, or null.
   static trace_context* current() noexcept { return current_; }
