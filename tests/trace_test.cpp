@@ -558,4 +558,15 @@ TEST(FallbackTest, ReasonNamesTheSourceLineOfTheRead) {
 #endif
 }
 
+TEST(TraceTest, StringLiteralArgumentsArePassedAsPointers) {
+  auto shout = xcs::op("shout", [](const std::string& s) { return s + "!"; });
+  auto body = [&](auto a, auto b) { return shout(a) + shout(b); };
+  auto f = xcs::jit(body);
+  EXPECT_EQ(f("hello", "world"), body("hello", "world"));
+  const char* p = "abc";
+  EXPECT_EQ(f(p, "x"), "abc!x!");
+  EXPECT_TRUE(f.stats().optimized);
+  EXPECT_THAT(f.explain("a", "b"), HasSubstr("shout"));
+}
+
 }  // namespace

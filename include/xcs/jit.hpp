@@ -28,6 +28,18 @@
 
 namespace xcs {
 
+namespace detail {
+/// An array argument as the pointer it decays to; anything else forwarded unchanged.
+template <class A>
+decltype(auto) decay_array(A&& a) noexcept {
+  if constexpr (std::is_array_v<std::remove_reference_t<A>>) {
+    return static_cast<std::decay_t<A>>(a);
+  } else {
+    return std::forward<A>(a);
+  }
+}
+}  // namespace detail
+
 /// A jitted function: wraps a callable, usually a generic lambda, and runs the independent ops
 /// of each call at the same time.
 ///
@@ -53,7 +65,11 @@ class jitted {
 
   template <class... Args>
   decltype(auto) operator()(Args&&... args) const {
-    if constexpr ((detail::is_trace_input_v<Args> || ...)) {
+    if constexpr ((std::is_array_v<std::remove_reference_t<Args>> || ...)) {
+      // A string literal or C array argument is passed on as the pointer it decays to, as a
+      // by-value parameter of the body would receive it.
+      return (*this)(detail::decay_array(std::forward<Args>(args))...);
+    } else if constexpr ((detail::is_trace_input_v<Args> || ...)) {
       // Called from a body being traced: the inner body records into the outer trace.
       return std::invoke(s_->fn, std::forward<Args>(args)...);
     } else {
@@ -114,18 +130,26 @@ class jitted {
   /// groups, the critical path and the estimated speedup, or the fallback reason.
   template <class... Args>
   std::string explain(const Args&... args) const {
-    using R = std::invoke_result_t<F&, const Args&...>;
-    return s_->core.explain(signature::of(args...), trace<R>(args...));
+    if constexpr ((std::is_array_v<Args> || ...)) {
+      return explain(detail::decay_array(args)...);
+    } else {
+      using R = std::invoke_result_t<F&, const Args&...>;
+      return s_->core.explain(signature::of(args...), trace<R>(args...));
+    }
   }
 
   /// Graphviz DOT of the graph `args` would trace to; parallel groups are drawn as ranked
   /// clusters. Empty graph (and a comment with the reason) if the trace falls back.
   template <class... Args>
   std::string dot(const Args&... args) const {
-    using R = std::invoke_result_t<F&, const Args&...>;
-    detail::trace_result t = trace<R>(args...);
-    if (!t.reason.empty()) return "// xcs: no graph: " + t.reason + "\ndigraph xcs {}\n";
-    return t.ir->dot(t.info.parallel_groups);
+    if constexpr ((std::is_array_v<Args> || ...)) {
+      return dot(detail::decay_array(args)...);
+    } else {
+      using R = std::invoke_result_t<F&, const Args&...>;
+      detail::trace_result t = trace<R>(args...);
+      if (!t.reason.empty()) return "// xcs: no graph: " + t.reason + "\ndigraph xcs {}\n";
+      return t.ir->dot(t.info.parallel_groups);
+    }
   }
 
   /// Sets the bound of the plan cache (default jit_core::default_capacity signatures).
