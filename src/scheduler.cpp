@@ -412,21 +412,25 @@ void scheduler::monitor_loop() {
     // their runs, hold no core. Two ticks in a row, so a worker that is just waking up is
     // not replaced.
     unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    std::uint32_t wanted = stuck + parked_owners_.load(std::memory_order_relaxed);
+    surplus_wanted_.store(wanted, std::memory_order_relaxed);
     bool starved = running < cores && searching_.load() == 0 && head_has_work();
     if (starved && starved_last_tick_) {
       if (sleepers_.load() > 0) {
         ++wake_tokens_;
         work_cv_.notify_one();
-      } else if (surplus_.load(std::memory_order_relaxed) < kMaxSurplus) {
+      } else if (surplus_.load(std::memory_order_relaxed) < std::min(wanted, kMaxSurplus)) {
+        // One stand-in per thread that waits, and no more: a surplus worker beyond that would
+        // leave again at once.
         surplus_.fetch_add(1, std::memory_order_relaxed);
-        surplus_wanted_.fetch_add(1, std::memory_order_relaxed);
-        start_worker(true);
+        try {
+          start_worker(true);
+        } catch (...) {
+          surplus_.fetch_sub(1, std::memory_order_relaxed);  // no thread to be had now
+        }
       }
     }
     starved_last_tick_ = starved;
-    surplus_wanted_.store(stuck + parked_owners_.load(std::memory_order_relaxed),
-                          std::memory_order_relaxed);
-    (void)stuck;
     if (now - last_busy > kMonitorQuietNs && head_ == nullptr) {
       monitor_asleep_ = true;
       monitor_cv_.wait(lock, [&] { return head_ != nullptr; });

@@ -201,17 +201,6 @@ traced<T> make_proxy(trace_context& ctx, const T& actual, value_id id) {
   }
 }
 
-/// True if the body left the proxy as it was handed in (it did not assign to an argument it
-/// took by reference).
-template <class T>
-bool unmodified(const traced<T>& p, value_id id) {
-  if (p.id() != id) return false;
-  if constexpr (requires { typename traced<T>::element_type; }) {
-    // Elements are exposed as const references, so they cannot be reassigned.
-  }
-  return true;
-}
-
 // Operator functors: the operation the node runs.
 #define XCS_DETAIL_BINARY_FUNCTOR(name, op)                             \
   struct name {                                                         \
