@@ -5,7 +5,7 @@
 #include <cstdint>
 
 #if defined(XCS_HAVE_BACKTRACE)
-#include <backtrace.h>
+#include XCS_BACKTRACE_HEADER  // GCC's backtrace.h, by full path (see CMakeLists.txt)
 #endif
 
 #include "xcs/detail/trace_context.hpp"
