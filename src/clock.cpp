@@ -6,16 +6,6 @@
 #include <thread>
 
 namespace xcs::detail {
-namespace {
-
-std::int64_t steady_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
-
 double ns_per_tick() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   // The first call takes a short reference; later calls refine the ratio over a longer span
@@ -25,16 +15,16 @@ double ns_per_tick() noexcept {
     std::int64_t ns0;
     std::atomic<double> ratio;
     std::atomic<bool> settled{false};
-    calibration() : tsc0(ticks()), ns0(steady_ns()), ratio(0.0) {
+    calibration() : tsc0(ticks()), ns0(now_ns()), ratio(0.0) {
       // 50 µs of spinning for a first figure within a few percent.
       std::int64_t end = ns0 + 50'000;
-      while (steady_ns() < end) {
+      while (now_ns() < end) {
       }
       update();
     }
     void update() noexcept {
       std::uint64_t t = ticks();
-      std::int64_t n = steady_ns();
+      std::int64_t n = now_ns();
       if (t > tsc0 && n > ns0) {
         ratio.store(static_cast<double>(n - ns0) / static_cast<double>(t - tsc0),
                     std::memory_order_relaxed);

@@ -23,6 +23,13 @@ inline std::uint64_t ticks() noexcept {
 #endif
 }
 
+/// Nanoseconds on the steady clock.
+inline std::int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 /// Nanoseconds per tick, calibrated against steady_clock over the process's lifetime so far
 /// (the first milliseconds use a rougher figure). Thread-safe.
 double ns_per_tick() noexcept;

@@ -348,36 +348,37 @@ void frame::wake_owner() noexcept {
 }
 
 void frame::offload(node_id n, concurrency_limit* limit) noexcept {
-  helpers.fetch_add(1, std::memory_order_relaxed);
-  try {
-    scheduler::instance().run_blocking([this, n, limit] {
-      if (n > first_error_.load(std::memory_order_acquire)) {
-        state_[n] = skipped;
-        dur_[n] = 0;
-      } else {
-        std::int64_t cpu0 = thread_cpu_ns();
-        execute(n);
-        std::int64_t cpu = thread_cpu_ns() - cpu0;
-        // Learned, not hinted: if this instance was short or mostly computed, the op was
-        // marked by mistake (say, its thread was preempted), so it goes back to the workers.
-        const op_state_base* op = p_.nodes_[n].op;
-        auto wall = static_cast<std::int64_t>(ticks_to_ns(dur_[n]));
-        if (!op->blocking_hint && (wall < kShortNs || 2 * cpu > wall)) {
-          op->observed_blocking.store(false, std::memory_order_relaxed);
-        }
+  // The node's whole turn: run (or skip) it, free its slot, release its successors.
+  auto turn = [this, n, limit] {
+    if (n > first_error_.load(std::memory_order_acquire)) {
+      state_[n] = skipped;
+      dur_[n] = 0;
+    } else {
+      std::int64_t cpu0 = thread_cpu_ns();
+      execute(n);
+      std::int64_t cpu = thread_cpu_ns() - cpu0;
+      // Learned, not hinted: if this instance was short or mostly computed, the op was
+      // marked by mistake (say, its thread was preempted), so it goes back to the workers.
+      const op_state_base* op = p_.nodes_[n].op;
+      auto wall = static_cast<std::int64_t>(ticks_to_ns(dur_[n]));
+      if (!op->blocking_hint && (wall < kShortNs || 2 * cpu > wall)) {
+        op->observed_blocking.store(false, std::memory_order_relaxed);
       }
-      if (limit) limit->release();
-      release(n, false);
-      finish_one();
-      helpers.fetch_sub(1, std::memory_order_release);  // last touch of the frame
-    });
-  } catch (...) {
-    // No thread or memory for the lane: run it here.
-    helpers.fetch_sub(1, std::memory_order_relaxed);
-    execute(n);
+    }
     if (limit) limit->release();
     release(n, false);
     finish_one();
+  };
+  helpers.fetch_add(1, std::memory_order_relaxed);
+  try {
+    scheduler::instance().run_blocking([this, turn] {
+      turn();
+      helpers.fetch_sub(1, std::memory_order_release);  // last touch of the frame
+    });
+  } catch (...) {
+    // No thread or memory for the lane: take the turn here.
+    helpers.fetch_sub(1, std::memory_order_relaxed);
+    turn();
   }
 }
 
@@ -636,16 +637,17 @@ plan::result plan::run(std::span<const void* const> args, run_times& times) cons
   detail::frame* f = acquire_frame();
   result r(*this, f);
   std::int64_t t0 = detail::now_ns();
+  auto stop_clock = [&] {
+    times = {f->op_ns(), static_cast<std::uint64_t>(detail::now_ns() - t0)};
+  };
   f->start(args);
   try {
     f->run_to_end();
   } catch (...) {
-    times = {f->op_ns(), static_cast<std::uint64_t>(detail::now_ns() - t0)};
+    stop_clock();
     throw;  // `r` recycles the frame
   }
-  times = {f->op_ns(), static_cast<std::uint64_t>(detail::now_ns() - t0)};
-  r.op_ns = times.op_ns;
-  r.wall_ns = times.wall_ns;
+  stop_clock();
   return r;
 }
 

@@ -94,12 +94,6 @@ unsigned g_requested_workers = 0;  // guarded by g_instance_mutex; 0 = default
 
 std::int64_t thread_cpu_ns() noexcept { return cpu_ns(CLOCK_THREAD_CPUTIME_ID); }
 
-std::int64_t now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
 struct scheduler::worker {
   std::thread thread;
   bool stop = false;  // guarded by scheduler::mutex_

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "clock.hpp"
 #include "xcs/graph.hpp"
 
 namespace xcs::detail {
@@ -160,8 +161,6 @@ class scheduler {
   std::atomic<std::uint64_t> threads_started_{0};
 };
 
-/// Nanoseconds on the steady clock.
-std::int64_t now_ns() noexcept;
 /// CPU time of the calling thread in nanoseconds.
 std::int64_t thread_cpu_ns() noexcept;
 

@@ -44,18 +44,11 @@ class plan {
   class result {
    public:
     result(const plan& p, detail::frame* f) noexcept : plan_(&p), frame_(f) {}
-    result(result&& o) noexcept
-        : op_ns(o.op_ns),
-          wall_ns(o.wall_ns),
-          plan_(o.plan_),
-          frame_(std::exchange(o.frame_, nullptr)) {}
+    result(result&& o) noexcept : plan_(o.plan_), frame_(std::exchange(o.frame_, nullptr)) {}
     result& operator=(result&&) = delete;
     ~result();
     /// Address of value `v` in this run (a node's result storage, an argument, a constant).
     void* value(value_id v) const noexcept;
-
-    std::uint64_t op_ns = 0;    ///< summed run time of the ops
-    std::uint64_t wall_ns = 0;  ///< wall time of the run
 
    private:
     const plan* plan_;
