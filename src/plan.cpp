@@ -8,6 +8,8 @@
 #include <new>
 
 #include "clock.hpp"
+#include "xcs/detail/concurrency_limit.hpp"
+#include "xcs/detail/op_profile.hpp"
 #include "fiber.hpp"
 #include "scheduler.hpp"
 
@@ -93,8 +95,8 @@ class frame final : public job, public slot_waiter {
     return e == 0 ? kUnknownNs : e;
   }
   bool is_blocking(node_id n) const noexcept {
-    const op_state_base* op = p_.nodes_[n].op;
-    return op && (op->blocking_hint || op->observed_blocking.load(std::memory_order_relaxed));
+    const op_profile* op = p_.nodes_[n].op;
+    return op && op->blocking();
   }
   void run_chain(node_id n) noexcept;
   void execute(node_id n) noexcept;
@@ -213,7 +215,7 @@ node_id frame::pop_or_linger() noexcept {
 void frame::execute(node_id n) noexcept {
   const auto& ni = p_.nodes_[n];
   participant* me = scheduler::on_blocking_lane() ? nullptr : &scheduler::self();
-  const op_state_base* outer = nullptr;
+  op_profile* outer = nullptr;
   if (me) {
     outer = me->op.load(std::memory_order_relaxed);
     me->seq.store(me->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
@@ -245,7 +247,7 @@ void frame::execute(node_id n) noexcept {
 
 void frame::run_chain(node_id n) noexcept {
   while (n != no_id) {
-    const op_state_base* op = p_.nodes_[n].op;
+    op_profile* op = p_.nodes_[n].op;
     concurrency_limit* limit = op ? op->limit.get() : nullptr;
     if (n > first_error_.load(std::memory_order_acquire)) {
       // A node earlier in program order threw: the direct call would never reach this one.
@@ -359,7 +361,7 @@ void frame::offload(node_id n, concurrency_limit* limit) noexcept {
       std::int64_t cpu = thread_cpu_ns() - cpu0;
       // Learned, not hinted: if this instance was short or mostly computed, the op was
       // marked by mistake (say, its thread was preempted), so it goes back to the workers.
-      const op_state_base* op = p_.nodes_[n].op;
+      op_profile* op = p_.nodes_[n].op;
       auto wall = static_cast<std::int64_t>(ticks_to_ns(dur_[n]));
       if (!op->blocking_hint && (wall < kShortNs || 2 * cpu > wall)) {
         op->observed_blocking.store(false, std::memory_order_relaxed);
@@ -384,7 +386,7 @@ void frame::offload(node_id n, concurrency_limit* limit) noexcept {
 
 void frame::park() noexcept {
   participant& me = scheduler::self();
-  const op_state_base* outer = me.op.exchange(nullptr, std::memory_order_relaxed);
+  op_profile* outer = me.op.exchange(nullptr, std::memory_order_relaxed);
   std::uint32_t e = epoch_.load(std::memory_order_seq_cst);
   owner_parked_.store(true, std::memory_order_seq_cst);
   if (!has_work() && remaining_.load(std::memory_order_seq_cst) != 0) {

@@ -366,7 +366,7 @@ void scheduler::monitor_loop() {
         p.seen_seq = ~std::uint64_t{0};
         p.stuck_windows = 0;
       }
-      const op_state_base* op = p.op.load(std::memory_order_relaxed);
+      op_profile* op = p.op.load(std::memory_order_relaxed);
       std::uint64_t seq = p.seq.load(std::memory_order_relaxed);
       if (!op) {
         p.seen_seq = ~std::uint64_t{0};

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "clock.hpp"
-#include "xcs/graph.hpp"
+#include "xcs/detail/op_profile.hpp"
 
 namespace xcs::detail {
 
@@ -55,7 +55,7 @@ struct participant {
   /// Bumped each time a new thread takes the slot, so the monitor resets its own fields.
   std::atomic<std::uint32_t> generation{0};
   std::atomic<std::uint64_t> seq{0};              // bumped when a node starts
-  std::atomic<const op_state_base*> op{nullptr};  // the op running now, or null
+  std::atomic<op_profile*> op{nullptr};  // the op running now, or null
   clockid_t cpu_clock{};
   int tid = 0;
   // Monitor-private.

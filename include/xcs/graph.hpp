@@ -12,8 +12,6 @@
 #include <typeinfo>
 #include <vector>
 
-#include "xcs/detail/concurrency_limit.hpp"
-
 namespace xcs {
 
 using value_id = std::uint32_t;
@@ -31,22 +29,7 @@ enum class value_kind : std::uint8_t {
 
 namespace detail {
 
-/// Shared state of one `xcs::op`: its name, hints and run-time statistics.
-struct op_state_base {
-  explicit op_state_base(std::string n) : name(std::move(n)) {}
-  op_state_base(const op_state_base&) = delete;
-  op_state_base& operator=(const op_state_base&) = delete;
-  virtual ~op_state_base() = default;
-
-  std::string name;
-  /// The user said the op blocks (I/O, sleep); it runs on the blocking lane from the start.
-  bool blocking_hint = false;
-  /// Set by xcs::max_concurrency: at most this many instances run at once, process-wide.
-  std::unique_ptr<concurrency_limit> limit;
-  /// The scheduler saw an instance of this op sit in the kernel without using CPU.
-  /// Relaxed: a late read only delays the move to the blocking lane by one node.
-  mutable std::atomic<bool> observed_blocking{false};
-};
+struct op_profile;
 
 /// How a node runs, type-erased: `invoke(fn, inputs, n, out)` calls the op on `n` typed inputs
 /// and constructs its result at `out` (unused for void ops). One static instance per
@@ -83,8 +66,8 @@ struct node {
   value_id result = no_id;  ///< no_id for void ops
   const detail::kernel* kernel = nullptr;
   const void* fn = nullptr;  ///< the callable; null for stateless kernels (operators)
-  std::shared_ptr<const detail::op_state_base>
-      op;  ///< keeps `fn` and `name` alive; null for operators
+  /// The op's runtime profile, which also owns `fn`; null for operators and packs.
+  std::shared_ptr<detail::op_profile> op;
 };
 
 /// The IR graph of one trace. Nodes are in program order, so every input of a node is an
@@ -99,7 +82,7 @@ class graph {
   /// Records a node; returns its result value (no_id for void kernels).
   value_id add_node(std::string_view name, std::span<const value_id> inputs,
                     const detail::kernel& kernel, const void* fn,
-                    std::shared_ptr<const detail::op_state_base> op);
+                    std::shared_ptr<detail::op_profile> op);
 
   std::span<const value> values() const { return values_; }
   std::span<const node> nodes() const { return nodes_; }

@@ -8,7 +8,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "xcs/detail/concurrency_limit.hpp"
+#include "xcs/detail/op_profile.hpp"
 #include "xcs/detail/record.hpp"
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/error.hpp"
@@ -42,20 +42,19 @@ template <class T>
 inline constexpr bool is_op_option_v =
     std::is_same_v<T, blocking_t> || std::is_same_v<T, max_concurrency_t>;
 
-/// Releases a concurrency slot at the end of a direct call.
-struct slot_guard {
-  concurrency_limit* limit;
-  ~slot_guard() {
-    if (limit) limit->release();
-  }
+/// The options of one op, gathered before its profile is made.
+struct op_options {
+  bool blocking = false;
+  std::uint32_t max_concurrency = 0;
+  void apply(blocking_t) { blocking = true; }
+  void apply(max_concurrency_t m) { max_concurrency = m.n; }
 };
-}  // namespace detail
 
-namespace detail {
-
+/// An op's callable beside its runtime profile, so that a graph node keeps both alive.
 template <class Fn>
-struct op_state final : op_state_base {
-  op_state(std::string name, Fn f) : op_state_base(std::move(name)), fn(std::move(f)) {}
+struct op_state final : op_profile {
+  op_state(std::string op_name, Fn f, const op_options& o)
+      : op_profile(std::move(op_name), o.blocking, o.max_concurrency), fn(std::move(f)) {}
   Fn fn;
 };
 
@@ -73,9 +72,7 @@ class op_fn {
  public:
   template <class... Options>
   requires(detail::is_op_option_v<Options>&&...) op_fn(std::string name, Fn fn, Options... options)
-      : state_(std::make_shared<detail::op_state<Fn>>(std::move(name), std::move(fn))) {
-    (apply(options), ...);
-  }
+      : state_(make_state(std::move(name), std::move(fn), options...)) {}
 
   template <class... A>
   decltype(auto) operator()(A&&... a) const {
@@ -87,9 +84,7 @@ class op_fn {
                    "' was called with only plain arguments while tracing; it would run at "
                    "trace time instead of once per call");
       }
-      detail::concurrency_limit* limit = state_->limit.get();
-      if (limit) limit->acquire_blocking();
-      detail::slot_guard guard{limit};
+      detail::direct_slot slot(*state_);
       return std::invoke(state_->fn, std::forward<A>(a)...);
     }
   }
@@ -97,18 +92,17 @@ class op_fn {
   const std::string& name() const noexcept { return state_->name; }
   bool blocking() const noexcept { return state_->blocking_hint; }
   /// The concurrency bound, or 0 if there is none.
-  std::uint32_t max_concurrency() const noexcept {
-    return state_->limit ? state_->limit->limit() : 0;
-  }
+  std::uint32_t max_concurrency() const noexcept { return detail::concurrency_bound(*state_); }
   /// The most instances that ran at once so far (0 without a bound).
-  std::uint32_t peak_concurrency() const noexcept {
-    return state_->limit ? state_->limit->peak() : 0;
-  }
+  std::uint32_t peak_concurrency() const noexcept { return detail::concurrency_peak(*state_); }
 
  private:
-  void apply(blocking_t) { state_->blocking_hint = true; }
-  void apply(max_concurrency_t m) {
-    state_->limit = std::make_unique<detail::concurrency_limit>(m.n);
+  template <class... Options>
+  static std::shared_ptr<detail::op_state<Fn>> make_state(std::string name, Fn fn,
+                                                          Options... options) {
+    detail::op_options o;
+    (o.apply(options), ...);
+    return std::make_shared<detail::op_state<Fn>>(std::move(name), std::move(fn), o);
   }
 
   std::shared_ptr<detail::op_state<Fn>> state_;

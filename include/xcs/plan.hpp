@@ -92,7 +92,7 @@ class plan {
   struct node_info {
     const detail::kernel* kernel;
     const void* fn;
-    const detail::op_state_base* op;
+    detail::op_profile* op;
     detail::op_counters* counters;  // null for operators and packs
     std::uint32_t first_input;      // into in_values_ (and a frame's input pointer table)
     std::uint32_t input_count;

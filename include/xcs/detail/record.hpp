@@ -184,7 +184,7 @@ trace_context& context_of_inputs(const A&... a) {
 
 /// Records a call of `fn` (an op's callable, or an operator functor) on `a...`.
 template <class Fn, class... A>
-auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<const op_state_base> op,
+auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<op_profile> op,
                  const A&... a) {
   static_assert(std::is_invocable_v<const Fn&, const input_type_t<A>&...>,
                 "xcs::op: while a plan runs, an op receives its inputs as const lvalues and may "
