@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Seeing inside: explain() and dot() for a plan, a fallback, and the reason for a retrace.
+// Seeing inside: explain() and dot() for a plan, a staged signature, and the reason for a retrace.
 //   explain          prints everything below
 //   explain --dot    prints only the Graphviz DOT of the first pipeline (for `dot -Tsvg`)
 #include <fmt/format.h>
@@ -85,19 +85,18 @@ int main(int argc, char** argv) {
   fmt::print("==== compare.explain(a, b), after the first call\n{}\n", cached);
   expect(cached.find("cached: yes") != std::string::npos, "explain() says the plan is cached");
 
-  // A fallback: explain() gives the reason, and so do the stats after a call.
+  // A branch on an op's result: the signature runs staged. explain() shows the graph up to the
+  // read and names it; the stats keep the same reason after a call.
   auto branchy = xcs::jit(branchy_body);
+  const int runs_before = g_op_runs.load();
   std::string why = branchy.explain(a, b);
   fmt::print("==== branchy.explain(a, b)\n{}\n", why);
-  expect(why.find("fallback") != std::string::npos, "explain() reports the fallback");
-  try {
-    expect(branchy(a, b) == branchy_body(a, b), "a fallback call equals the direct call");
-    fmt::print("==== branchy.stats().fallback_reason\n{}\n\n", branchy.stats().fallback_reason);
-    expect(!branchy.stats().fallback_reason.empty(), "stats() keeps the fallback reason");
-  } catch (const xcs::error& e) {
-    // XCS_STRICT=1 in the environment turns every fallback into an xcs::error.
-    fmt::print("==== strict mode (XCS_STRICT=1): branchy(a, b) threw\n{}\n\n", e.what());
-  }
+  expect(why.find("staged") != std::string::npos, "explain() reports the staged signature");
+  expect(g_op_runs.load() == runs_before, "explain() of a staged signature runs no op");
+  expect(branchy(a, b) == branchy_body(a, b), "a staged call equals the direct call");
+  fmt::print("==== branchy.stats().staged_reason\n{}\n\n", branchy.stats().staged_reason);
+  expect(!branchy.stats().staged_reason.empty(), "stats() keeps the staged reason");
+  expect(branchy.stats().staged_calls == 1, "the call ran staged");
 
   // A retrace: the same function called with a list of another size.
   auto total = xcs::jit(total_body);

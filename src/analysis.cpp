@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 // The parallelism analyzer: depth groups, critical path, work over span.
-#include "xcs/analysis.hpp"
+#include "xcs/detail/analysis.hpp"
 
 #include <algorithm>
 
-namespace xcs {
+namespace xcs::detail {
 
 analysis analyze(const graph& g) {
   analysis a;
@@ -19,10 +19,8 @@ analysis analyze(const graph& g) {
   for (std::size_t i = 0; i < n; ++i) {
     auto& preds = a.predecessors[i];
     for (value_id v : g.inputs(nodes[i])) {
-      // Elements of a node's result (not produced by xcs today) would lead to their parent.
-      value_id root = v;
-      while (g.values()[root].kind == value_kind::element) root = g.values()[root].parent;
-      node_id p = g.producer(root);
+      // An element of a node's result (made by a staged read of a vector) leads to the node.
+      node_id p = g.producer(g.root(v));
       if (p != no_id) preds.push_back(p);
     }
     std::sort(preds.begin(), preds.end());
@@ -50,4 +48,4 @@ analysis analyze(const graph& g) {
   return a;
 }
 
-}  // namespace xcs
+}  // namespace xcs::detail

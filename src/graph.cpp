@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Building and printing the IR graph.
-#include "xcs/graph.hpp"
+#include "xcs/detail/graph.hpp"
 
 #include <cxxabi.h>
 #include <fmt/format.h>
@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-namespace xcs {
+namespace xcs::detail {
 
 value_id graph::add_argument(std::uint32_t position, const std::type_info& type) {
   values_.push_back({value_kind::argument, position, no_id, &type, nullptr});
@@ -126,9 +126,7 @@ std::string graph::dot(std::span<const std::vector<node_id>> groups) const {
   }
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
     for (value_id v : inputs(nodes_[i])) {
-      value_id root = v;
-      while (values_[root].kind == value_kind::element) root = values_[root].parent;
-      const value& src = values_[root];
+      const value& src = values_[root(v)];
       if (src.kind == value_kind::result) {
         fmt::format_to(std::back_inserter(out), "  n{} -> n{};\n", src.index, i);
       } else if (src.kind == value_kind::argument) {
@@ -148,4 +146,4 @@ std::string graph::dot(std::span<const std::vector<node_id>> groups) const {
   return out;
 }
 
-}  // namespace xcs
+}  // namespace xcs::detail

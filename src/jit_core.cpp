@@ -5,13 +5,40 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <unordered_map>
+#include <vector>
 
+#include "compile.hpp"
+#include "live_run.hpp"
+#include "xcs/detail/op_table.hpp"
+#include "xcs/detail/trace_context.hpp"
 #include "xcs/error.hpp"
 
 namespace xcs::detail {
+
+/// One signature's cache slot: how its calls run.
+struct cache_entry {
+  std::mutex mutex;  // with ready_cv: for threads that wait for the trace
+  std::condition_variable ready_cv;
+  /// Set (release) once the fields below are final; read (acquire) on every call.
+  std::atomic<bool> ready{false};
+  std::atomic<std::uint64_t> last_use{0};  // relaxed: LRU hint
+  // Written once before `ready`, read-only after.
+  call_kind kind = call_kind::direct;
+  std::shared_ptr<const plan> compiled;
+  result_recipe recipe;
+  std::vector<op_counters*> counters;  // per plan node: its op's counters, or null
+  std::string reason;                  // direct: why (empty: out of memory)
+};
+
 namespace {
 
 constexpr const char* kOutOfMemory = "out of memory while tracing or compiling";
@@ -21,15 +48,50 @@ bool env_flag(const char* name) {
   return v && *v && std::strcmp(v, "0") != 0;
 }
 
-/// One line on stderr when XCS_LOG is set. A macro-free lazy form: the arguments are built
-/// only when logging is on, so it costs one branch when off.
+/// One line on stderr when XCS_LOG is set; the line is built only then.
 template <class MakeLine>
-void log(MakeLine&& make_line) {
+void log(MakeLine&& make_line) noexcept {
   if (!jit_core::log_enabled()) return;
-  std::string line = make_line();
-  std::fprintf(stderr, "[xcs] %s\n", line.c_str());
+  try {
+    std::string line = make_line();
+    std::fprintf(stderr, "[xcs] %s\n", line.c_str());
+  } catch (...) {
+  }
 }
+
+void* live_value(void* run, value_id v) { return static_cast<live_run*>(run)->value(v); }
+
 }  // namespace
+
+struct jit_core::impl {
+  // Counters: relaxed, read only for reporting.
+  std::atomic<std::uint64_t> calls{0}, traces{0}, retraces{0}, evictions{0}, fallback_calls{0},
+      plan_runs{0}, staged_calls{0}, syncs{0}, op_ns{0}, wall_ns{0};
+  std::atomic<bool> optimized{false};
+
+  mutable std::shared_mutex cache_mutex;  // guards map, capacity, last_sig
+  std::unordered_map<signature, std::shared_ptr<cache_entry>> map;
+  std::size_t capacity = default_capacity;
+  std::optional<signature> last_sig;
+
+  mutable std::mutex info_mutex;  // guards the fields below
+  std::string fallback_reason;
+  bool out_of_memory = false;  // the last fallback ran out of memory (reason: a constant)
+  std::string retrace_reason;
+  std::string staged_text;  // the last staged signature's read, without its source line
+  const void* staged_pc = nullptr;
+  std::size_t nodes = 0, groups = 0, widest = 0, critical = 0;
+  double estimated = 1.0;
+  op_table ops;
+
+  void evict_to(std::size_t n);  // with cache_mutex held: drops LRU entries down to n
+  std::shared_ptr<cache_entry> find_or_add(const signature& sig, std::uint64_t now, bool& fresh);
+  void finish(cache_entry& e, call_kind kind);
+  void forget(const signature& sig, const cache_entry& e) noexcept;
+};
+
+jit_core::jit_core() : impl_(std::make_unique<impl>()) {}
+jit_core::~jit_core() = default;
 
 bool jit_core::log_enabled() noexcept {
   static const bool on = env_flag("XCS_LOG");
@@ -41,191 +103,311 @@ bool jit_core::strict() noexcept {
   return on;
 }
 
-std::shared_ptr<cache_entry> jit_core::lookup(const signature& sig, std::uint64_t now,
-                                              bool& trace) {
-  trace = false;
+// ---- the cache ----------------------------------------------------------------------------
+
+std::shared_ptr<cache_entry> jit_core::impl::find_or_add(const signature& sig, std::uint64_t now,
+                                                         bool& fresh) {
+  fresh = false;
   {
-    std::shared_lock lock(cache_mutex_);
-    auto it = map_.find(sig);
-    if (it != map_.end()) {
+    std::shared_lock lock(cache_mutex);
+    auto it = map.find(sig);
+    if (it != map.end()) {
       it->second->last_use.store(now, std::memory_order_relaxed);
       return it->second;
     }
   }
-  std::unique_lock lock(cache_mutex_);
-  auto it = map_.find(sig);
-  if (it != map_.end()) return it->second;
-  evict_to(capacity_ - 1);
+  std::unique_lock lock(cache_mutex);
+  auto it = map.find(sig);
+  if (it != map.end()) return it->second;
+  evict_to(capacity - 1);
   // Everything that may throw comes before the entry is published to other threads.
   auto e = std::make_shared<cache_entry>();
   e->last_use.store(now, std::memory_order_relaxed);
-  std::string why = last_sig_ ? sig.difference(*last_sig_) : std::string();
+  std::string why = last_sig ? sig.difference(*last_sig) : std::string();
   std::optional<signature> copy = sig;
-  map_.emplace(sig, e);
-  trace = true;
-  traces_.fetch_add(1, std::memory_order_relaxed);
-  last_sig_.swap(copy);
+  map.emplace(sig, e);
+  fresh = true;
+  traces.fetch_add(1, std::memory_order_relaxed);
+  last_sig.swap(copy);
   if (copy) {
-    retraces_.fetch_add(1, std::memory_order_relaxed);
-    try {
-      log([&] { return fmt::format("retrace: {}", why); });
-      std::lock_guard info(info_mutex_);
-      retrace_reason_.swap(why);
-    } catch (...) {
-    }
+    retraces.fetch_add(1, std::memory_order_relaxed);
+    log([&] { return fmt::format("retrace: {}", why); });
+    std::lock_guard info(info_mutex);
+    retrace_reason.swap(why);
   } else {
-    try {
-      log([&] { return fmt::format("trace: {}", sig.to_string()); });
-    } catch (...) {
-    }
+    log([&] { return fmt::format("trace: {}", sig.to_string()); });
   }
   return e;
 }
 
-void jit_core::wait_slow(cache_entry& e) {
-  std::unique_lock lock(e.mutex);
-  e.ready_cv.wait(lock, [&] { return e.ready.load(std::memory_order_acquire); });
+void jit_core::impl::evict_to(std::size_t n) {
+  while (map.size() > n) {
+    auto victim = std::min_element(map.begin(), map.end(), [](const auto& a, const auto& b) {
+      return a.second->last_use.load(std::memory_order_relaxed) <
+             b.second->last_use.load(std::memory_order_relaxed);
+    });
+    map.erase(victim);
+    evictions.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
-void jit_core::publish(cache_entry& e, const signature& sig, trace_result t) noexcept {
-  std::shared_ptr<const plan> p;
-  std::string reason = std::move(t.reason);
-  bool failed = !t.ir;  // a trace that produced no graph failed, reason or not (no memory)
-  if (!failed) {
-    try {
-      p = std::make_shared<const plan>(t.ir, t.info, std::move(t.recipe), ops_);
-    } catch (...) {
-      failed = true;
-    }
-  }
-  // A trace or compile that failed without a reason ran out of memory (the reason itself may
-  // not fit). Such an entry serves the calls waiting on it, then leaves the cache, so that a
-  // later call traces again instead of falling back for good.
-  bool out_of_memory = failed && reason.empty();
-  if (out_of_memory) {
-    {
-      std::lock_guard info(info_mutex_);
-      fallback_reason_.clear();
-      out_of_memory_ = true;
-    }
-    try {
-      std::unique_lock lock(cache_mutex_);
-      auto it = map_.find(sig);
-      if (it != map_.end() && it->second.get() == &e) map_.erase(it);
-    } catch (...) {
-    }
-  }
-  try {
-    std::lock_guard info(info_mutex_);
-    if (p) {
-      nodes_ = t.ir->nodes().size();
-      groups_ = t.info.parallel_groups.size();
-      widest_ = t.info.max_parallelism;
-      critical_ = t.info.critical_path.size();
-      estimated_ = t.info.estimated_speedup;
-      log([&] {
-        return fmt::format("compiled {}: {} nodes, {} groups, widest {}, critical path {}",
-                           sig.to_string(), nodes_, groups_, widest_, critical_);
-      });
-    } else if (!out_of_memory) {
-      fallback_reason_ = reason;
-      out_of_memory_ = false;
-      log([&] { return fmt::format("fallback for {}: {}", sig.to_string(), reason); });
-    }
-  } catch (...) {
-  }
-  if (p) optimized_.store(true, std::memory_order_relaxed);
+void jit_core::impl::finish(cache_entry& e, call_kind kind) {
   {
     std::lock_guard lock(e.mutex);
-    e.compiled = std::move(p);
-    e.reason = std::move(reason);
+    e.kind = kind;
     e.ready.store(true, std::memory_order_release);
   }
   e.ready_cv.notify_all();
 }
 
-void jit_core::fallback(const cache_entry& e) {
-  fallback_calls_.fetch_add(1, std::memory_order_relaxed);
-  if (strict()) {
-    throw error(std::string("xcs (XCS_STRICT): the call fell back: ") +
-                (e.reason.empty() ? kOutOfMemory : e.reason.c_str()));
+void jit_core::impl::forget(const signature& sig, const cache_entry& e) noexcept {
+  // An entry that ran out of memory serves the calls waiting on it, then leaves the cache,
+  // so that a later call traces again instead of falling back for good.
+  try {
+    std::unique_lock lock(cache_mutex);
+    auto it = map.find(sig);
+    if (it != map.end() && it->second.get() == &e) map.erase(it);
+  } catch (...) {
   }
 }
 
-bool jit_core::cached(const signature& sig) const {
-  std::shared_lock lock(cache_mutex_);
-  return map_.count(sig) != 0;
+call_ticket jit_core::begin(const signature& sig) noexcept {
+  std::uint64_t now = impl_->calls.fetch_add(1, std::memory_order_relaxed);
+  call_ticket t;
+  try {
+    bool fresh = false;
+    t.entry = impl_->find_or_add(sig, now, fresh);
+    if (fresh) {
+      t.kind = call_kind::trace;
+      return t;
+    }
+    cache_entry& e = *t.entry;
+    if (!e.ready.load(std::memory_order_acquire)) {
+      std::unique_lock lock(e.mutex);
+      e.ready_cv.wait(lock, [&] { return e.ready.load(std::memory_order_acquire); });
+    }
+    t.kind = e.kind;
+  } catch (...) {
+    // No memory for a cache entry (or to wait for one): run directly, counted as a fallback.
+    t.entry.reset();
+    t.kind = call_kind::direct;
+    std::lock_guard info(impl_->info_mutex);
+    impl_->out_of_memory = true;
+  }
+  return t;
+}
+
+// ---- publishing a trace -------------------------------------------------------------------
+
+void jit_core::publish_trace(call_ticket& t, const signature& sig, trace_output&& out) noexcept {
+  compile_result c = compile(std::move(out.ir));
+  cache_entry& e = *t.entry;
+  if (c.status == compile_status::compiled) {
+    try {
+      e.counters.reserve(c.ir->nodes().size());
+      for (const node& n : c.ir->nodes()) e.counters.push_back(n.op ? &impl_->ops.get(n.op) : nullptr);
+      out.recipe.plan_moves(*c.ir);
+      e.recipe = std::move(out.recipe);
+    } catch (...) {
+      c.status = compile_status::out_of_memory;
+    }
+  }
+  if (c.status != compile_status::compiled) {
+    publish_fallback(t, sig, c.status == compile_status::no_parallelism ? std::move(c.reason) : "");
+    return;
+  }
+  e.compiled = std::move(c.compiled);
+  {
+    std::lock_guard info(impl_->info_mutex);
+    impl_->nodes = c.ir->nodes().size();
+    impl_->groups = c.info.parallel_groups.size();
+    impl_->widest = c.info.max_parallelism;
+    impl_->critical = c.info.critical_path.size();
+    impl_->estimated = c.info.estimated_speedup;
+  }
+  log([&] {
+    return fmt::format("compiled {}: {} nodes, {} groups, widest {}, critical path {}",
+                       sig.to_string(), c.ir->nodes().size(), c.info.parallel_groups.size(),
+                       c.info.max_parallelism, c.info.critical_path.size());
+  });
+  impl_->optimized.store(true, std::memory_order_relaxed);
+  impl_->finish(e, call_kind::plan);
+  t.kind = call_kind::plan;
+}
+
+void jit_core::publish_fallback(call_ticket& t, const signature& sig, std::string reason) noexcept {
+  cache_entry& e = *t.entry;
+  const bool out_of_memory = reason.empty();
+  if (out_of_memory) impl_->forget(sig, e);
+  try {
+    std::lock_guard info(impl_->info_mutex);
+    impl_->out_of_memory = out_of_memory;
+    if (!out_of_memory) impl_->fallback_reason = reason;
+  } catch (...) {
+  }
+  log([&] { return fmt::format("fallback for {}: {}", sig.to_string(), reason); });
+  e.reason = std::move(reason);
+  impl_->finish(e, call_kind::direct);
+  t.kind = call_kind::direct;
+}
+
+void jit_core::publish_staged(call_ticket& t, const signature& sig,
+                              const trace_context& ctx) noexcept {
+  if (t.kind != call_kind::trace) return;
+  try {
+    std::string text = ctx.staged_reason(false);
+    std::lock_guard info(impl_->info_mutex);
+    impl_->staged_text = std::move(text);
+    impl_->staged_pc = ctx.staged_pc();
+  } catch (...) {
+  }
+  log([&] { return fmt::format("staged {}: {}", sig.to_string(), ctx.staged_reason()); });
+  impl_->optimized.store(true, std::memory_order_relaxed);
+  impl_->finish(*t.entry, call_kind::staged);
+  t.kind = call_kind::staged;
+}
+
+// ---- running ------------------------------------------------------------------------------
+
+finished_run jit_core::run_plan(const call_ticket& t, std::span<const void* const> args) {
+  const cache_entry& e = *t.entry;
+  plan::run_times times;
+  auto record = [&] {
+    impl_->plan_runs.fetch_add(1, std::memory_order_relaxed);
+    impl_->op_ns.fetch_add(times.op_ns, std::memory_order_relaxed);
+    impl_->wall_ns.fetch_add(times.wall_ns, std::memory_order_relaxed);
+  };
+  try {
+    plan::result r = e.compiled->run(args, times, e.counters);
+    record();
+    return finished_run(r.release(), &plan::value_of, &plan::recycle, e.compiled.get(), e.recipe);
+  } catch (...) {
+    record();  // an op threw: the run still counts
+    throw;
+  }
+}
+
+void jit_core::count_direct(const call_ticket& t) {
+  impl_->fallback_calls.fetch_add(1, std::memory_order_relaxed);
+  if (strict()) {
+    const bool oom = !t.entry || t.entry->reason.empty();
+    throw error(std::string("xcs (XCS_STRICT): the call fell back: ") +
+                (oom ? kOutOfMemory : t.entry->reason.c_str()));
+  }
+}
+
+void jit_core::count_staged(const trace_context& ctx, std::uint64_t wall_ns) noexcept {
+  const live_run& run = *ctx.run();
+  impl_->staged_calls.fetch_add(1, std::memory_order_relaxed);
+  impl_->syncs.fetch_add(run.syncs(), std::memory_order_relaxed);
+  impl_->op_ns.fetch_add(run.op_ns(), std::memory_order_relaxed);
+  impl_->wall_ns.fetch_add(wall_ns, std::memory_order_relaxed);
+  try {
+    run.account(impl_->ops);
+  } catch (...) {
+  }
+}
+
+finished_run jit_core::live_values(trace_context& ctx, const result_recipe& recipe) {
+  return finished_run(ctx.run(), &live_value, nullptr, nullptr, recipe);
+}
+
+// ---- reports ------------------------------------------------------------------------------
+
+std::string jit_core::explain(const signature& sig, const trace_context& ctx,
+                              const trace_output* out) const {
+  bool cached;
+  {
+    std::shared_lock lock(impl_->cache_mutex);
+    cached = impl_->map.count(sig) != 0;
+  }
+  std::string s = fmt::format("signature: {}\ncached: {}\n", sig.to_string(), cached ? "yes" : "no");
+  if (ctx.went_staged()) {
+    s += fmt::format("staged: {}\n", ctx.staged_reason());
+    s += fmt::format("nodes before the read: {}\n", ctx.ir().nodes().size());
+    s += ctx.ir().listing();
+    return s;
+  }
+  if (!out) return s + fmt::format("fallback: {}\n", ctx.reason());
+  analysis a = analyze(out->ir);
+  if (std::string why = plan_not_worth(out->ir, a); !why.empty()) {
+    return s + fmt::format("fallback: {}\n", why);
+  }
+  s += fmt::format("nodes: {}\n", out->ir.nodes().size());
+  s += out->ir.listing();
+  s += "parallel groups:\n";
+  for (std::size_t i = 0; i < a.parallel_groups.size(); ++i) {
+    s += fmt::format("  {}:", i);
+    for (node_id n : a.parallel_groups[i]) s += fmt::format(" %{}", n);
+    s += "\n";
+  }
+  s += "critical path:";
+  for (node_id n : a.critical_path) s += fmt::format(" %{}({})", n, out->ir.nodes()[n].name);
+  s += fmt::format("\nmax parallelism: {}\nestimated speedup: {:.2f}\n", a.max_parallelism,
+                   a.estimated_speedup);
+  return s;
+}
+
+std::string jit_core::dot(const trace_context& ctx, const trace_output* out) {
+  if (out) {
+    analysis a = analyze(out->ir);
+    if (std::string why = plan_not_worth(out->ir, a); !why.empty()) {
+      return "// xcs: no graph: " + why + "\ndigraph xcs {}\n";
+    }
+    return out->ir.dot(a.parallel_groups);
+  }
+  if (ctx.went_staged()) {
+    return "// xcs: staged: " + ctx.staged_reason() + "; the graph up to that read\n" +
+           ctx.ir().dot();
+  }
+  return "// xcs: no graph: " + ctx.reason() + "\ndigraph xcs {}\n";
 }
 
 void jit_core::set_capacity(std::size_t n) {
-  std::unique_lock lock(cache_mutex_);
-  capacity_ = std::max<std::size_t>(n, 1);
-  evict_to(capacity_);
-}
-
-void jit_core::evict_to(std::size_t n) {
-  while (map_.size() > n) {
-    auto victim = std::min_element(map_.begin(), map_.end(), [](const auto& a, const auto& b) {
-      return a.second->last_use.load(std::memory_order_relaxed) <
-             b.second->last_use.load(std::memory_order_relaxed);
-    });
-    map_.erase(victim);
-    evictions_.fetch_add(1, std::memory_order_relaxed);
-  }
-}
-
-std::string jit_core::explain(const signature& sig, const trace_result& t) const {
-  std::string out =
-      fmt::format("signature: {}\ncached: {}\n", sig.to_string(), cached(sig) ? "yes" : "no");
-  if (!t.reason.empty()) {
-    out += fmt::format("fallback: {}\n", t.reason);
-    return out;
-  }
-  out += fmt::format("nodes: {}\n", t.ir->nodes().size());
-  out += t.ir->listing();
-  out += "parallel groups:\n";
-  for (std::size_t i = 0; i < t.info.parallel_groups.size(); ++i) {
-    out += fmt::format("  {}:", i);
-    for (node_id n : t.info.parallel_groups[i]) out += fmt::format(" %{}", n);
-    out += "\n";
-  }
-  out += "critical path:";
-  for (node_id n : t.info.critical_path) {
-    out += fmt::format(" %{}({})", n, t.ir->nodes()[n].name);
-  }
-  out += fmt::format("\nmax parallelism: {}\nestimated speedup: {:.2f}\n", t.info.max_parallelism,
-                     t.info.estimated_speedup);
-  return out;
+  std::unique_lock lock(impl_->cache_mutex);
+  impl_->capacity = std::max<std::size_t>(n, 1);
+  impl_->evict_to(impl_->capacity);
 }
 
 xcs::stats jit_core::stats() const {
+  const impl& m = *impl_;
   xcs::stats s;
-  s.calls = calls_.load(std::memory_order_relaxed);
-  s.traces = traces_.load(std::memory_order_relaxed);
-  s.retraces = retraces_.load(std::memory_order_relaxed);
-  s.evictions = evictions_.load(std::memory_order_relaxed);
-  s.fallback_calls = fallback_calls_.load(std::memory_order_relaxed);
-  s.plan_runs = plan_runs_.load(std::memory_order_relaxed);
-  s.optimized = optimized_.load(std::memory_order_relaxed);
-  std::uint64_t wall = wall_ns_.load(std::memory_order_relaxed);
-  s.speedup =
-      wall ? static_cast<double>(op_ns_.load(std::memory_order_relaxed)) / static_cast<double>(wall)
-           : 0.0;
+  s.calls = m.calls.load(std::memory_order_relaxed);
+  s.traces = m.traces.load(std::memory_order_relaxed);
+  s.retraces = m.retraces.load(std::memory_order_relaxed);
+  s.evictions = m.evictions.load(std::memory_order_relaxed);
+  s.fallback_calls = m.fallback_calls.load(std::memory_order_relaxed);
+  s.plan_runs = m.plan_runs.load(std::memory_order_relaxed);
+  s.staged_calls = m.staged_calls.load(std::memory_order_relaxed);
+  s.syncs = m.syncs.load(std::memory_order_relaxed);
+  s.optimized = m.optimized.load(std::memory_order_relaxed);
+  std::uint64_t wall = m.wall_ns.load(std::memory_order_relaxed);
+  s.speedup = wall ? static_cast<double>(m.op_ns.load(std::memory_order_relaxed)) /
+                         static_cast<double>(wall)
+                   : 0.0;
   {
-    std::shared_lock lock(cache_mutex_);
-    s.cache_entries = map_.size();
-    s.cache_capacity = capacity_;
+    std::shared_lock lock(m.cache_mutex);
+    s.cache_entries = m.map.size();
+    s.cache_capacity = m.capacity;
   }
-  std::lock_guard info(info_mutex_);
-  s.fallback_reason = out_of_memory_ ? kOutOfMemory : fallback_reason_;
-  s.retrace_reason = retrace_reason_;
-  s.nodes = nodes_;
-  s.parallel_groups = groups_;
-  s.max_parallelism = widest_;
-  s.critical_path = critical_;
-  s.estimated_speedup = estimated_;
+  std::string text;
+  const void* pc;
+  {
+    std::lock_guard info(m.info_mutex);
+    s.fallback_reason = m.out_of_memory ? kOutOfMemory : m.fallback_reason;
+    s.retrace_reason = m.retrace_reason;
+    s.nodes = m.nodes;
+    s.parallel_groups = m.groups;
+    s.max_parallelism = m.widest;
+    s.critical_path = m.critical;
+    s.estimated_speedup = m.estimated;
+    text = m.staged_text;
+    pc = m.staged_pc;
+  }
+  // The source line is looked up here, when the reason is read, not on the call.
+  if (!text.empty()) s.staged_reason = text + source_line(pc);
   // Ops are grouped by name: two ops may share one.
-  ops_->for_each([&](const op_counters& c) {
+  m.ops.for_each([&](const op_counters& c) {
     auto it = std::find_if(s.ops.begin(), s.ops.end(),
                            [&](const op_stats& o) { return o.name == c.op->name; });
     if (it == s.ops.end()) {
@@ -236,12 +418,45 @@ xcs::stats jit_core::stats() const {
     it->errors += c.errors.load(std::memory_order_relaxed);
     it->total_ns += c.total_ns.load(std::memory_order_relaxed);
     it->max_ns = std::max(it->max_ns, c.max_ns.load(std::memory_order_relaxed));
-    it->blocking = it->blocking || c.op->blocking_hint ||
-                   c.op->observed_blocking.load(std::memory_order_relaxed);
+    it->blocking = it->blocking || c.op->blocking();
   });
   std::sort(s.ops.begin(), s.ops.end(),
             [](const op_stats& a, const op_stats& b) { return a.total_ns > b.total_ns; });
   return s;
+}
+
+// ---- messages for the template ------------------------------------------------------------
+
+std::string unmappable_result(const std::type_info& body_returns,
+                              const std::type_info& call_returns) {
+  return fmt::format("the body returns {}, which xcs cannot map onto the direct call's {}",
+                     graph::type_name(body_returns), graph::type_name(call_returns));
+}
+
+std::string assigned_argument(std::size_t position) {
+  return fmt::format(
+      "the body assigns to argument {}, which it takes by reference; the plan cannot write to "
+      "the caller's arguments",
+      position);
+}
+
+std::string body_threw(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::bad_alloc&) {
+    return {};  // out of memory: said without allocating a sentence for it
+  } catch (const std::exception& ex) {
+    return fmt::format("the body threw {} at trace time: {}", graph::type_name(typeid(ex)),
+                       ex.what());
+  } catch (...) {
+    return "the body threw a non-standard exception at trace time";
+  }
+}
+
+std::uint64_t wall_clock_ns() noexcept {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::steady_clock::now().time_since_epoch())
+                                        .count());
 }
 
 }  // namespace xcs::detail

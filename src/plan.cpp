@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Plan compilation and the run loop: dependency counting over a frame of per-call state.
-#include "xcs/plan.hpp"
+#include "xcs/detail/plan.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -10,11 +10,11 @@
 #include "clock.hpp"
 #include "xcs/detail/concurrency_limit.hpp"
 #include "xcs/detail/op_profile.hpp"
+#include "xcs/detail/op_table.hpp"
 #include "fiber.hpp"
 #include "scheduler.hpp"
 
-namespace xcs {
-namespace detail {
+namespace xcs::detail {
 namespace {
 
 /// Below this much queued work (ns), waking a sleeping thread (~2-5 µs for the waker, more
@@ -33,6 +33,8 @@ inline void cpu_relax() noexcept {
 constexpr std::int64_t kShortNs = 200'000;
 /// An op not yet measured is assumed to be worth a wake.
 constexpr std::uint64_t kUnknownNs = ~std::uint64_t{0} >> 2;
+/// Operators and packs are not measured: they are taken to be this cheap.
+constexpr std::uint64_t kOperatorNs = 100;
 
 enum node_state : std::uint8_t {
   pending = 0,
@@ -52,7 +54,9 @@ class frame final : public job, public slot_waiter {
   explicit frame(const plan& p);
   ~frame() override;
 
-  void start(std::span<const void* const> args);
+  /// Bytes a frame of `p` allocates (itself and its tables).
+  static std::size_t bytes(const plan& p) noexcept;
+  void start(std::span<const void* const> args, std::span<op_counters* const> counters);
   /// Owner: runs the graph to completion with the pool's help; rethrows the first error.
   void run_to_end();
   void destroy_results() noexcept;
@@ -91,9 +95,13 @@ class frame final : public job, public slot_waiter {
     queue_[t].store(static_cast<std::int32_t>(v), std::memory_order_seq_cst);
   }
   std::uint64_t estimate(node_id n) const noexcept {
-    std::uint32_t e = p_.est_ns_[n].load(std::memory_order_relaxed);
+    const op_profile* op = p_.nodes_[n].op;
+    if (!op) return kOperatorNs;
+    std::uint32_t e = op->est_ns.load(std::memory_order_relaxed);
     return e == 0 ? kUnknownNs : e;
   }
+  /// Learns durations and adds the run to the per-op counters.
+  void account() noexcept;
   bool is_blocking(node_id n) const noexcept {
     const op_profile* op = p_.nodes_[n].op;
     return op && op->blocking();
@@ -122,6 +130,7 @@ class frame final : public job, public slot_waiter {
   std::vector<const void*> call_ptrs_;    // per value; set for argument and element values
   std::byte* storage_ = nullptr;
   std::size_t storage_align_ = alignof(std::max_align_t);
+  std::span<op_counters* const> counters_;  // of this run
 
   std::atomic<std::uint32_t> head_{0}, tail_{0};
   std::atomic<std::uint32_t> remaining_{0};  // seq_cst: pairs with owner_parked_
@@ -156,16 +165,25 @@ frame::frame(const plan& p)
   for (std::size_t i = 0; i < in_ptrs_.size(); ++i) {
     const auto& loc = p.values_[p.in_values_[i]];
     if (loc.kind == value_kind::constant) {
-      in_ptrs_[i] = p.graph_->constant(loc.a);
+      in_ptrs_[i] = p.graph_->constant(loc.where);
     } else if (loc.kind == value_kind::result) {
-      in_ptrs_[i] = storage_ + loc.a;
+      in_ptrs_[i] = storage_ + loc.where;
     }
   }
 }
 
 frame::~frame() { ::operator delete (storage_, std::align_val_t{storage_align_}); }
 
-void frame::start(std::span<const void* const> args) {
+std::size_t frame::bytes(const plan& p) noexcept {
+  const std::size_t n = p.nodes_.size();
+  return sizeof(frame) + n * (sizeof(std::atomic<std::uint32_t>) + sizeof(std::uint8_t) +
+                              sizeof(std::uint64_t)) +
+         2 * n * sizeof(std::atomic<std::int32_t>) + p.in_values_.size() * sizeof(const void*) +
+         p.values_.size() * sizeof(const void*) + p.storage_bytes_;
+}
+
+void frame::start(std::span<const void* const> args, std::span<op_counters* const> counters) {
+  counters_ = counters;
   for (std::uint32_t i = 0; i < n_; ++i)
     join_[i].store(p_.nodes_[i].join, std::memory_order_relaxed);
   // Only the slots the last run wrote need clearing.
@@ -182,9 +200,9 @@ void frame::start(std::span<const void* const> args) {
   for (value_id v : p_.call_values_) {
     const auto& loc = p_.values_[v];
     if (loc.kind == value_kind::argument) {
-      call_ptrs_[v] = args[loc.a];
+      call_ptrs_[v] = args[loc.where];
     } else {
-      call_ptrs_[v] = p_.graph_->values()[v].element(call_ptrs_[loc.a], loc.b);
+      call_ptrs_[v] = p_.graph_->values()[v].element(call_ptrs_[loc.where], loc.element_index);
     }
   }
   for (std::uint32_t slot : p_.call_inputs_) in_ptrs_[slot] = call_ptrs_[p_.in_values_[slot]];
@@ -431,7 +449,15 @@ void frame::run_to_end() {
   } else {
     while (helpers.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   }
-  // Learn durations and count per-op figures, one atomic add per run of equal ops.
+  account();
+  if (error_) {
+    std::exception_ptr e = std::exchange(error_, nullptr);
+    std::rethrow_exception(e);
+  }
+}
+
+void frame::account() noexcept {
+  // One atomic add per run of nodes of the same op.
   op_counters* cur = nullptr;
   std::uint64_t calls = 0, errors = 0, total = 0, longest = 0;
   auto flush = [&] {
@@ -449,9 +475,9 @@ void frame::run_to_end() {
     if (state_[i] == pending || state_[i] == skipped) continue;
     auto d = static_cast<std::uint64_t>(static_cast<double>(dur_[i]) * ns_per);
     op_ns_ += d;
-    p_.est_ns_[i].store(static_cast<std::uint32_t>(std::clamp<std::uint64_t>(d, 1, 0xffffffffu)),
-                        std::memory_order_relaxed);
-    op_counters* c = p_.nodes_[i].counters;
+    op_profile* op = p_.nodes_[i].op;
+    if (op) op->learn(d);
+    op_counters* c = i < counters_.size() ? counters_[i] : nullptr;
     if (!c) continue;
     if (c != cur) {
       flush();
@@ -464,10 +490,6 @@ void frame::run_to_end() {
     longest = std::max<std::uint64_t>(longest, d);
   }
   flush();
-  if (error_) {
-    std::exception_ptr e = std::exchange(error_, nullptr);
-    std::rethrow_exception(e);
-  }
 }
 
 void frame::destroy_results() noexcept {
@@ -483,20 +505,14 @@ void* frame::value(value_id v) const noexcept {
     case value_kind::element:
       return const_cast<void*>(call_ptrs_[v]);
     case value_kind::constant:
-      return const_cast<void*>(p_.graph_->constant(loc.a));
+      return const_cast<void*>(p_.graph_->constant(loc.where));
     case value_kind::result:
-      return storage_ + loc.a;
+      return storage_ + loc.where;
   }
   return nullptr;
 }
 
-}  // namespace detail
-
-plan::plan(std::shared_ptr<const graph> g, const analysis& a, detail::result_recipe recipe,
-           std::shared_ptr<detail::op_table> ops)
-    : graph_(std::move(g)),
-      recipe_(std::move(recipe)),
-      ops_(ops ? std::move(ops) : std::make_shared<detail::op_table>()) {
+plan::plan(std::shared_ptr<const graph> g, const analysis& a) : graph_(std::move(g)) {
   const graph& gr = *graph_;
   const auto nodes = gr.nodes();
   const std::size_t n = nodes.size();
@@ -521,7 +537,6 @@ plan::plan(std::shared_ptr<const graph> g, const analysis& a, detail::result_rec
     ni.kernel = nd.kernel;
     ni.fn = nd.fn;
     ni.op = nd.op.get();
-    ni.counters = nd.op ? &ops_->get(nd.op) : nullptr;
     ni.first_input = nd.first_input;
     ni.input_count = nd.input_count;
     ni.join = static_cast<std::uint32_t>(a.predecessors[i].size());
@@ -548,19 +563,19 @@ plan::plan(std::shared_ptr<const graph> g, const analysis& a, detail::result_rec
     loc.kind = val.kind;
     switch (val.kind) {
       case value_kind::argument:
-        loc.a = val.index;
+        loc.where = val.index;
         call_values_.push_back(static_cast<value_id>(v));
         break;
       case value_kind::element:
-        loc.a = val.parent;
-        loc.b = val.index;
+        loc.where = val.parent;
+        loc.element_index = val.index;
         call_values_.push_back(static_cast<value_id>(v));
         break;
       case value_kind::constant:
-        loc.a = val.index;
+        loc.where = val.index;
         break;
       case value_kind::result:
-        loc.a = nodes_[val.index].storage;
+        loc.where = nodes_[val.index].storage;
         break;
     }
   }
@@ -568,49 +583,39 @@ plan::plan(std::shared_ptr<const graph> g, const analysis& a, detail::result_rec
     value_kind k = values_[in_values_[slot]].kind;
     if (k == value_kind::argument || k == value_kind::element) call_inputs_.push_back(slot);
   }
-  // A node result read by a single leaf of the return value can be moved out, not copied.
-  std::vector<std::uint32_t> uses(values.size(), 0);
-  for (const auto& l : recipe_.leaves) ++uses[l.value];
-  for (auto& l : recipe_.leaves) {
-    l.move = values_[l.value].kind == value_kind::result && uses[l.value] == 1;
-  }
-  est_ns_.reset(new std::atomic<std::uint32_t>[n]);
-  for (std::size_t i = 0; i < n; ++i) est_ns_[i].store(0, std::memory_order_relaxed);
-  frame_bytes_ = sizeof(detail::frame) + n * (4 + 2 * 4 + 1 + 8) +
-                 in_values_.size() * sizeof(void*) + values_.size() * sizeof(void*) +
-                 storage_bytes_;
+  frame_bytes_ = frame::bytes(*this);
 }
 
 plan::~plan() {
   delete cached_frame_.load(std::memory_order_acquire);
-  for (detail::frame* f : free_frames_) delete f;
+  for (frame* f : free_frames_) delete f;
 }
 
 std::size_t plan::bytes_per_node() const noexcept {
   if (nodes_.empty()) return 0;
-  std::size_t bytes = nodes_.size() * (sizeof(node_info) + sizeof(std::atomic<std::uint32_t>)) +
+  std::size_t bytes = nodes_.size() * sizeof(node_info) +
                       in_values_.size() * sizeof(value_id) + successors_.size() * sizeof(node_id) +
                       roots_.size() * sizeof(node_id) + values_.size() * sizeof(value_loc) +
                       (call_values_.size() + call_inputs_.size()) * sizeof(std::uint32_t);
   return bytes / nodes_.size();
 }
 
-detail::frame* plan::acquire_frame() const {
-  if (detail::frame* f = cached_frame_.exchange(nullptr, std::memory_order_acquire)) return f;
+frame* plan::acquire_frame() const {
+  if (frame* f = cached_frame_.exchange(nullptr, std::memory_order_acquire)) return f;
   {
     std::lock_guard lock(frames_mutex_);
     if (!free_frames_.empty()) {
-      detail::frame* f = free_frames_.back();
+      frame* f = free_frames_.back();
       free_frames_.pop_back();
       return f;
     }
   }
-  return new detail::frame(*this);
+  return new frame(*this);
 }
 
-void plan::release_frame(detail::frame* f) const noexcept {
+void plan::release_frame(frame* f) const noexcept {
   f->destroy_results();
-  detail::frame* empty = nullptr;
+  frame* empty = nullptr;
   if (cached_frame_.compare_exchange_strong(empty, f, std::memory_order_release)) return;
   try {
     std::lock_guard lock(frames_mutex_);
@@ -630,19 +635,21 @@ plan::result::~result() {
 
 void* plan::result::value(value_id v) const noexcept { return frame_->value(v); }
 
-plan::result plan::run(std::span<const void* const> args) const {
-  run_times ignored;
-  return run(args, ignored);
+void* plan::value_of(void* f, value_id v) noexcept { return static_cast<frame*>(f)->value(v); }
+
+void plan::recycle(void* f, const void* p) noexcept {
+  static_cast<const plan*>(p)->release_frame(static_cast<frame*>(f));
 }
 
-plan::result plan::run(std::span<const void* const> args, run_times& times) const {
-  detail::frame* f = acquire_frame();
+plan::result plan::run(std::span<const void* const> args, run_times& times,
+                       std::span<op_counters* const> counters) const {
+  frame* f = acquire_frame();
   result r(*this, f);
-  std::int64_t t0 = detail::now_ns();
+  std::int64_t t0 = now_ns();
   auto stop_clock = [&] {
-    times = {f->op_ns(), static_cast<std::uint64_t>(detail::now_ns() - t0)};
+    times = {f->op_ns(), static_cast<std::uint64_t>(now_ns() - t0)};
   };
-  f->start(args);
+  f->start(args, counters);
   try {
     f->run_to_end();
   } catch (...) {
@@ -653,4 +660,4 @@ plan::result plan::run(std::span<const void* const> args, run_times& times) cons
   return r;
 }
 
-}  // namespace xcs
+}  // namespace xcs::detail

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
 // Printing signatures and saying how two differ.
-#include "xcs/signature.hpp"
+#include "xcs/detail/signature.hpp"
 
 #include <fmt/format.h>
 
-#include "xcs/graph.hpp"
+#include "xcs/detail/graph.hpp"
 
-namespace xcs {
+namespace xcs::detail {
 
 std::string signature::arg_string(std::uint32_t arg) const {
   std::string s = graph::type_name(*arg_types_[arg]);
@@ -48,4 +48,4 @@ std::string signature::difference(const signature& before) const {
   return fmt::format("now {}, was {}", to_string(), before.to_string());
 }
 
-}  // namespace xcs
+}  // namespace xcs::detail

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The trace context: messages that name the value a body read.
+// The trace context: recording, going staged, reads, and messages that name a value.
 #include <fmt/format.h>
 
 #include <cstdint>
@@ -8,15 +8,122 @@
 #include XCS_BACKTRACE_HEADER  // GCC's backtrace.h, by full path (see CMakeLists.txt)
 #endif
 
+#include "live_run.hpp"
+#include "xcs/detail/jit_core.hpp"
+#include "xcs/detail/result.hpp"
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/error.hpp"
 
 namespace xcs::detail {
+namespace {
+thread_local trace_context* t_current = nullptr;
+}  // namespace
 
-thread_local trace_context* trace_context::current_ = nullptr;
+trace_context* trace_context::current() noexcept { return t_current; }
+
+trace_context::scope::scope(trace_context& ctx) noexcept : saved_(std::exchange(t_current, &ctx)) {}
+trace_context::scope::~scope() { t_current = saved_; }
+
+untraced_scope::untraced_scope() noexcept : saved_(std::exchange(t_current, nullptr)) {}
+untraced_scope::~untraced_scope() { t_current = saved_; }
+
+trace_context::trace_context(trace_mode mode, std::span<const void* const> args,
+                             const staged_hook* hook)
+    : mode_(mode), args_(args), hook_(hook) {
+  if (mode == trace_mode::live) go_live();
+}
+
+// The live run (declared after the graph) goes first: its destructor waits for the nodes
+// still running, which read the graph's constants.
+trace_context::~trace_context() = default;
+
+value_id trace_context::add_node(std::string_view name, std::span<const value_id> inputs,
+                                 const kernel& k, const void* fn, std::shared_ptr<op_profile> op) {
+  value_id r = graph_.add_node(name, inputs, k, fn, std::move(op));
+  if (live_) live_->append(static_cast<node_id>(graph_.nodes().size() - 1));
+  return r;
+}
+
+value_id trace_context::pack(const std::type_info& type, std::span<const value_id> elements,
+                             const kernel& k) {
+  for (const auto& [t, v] : packs_) {
+    if (*t != type) continue;
+    auto in = graph_.inputs(graph_.nodes()[graph_.producer(v)]);
+    if (std::equal(in.begin(), in.end(), elements.begin(), elements.end())) return v;
+  }
+  value_id v = add_node("pack", elements, k, nullptr, nullptr);
+  packs_.emplace_back(&type, v);
+  return v;
+}
+
+void trace_context::go_live() {
+  live_ = std::make_unique<live_run>(graph_, args_);
+  mode_ = trace_mode::live;
+  for (node_id n = 0; n < graph_.nodes().size(); ++n) live_->append(n);
+  if (hook_) hook_->core->publish_staged(*hook_->ticket, *hook_->sig, *this);
+}
+
+const void* trace_context::read(value_id v, const std::type_info& as, const void* pc) {
+  if (mode_ != trace_mode::live && !went_staged()) {
+    staged_value_ = v;
+    staged_type_ = &as;
+    staged_pc_ = pc;
+  }
+  if (mode_ == trace_mode::dry) abort(staged_reason());
+  if (mode_ == trace_mode::recording) go_live();
+  // The owner may run nodes while it waits: their ops are plain calls, not part of the trace.
+  untraced_scope outside;
+  return live_->wait_value(v);
+}
+
+std::exception_ptr trace_context::drain() noexcept {
+  untraced_scope outside;
+  return live_ ? live_->drain() : nullptr;
+}
+
+void trace_context::run_outside(std::string_view what, const void* pc) {
+  if (mode_ == trace_mode::live) return;
+  if (!went_staged()) {
+    staged_what_ = what;
+    staged_pc_ = pc;
+  }
+  if (mode_ == trace_mode::dry) abort(staged_reason());
+  go_live();
+}
+
+void trace_context::abort(std::string reason) {
+  fail(std::move(reason));
+  throw trace_abort{};
+}
+
+void trace_context::fail(std::string reason) {
+  if (reason_.empty()) reason_ = std::move(reason);
+}
+
+std::string trace_context::staged_reason(bool with_line) const {
+  std::string line = with_line ? source_line(staged_pc_) : std::string();
+  if (staged_value_ != no_id) {
+    return fmt::format("the body reads the value of {}, as {}{}", describe(staged_value_),
+                       graph::type_name(*staged_type_), line);
+  }
+  if (!staged_what_.empty()) {
+    return fmt::format("the body calls {} with plain arguments{}", staged_what_, line);
+  }
+  return {};
+}
+
+const void* read_value(trace_context* ctx, value_id v, const std::type_info& as, const void* pc) {
+  return context_of(ctx, v).read(v, as, pc);
+}
+
+void result_recipe::plan_moves(const graph& g) {
+  std::vector<std::uint32_t> uses(g.values().size(), 0);
+  for (const auto& l : leaves) ++uses[l.value];
+  for (auto& l : leaves) l.move = g.values()[l.value].kind == value_kind::result && uses[l.value] == 1;
+}
 
 std::string trace_context::describe(value_id v) const {
-  const value& val = g.values()[v];
+  const value& val = graph_.values()[v];
   switch (val.kind) {
     case value_kind::argument:
       return fmt::format("argument {} ({})", val.index, graph::type_name(*val.type));
@@ -25,7 +132,7 @@ std::string trace_context::describe(value_id v) const {
     case value_kind::constant:
       return fmt::format("a constant ({})", graph::type_name(*val.type));
     case value_kind::result: {
-      const node& n = g.nodes()[val.index];
+      const node& n = graph_.nodes()[val.index];
       std::string what = n.op ? fmt::format("the result of op '{}'", n.name)
                               : fmt::format("the result of operator '{}'", n.name);
       return fmt::format("{} (node %{}, {}){}", what, val.index, graph::type_name(*val.type),
@@ -37,6 +144,7 @@ std::string trace_context::describe(value_id v) const {
 
 std::string trace_context::depends_on(value_id v) const {
   // The arguments a value was computed from, found by walking its inputs back.
+  const graph& g = graph_;
   std::vector<bool> seen(g.values().size(), false);
   std::vector<bool> args(g.argument_count(), false);
   std::vector<value_id> stack{v};
@@ -76,7 +184,7 @@ trace_context& context_of(trace_context* ctx, value_id v) {
 namespace {
 
 #if defined(XCS_HAVE_BACKTRACE)
-struct source_line {
+struct source_line_info {
   std::string file;
   int line = 0;
 };
@@ -84,7 +192,7 @@ struct source_line {
 void ignore_error(void*, const char*, int) {}
 
 int on_line(void* data, std::uintptr_t, const char* file, int line, const char*) {
-  auto* out = static_cast<source_line*>(data);
+  auto* out = static_cast<source_line_info*>(data);
   if (file && out->file.empty()) {
     out->file = file;
     out->line = line;
@@ -93,14 +201,15 @@ int on_line(void* data, std::uintptr_t, const char* file, int line, const char*)
 }
 #endif
 
-/// " at body.cpp:42" for a return address in the body, or "" without debug info.
-std::string where(const void* pc) {
+}  // namespace
+
+std::string source_line(const void* pc) {
 #if defined(XCS_HAVE_BACKTRACE)
   if (!pc) return "";
   // Created once; libbacktrace's state is thread-safe with threaded = 1 and never freed.
   static backtrace_state* state = backtrace_create_state(nullptr, 1, &ignore_error, nullptr);
   if (!state) return "";
-  source_line found;
+  source_line_info found;
   // The return address follows the call: step back into the calling line.
   backtrace_pcinfo(state, reinterpret_cast<std::uintptr_t>(pc) - 1, &on_line, &ignore_error,
                    &found);
@@ -110,16 +219,6 @@ std::string where(const void* pc) {
   (void)pc;
   return "";
 #endif
-}
-
-}  // namespace
-
-void abort_on_read(trace_context* ctx, value_id v, const std::type_info& as, const void* pc) {
-  trace_context& c = context_of(ctx, v);
-  c.abort(
-      fmt::format("the body reads the value of {}, as {}{} (in an if, a conversion, or a "
-                  "call of a plain function); values are only known when the plan runs",
-                  c.describe(v), graph::type_name(as), where(pc)));
 }
 
 }  // namespace xcs::detail

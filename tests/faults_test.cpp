@@ -368,7 +368,14 @@ TEST(FaultsTest, RunOfFailingAllocationsLeavesNoHalfTracedSignature) {
   std::vector<int> v{1, 2, 3};
   const std::string s = "a string long enough to be allocated";
   for (long n = 0; n < 5000 && !xcs::pool_started(); ++n) {
-    auto f = xcs::jit(body_for_alloc);
+    // A fresh op each time: an op already measured as cheap never wakes a worker, so only an
+    // op not yet measured makes a plan start the pool.
+    auto fresh = xcs::op("fresh", [](int x) { return 2 * x; });
+    auto f = xcs::jit([&fresh](const auto& vs, const auto& str) {
+      std::vector<std::decay_t<decltype(fresh(vs[0]))>> out;
+      for (const auto& e : vs) out.push_back(fresh(e));
+      return std::make_pair(out, str);
+    });
     try {
       failing_allocations fail(n, 1'000'000);
       (void)f(v, s);

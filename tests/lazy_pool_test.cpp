@@ -16,15 +16,24 @@ using ::testing::HasSubstr;
 using xcs_test::process_threads;
 
 TEST(LazyPoolTest, FallbackOnlyStartsNoThread) {
+  auto f = xcs::jit([](auto a, auto b) { return std::max<int>(a, b); });  // reads, records no op
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(f(i, 5), i < 5 ? 5 : i);
+  EXPECT_EQ(f.stats().staged_calls + f.stats().fallback_calls, 10u);
+  EXPECT_FALSE(xcs::pool_started());
+  EXPECT_EQ(process_threads(), 1);
+}
+
+TEST(LazyPoolTest, StagedChainStartsNoThread) {
+  // Each op needs the value read before it: nothing ever runs at the same time, so the
+  // caller runs every op itself.
   auto id = xcs::op("id", [](int v) { return v; });
   auto f = xcs::jit([&](auto a, auto b) {
     auto x = id(a);
-    auto y = id(b);
-    if (x < y) return y;  // reads a value: falls back
+    if (x < b) return id(x + b);  // reads a value: staged
     return x;
   });
-  for (int i = 0; i < 10; ++i) EXPECT_EQ(f(i, 5), i < 5 ? 5 : i);
-  EXPECT_EQ(f.stats().fallback_calls, 10u);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(f(i, 5), i < 5 ? i + 5 : i);
+  EXPECT_EQ(f.stats().staged_calls, 10u);
   EXPECT_FALSE(xcs::pool_started());
   EXPECT_EQ(process_threads(), 1);
 }

@@ -354,7 +354,7 @@ std::string differ(const outcome& direct, const outcome& jit) {
 
 /// What a run of many programs saw, to show the test covered what it claims.
 struct coverage {
-  int programs = 0, calls = 0, planned = 0, fell_back = 0, threw = 0, threw_int = 0, threw_body = 0,
+  int programs = 0, calls = 0, planned = 0, fell_back = 0, staged = 0, threw = 0, threw_int = 0, threw_body = 0,
       returned = 0;
 };
 
@@ -399,15 +399,20 @@ std::string check(const program& p, coverage* cov = nullptr) {
       st.fallback_reason != "the body records no ops") {
     return "a program without branches fell back: " + st.fallback_reason;
   }
+  // A branch reads a value: the signature runs staged (never falls back), on every call.
   if (has(p, kind::branch) && !has(p, kind::user_throw) &&
-      st.fallback_reason.find("the body reads") == std::string::npos) {
-    return "a program with a data-dependent branch did not fall back for it: '" +
-           st.fallback_reason + "'";
+      (st.fallback_calls != 0 || st.staged_calls != st.calls ||
+       st.staged_reason.find("the body reads") == std::string::npos)) {
+    return fmt::format(
+        "a program with a data-dependent branch did not run staged: staged_calls={} of {}, "
+        "fallback_calls={}, staged_reason '{}', fallback_reason '{}'",
+        st.staged_calls, st.calls, st.fallback_calls, st.staged_reason, st.fallback_reason);
   }
   if (cov) {
     ++cov->programs;
     cov->planned += st.plan_runs > 0;
     cov->fell_back += st.fallback_calls > 0;
+    cov->staged += st.staged_calls > 0;
   }
   return {};
 }
@@ -475,14 +480,15 @@ TEST(PropertyTest, JitMatchesDirectCall) {
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf(
-      "[property] %d programs, %d calls in %.2f s (seed %llu): %d ran a plan, %d fell back; "
-      "calls: %d returned, %d threw program_error, %d threw int, %d threw from the body\n",
+      "[property] %d programs, %d calls in %.2f s (seed %llu): %d ran a plan, %d staged, %d fell "
+      "back; calls: %d returned, %d threw program_error, %d threw int, %d threw from the body\n",
       cov.programs, cov.calls, secs, static_cast<unsigned long long>(base), cov.planned,
-      cov.fell_back, cov.returned, cov.threw, cov.threw_int, cov.threw_body);
+      cov.staged, cov.fell_back, cov.returned, cov.threw, cov.threw_int, cov.threw_body);
   if (count >= 200 && failures == 0) {
     // The generator must reach every outcome, or the comparison proves little.
     EXPECT_GT(cov.planned, cov.programs / 4);
     EXPECT_GT(cov.fell_back, 0);
+    EXPECT_GT(cov.staged, 0);
     EXPECT_GT(cov.returned, cov.calls / 4);
     EXPECT_GT(cov.threw, 0);
     EXPECT_GT(cov.threw_int, 0);

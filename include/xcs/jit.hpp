@@ -1,57 +1,87 @@
 // SPDX-License-Identifier: MIT
 // xcs::jit: the entry point. call -> signature -> plan cache -> [trace -> graph -> analysis ->
-// plan] -> run -> result.
+// plan] -> run -> result, or, for a body that reads its values, a staged run.
 #pragma once
 
-#include <fmt/format.h>
-
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
-#include <new>
 #include <optional>
+#include <span>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 
-#include "xcs/analysis.hpp"
 #include "xcs/detail/jit_core.hpp"
 #include "xcs/detail/record.hpp"
 #include "xcs/detail/result.hpp"
+#include "xcs/detail/signature.hpp"
 #include "xcs/detail/trace_context.hpp"
-#include "xcs/graph.hpp"
-#include "xcs/plan.hpp"
-#include "xcs/signature.hpp"
 #include "xcs/stats.hpp"
 #include "xcs/traced.hpp"
 
 namespace xcs {
 
 namespace detail {
-/// An array argument as the pointer it decays to; anything else forwarded unchanged.
-template <class A>
-decltype(auto) decay_array(A&& a) noexcept {
-  if constexpr (std::is_array_v<std::remove_reference_t<A>>) {
-    return static_cast<std::decay_t<A>>(a);
+
+std::string unmappable_result(const std::type_info& body_returns, const std::type_info& call_returns);
+std::string assigned_argument(std::size_t position);
+std::string body_threw(const std::exception_ptr& e);
+std::uint64_t wall_clock_ns() noexcept;
+
+/// Whether `F` can run traced on `Args` and give the direct call's `R`, by the types alone.
+template <class F, class R, class... Args>
+constexpr bool traceable() {
+  if constexpr (!std::is_invocable_v<F&, traced<std::decay_t<Args>>&...> ||
+                std::is_reference_v<R>) {
+    return false;
   } else {
-    return std::forward<A>(a);
+    return result_maps<R, std::invoke_result_t<F&, traced<std::decay_t<Args>>&...>>();
   }
 }
+
+/// Why `traceable<F, R, Args...>()` is false.
+template <class F, class R, class... Args>
+std::string static_fallback_reason() {
+  if constexpr (!std::is_invocable_v<F&, traced<std::decay_t<Args>>&...>) {
+    return "the callable cannot be called with traced arguments (does it take an argument by "
+           "non-const reference to a concrete type?); write it as a generic lambda";
+  } else if constexpr (std::is_reference_v<R>) {
+    return "the callable returns a reference, which a plan cannot produce";
+  } else {
+    using X = std::invoke_result_t<F&, traced<std::decay_t<Args>>&...>;
+    return unmappable_result(typeid(std::remove_cvref_t<X>), typeid(R));
+  }
+}
+
+/// How a body's run on traced values ended.
+struct body_outcome {
+  bool finished = false;         ///< it returned, and nothing ended the trace
+  std::exception_ptr error;      ///< what it threw (not a trace_abort)
+  std::string why;               ///< a reason it cannot become a plan though it finished
+};
+
 }  // namespace detail
 
 /// A jitted function: wraps a callable, usually a generic lambda, and runs the independent ops
 /// of each call at the same time.
 ///
 /// On the first call with a new signature (decayed argument types plus container sizes) the
-/// callable runs once on traced values; no op runs then. The ops it records form a graph,
-/// which is analyzed and compiled into a plan cached for that signature. Each call then runs
-/// the plan: every op exactly once, each as soon as its inputs are ready, on the calling
-/// thread and the process-wide pool. The call returns what the direct call returns, and
-/// throws what it throws (the exception of the first throwing op in program order).
+/// callable runs on traced values, recording its ops into a graph. If it runs to its end
+/// without reading a value, the graph is analyzed and compiled into a plan cached for that
+/// signature, and each call runs the plan: every op exactly once, each as soon as its inputs
+/// are ready, on the calling thread and the process-wide pool. If it reads a value (an `if`
+/// on an op's result, a conversion, a loop over a returned vector), the signature runs
+/// staged: the body runs on every call, each op starts as soon as its inputs are ready, and a
+/// read waits only for the ops its value depends on. Either way the call returns what the
+/// direct call returns and throws what it throws (the exception of the first throwing op in
+/// program order).
 ///
-/// When tracing or compiling fails, or the graph has no independent ops, the call (and later
-/// calls with that signature) runs the callable directly; `stats().fallback_reason` says why.
+/// When the callable cannot run traced, or the graph has nothing to run at the same time, the
+/// call (and later calls with that signature) runs the callable directly;
+/// `stats().fallback_reason` says why.
 ///
 /// Thread-safe: call it from many threads at once; copies share one cache.
 ///
@@ -73,52 +103,7 @@ class jitted {
       // Called from a body being traced: the inner body records into the outer trace.
       return std::invoke(s_->fn, std::forward<Args>(args)...);
     } else {
-      using R = std::invoke_result_t<F&, Args&&...>;
-      if (auto* ctx = detail::trace_context::current()) {
-        ctx->abort(
-            "a jitted function was called with only plain arguments while tracing; its ops "
-            "would run at trace time");
-      }
-      detail::jit_core& core = s_->core;
-      std::uint64_t call = core.count_call();
-      signature sig = signature::of(args...);
-      bool must_trace = false;
-      std::shared_ptr<detail::cache_entry> e;
-      try {
-        e = core.lookup(sig, call, must_trace);
-      } catch (const std::bad_alloc&) {
-        // No memory for a cache entry: run directly, as a failed trace would.
-        return std::invoke(s_->fn, std::forward<Args>(args)...);
-      }
-      if (must_trace) {
-        // Every path publishes the entry: other threads wait on it.
-        detail::trace_result t;
-        try {
-          t = trace<R>(args...);
-        } catch (...) {
-          t = {};
-        }
-        core.publish(*e, sig, std::move(t));
-      } else {
-        detail::jit_core::wait_ready(*e);
-      }
-      if constexpr (!std::is_reference_v<R>) {
-        if (e->compiled) {
-          const void* ptrs[sizeof...(Args) + 1] = {std::addressof(args)...};
-          plan::run_times times;
-          std::optional<plan::result> r;
-          try {
-            r.emplace(e->compiled->run({ptrs, sizeof...(Args)}, times));
-          } catch (...) {
-            core.record_run(times);  // an op threw: the run still counts
-            throw;
-          }
-          core.record_run(times);
-          return e->compiled->template build<R>(*r);
-        }
-      }
-      core.fallback(*e);
-      return std::invoke(s_->fn, std::forward<Args>(args)...);
+      return call(std::forward<Args>(args)...);
     }
   }
 
@@ -127,32 +112,37 @@ class jitted {
 
   /// A dry run for `args`' signature: traces without running any op (and without touching the
   /// cache) and reports the signature, whether it is cached, the IR listing, the parallel
-  /// groups, the critical path and the estimated speedup, or the fallback reason.
+  /// groups, the critical path and the estimated speedup; for a staged signature, the graph up
+  /// to the first read and that read; or the fallback reason.
   template <class... Args>
   std::string explain(const Args&... args) const {
     if constexpr ((std::is_array_v<Args> || ...)) {
       return explain(detail::decay_array(args)...);
     } else {
-      using R = std::invoke_result_t<F&, const Args&...>;
-      return s_->core.explain(signature::of(args...), trace<R>(args...));
+      detail::trace_context ctx(detail::trace_mode::dry, {});
+      detail::trace_output out;
+      bool finished = dry_trace<std::invoke_result_t<F&, const Args&...>>(ctx, out, args...);
+      return s_->core.explain(detail::signature::of(args...), ctx, finished ? &out : nullptr);
     }
   }
 
   /// Graphviz DOT of the graph `args` would trace to; parallel groups are drawn as ranked
-  /// clusters. Empty graph (and a comment with the reason) if the trace falls back.
+  /// clusters. For a staged signature, the graph up to the first read; for a fallback, an
+  /// empty graph and a comment with the reason.
   template <class... Args>
   std::string dot(const Args&... args) const {
     if constexpr ((std::is_array_v<Args> || ...)) {
       return dot(detail::decay_array(args)...);
     } else {
-      using R = std::invoke_result_t<F&, const Args&...>;
-      detail::trace_result t = trace<R>(args...);
-      if (!t.reason.empty()) return "// xcs: no graph: " + t.reason + "\ndigraph xcs {}\n";
-      return t.ir->dot(t.info.parallel_groups);
+      detail::trace_context ctx(detail::trace_mode::dry, {});
+      detail::trace_output out;
+      bool finished = dry_trace<std::invoke_result_t<F&, const Args&...>>(ctx, out, args...);
+      return detail::jit_core::dot(ctx, finished ? &out : nullptr);
     }
   }
 
-  /// Sets the bound of the plan cache (default jit_core::default_capacity signatures).
+  /// Sets the bound of the plan cache (default 64 signatures). Lowering it drops the least
+  /// recently used entries at once.
   void set_cache_capacity(std::size_t n) const { s_->core.set_capacity(n); }
 
  private:
@@ -162,86 +152,128 @@ class jitted {
     detail::jit_core core;
   };
 
-  /// Traces the callable on proxies of `args`. Never throws: every failure becomes a reason.
-  template <class R, class... Args>
-  detail::trace_result trace(const Args&... args) const {
-    detail::trace_result out;
-    try {
-      auto ctx = std::make_unique<detail::trace_context>();
-      trace_body<R>(*ctx, out, std::index_sequence_for<Args...>{}, args...);
-      if (out.reason.empty()) {
-        out.info = analyze(ctx->g);
-        std::size_t n = ctx->g.nodes().size();
-        if (n == 0) {
-          out.reason = "the body records no ops";
-        } else if (out.info.max_parallelism < 2) {
-          out.reason = fmt::format(
-              "no independent ops: the {} op(s) form a single chain, so a plan cannot run "
-              "anything at the same time",
-              n);
-        } else {
-          out.ir = std::make_shared<const graph>(std::move(ctx->g));
-        }
-      }
-    } catch (const std::bad_alloc&) {
-      // Left without a reason: jit_core::publish reports running out of memory without
-      // allocating a sentence for it.
-      out.ir.reset();
-      out.reason.clear();
-      return out;
-    } catch (const std::exception& ex) {
-      out.reason = fmt::format("tracing failed: {}", ex.what());
-    } catch (...) {
-      out.reason = "tracing failed with an unknown exception";
+  template <class... Args>
+  decltype(auto) call(Args&&... args) const {
+    using R = std::invoke_result_t<F&, Args&&...>;
+    std::optional<detail::untraced_scope> outside;
+    if (auto* ctx = detail::trace_context::current()) {
+      // Called with plain values inside a body: the call runs as it would directly, once, in
+      // program order (a recording trace goes staged for it).
+      ctx->run_outside("a jitted function", __builtin_return_address(0));
+      outside.emplace();
     }
-    if (!out.reason.empty()) out.ir.reset();
-    return out;
+    detail::jit_core& core = s_->core;
+    const detail::signature sig = detail::signature::of(args...);
+    detail::call_ticket t = core.begin(sig);
+    if constexpr (detail::traceable<F, R, Args...>()) {
+      const void* ptrs[sizeof...(Args) + 1] = {std::addressof(args)...};
+      const std::span<const void* const> arg_ptrs(ptrs, sizeof...(Args));
+      if (t.kind == detail::call_kind::plan) {
+        detail::finished_run r = core.run_plan(t, arg_ptrs);
+        return detail::build_result<R>(r.recipe(), r);
+      }
+      if (t.kind == detail::call_kind::trace || t.kind == detail::call_kind::staged) {
+        return run_traced<R>(t, sig, arg_ptrs, std::forward<Args>(args)...);
+      }
+    } else {
+      if (t.kind == detail::call_kind::trace) {
+        core.publish_fallback(t, sig, detail::static_fallback_reason<F, R, Args...>());
+      }
+    }
+    core.count_direct(t);
+    return std::invoke(s_->fn, std::forward<Args>(args)...);
   }
 
+  /// The first call of a signature (recording; it goes staged at its first read), or a call
+  /// of a staged signature (live from the start).
+  template <class R, class... Args>
+  R run_traced(detail::call_ticket& t, const detail::signature& sig,
+               std::span<const void* const> arg_ptrs, Args&&... args) const {
+    detail::jit_core& core = s_->core;
+    const std::uint64_t t0 = detail::wall_clock_ns();
+    const detail::staged_hook hook{&core, &t, &sig};
+    detail::trace_context ctx(
+        t.kind == detail::call_kind::staged ? detail::trace_mode::live : detail::trace_mode::recording,
+        arg_ptrs, &hook);
+    detail::result_recipe recipe;
+    detail::body_outcome o = run_body<R>(ctx, recipe, std::index_sequence_for<Args...>{}, args...);
+    if (!ctx.live()) {
+      // Nothing ran: compile the trace, or fall back.
+      if (o.finished && o.why.empty()) {
+        core.publish_trace(t, sig, detail::trace_output{std::move(ctx.ir()), std::move(recipe)});
+        if (t.kind == detail::call_kind::plan) {
+          detail::finished_run r = core.run_plan(t, arg_ptrs);
+          return detail::build_result<R>(r.recipe(), r);
+        }
+      } else {
+        core.publish_fallback(t, sig,
+                              !o.why.empty() ? std::move(o.why)
+                              : o.error      ? detail::body_threw(o.error)
+                                             : ctx.reason());
+      }
+      core.count_direct(t);
+      return std::invoke(s_->fn, std::forward<Args>(args)...);
+    }
+    // Staged: ops ran, so the call cannot fall back. The direct call would have run every op
+    // recorded before the body's end, so they all run; an op's exception precedes whatever
+    // the body threw after it in program order.
+    std::exception_ptr op_error = ctx.drain();
+    core.count_staged(ctx, detail::wall_clock_ns() - t0);
+    if (op_error) std::rethrow_exception(op_error);
+    if (o.error) std::rethrow_exception(o.error);
+    if (!o.finished) throw error("xcs: " + ctx.reason());
+    if (!o.why.empty()) throw error("xcs: " + o.why);
+    recipe.plan_moves(ctx.ir());
+    detail::finished_run r = detail::jit_core::live_values(ctx, recipe);
+    return detail::build_result<R>(recipe, r);
+  }
+
+  /// Runs the body on proxies of `args` in `ctx`, collecting its result into `recipe`.
   template <class R, std::size_t... I, class... Args>
-  void trace_body(detail::trace_context& ctx, detail::trace_result& out, std::index_sequence<I...>,
-                  const Args&... args) const {
+  detail::body_outcome run_body(detail::trace_context& ctx, detail::result_recipe& recipe,
+                                std::index_sequence<I...>, const Args&... args) const {
+    detail::body_outcome o;
     detail::trace_context::scope scope(ctx);
-    using proxies_t = std::tuple<traced<std::decay_t<Args>>...>;
-    value_id ids[sizeof...(Args) + 1] = {
-        ctx.g.add_argument(static_cast<std::uint32_t>(I), typeid(std::decay_t<Args>))...};
-    proxies_t proxies{detail::make_proxy<std::decay_t<Args>>(ctx, args, ids[I])...};
-    if constexpr (!std::is_invocable_v<F&, traced<std::decay_t<Args>>&...>) {
-      out.reason =
-          "the callable cannot be called with traced arguments (does it take an argument by "
-          "non-const reference to a concrete type?); write it as a generic lambda";
-    } else if constexpr (std::is_reference_v<R>) {
-      out.reason = "the callable returns a reference, which a plan cannot produce";
+    try {
+      detail::value_id ids[sizeof...(Args) + 1] = {
+          ctx.ir().add_argument(static_cast<std::uint32_t>(I), typeid(std::decay_t<Args>))...};
+      std::tuple<traced<std::decay_t<Args>>...> proxies{
+          detail::make_proxy<std::decay_t<Args>>(ctx, args, ids[I])...};
+      if constexpr (std::is_void_v<R>) {
+        std::apply(s_->fn, proxies);
+      } else {
+        decltype(auto) result = std::apply(s_->fn, proxies);
+        detail::collect<R>(ctx, result, recipe);
+      }
+      o.finished = !ctx.aborted();
+      // A body that assigns to an argument it takes by reference writes the caller's value.
+      std::size_t bad = sizeof...(Args);
+      ((detail::traced_access::id(std::get<I>(proxies)) != ids[I] && bad == sizeof...(Args)
+            ? bad = I
+            : bad),
+       ...);
+      if (bad != sizeof...(Args)) o.why = detail::assigned_argument(bad);
+    } catch (const detail::trace_abort&) {
+    } catch (...) {
+      if (!ctx.aborted()) o.error = std::current_exception();
+    }
+    return o;
+  }
+
+  /// A trace that runs nothing, for explain() and dot(); true if it ran to its end.
+  template <class R, class... Args>
+  bool dry_trace(detail::trace_context& ctx, detail::trace_output& out, const Args&... args) const {
+    if constexpr (!detail::traceable<F, R, Args...>()) {
+      ctx.fail(detail::static_fallback_reason<F, R, Args...>());
+      return false;
     } else {
-      try {
-        if constexpr (std::is_void_v<R>) {
-          std::apply(s_->fn, proxies);
-        } else {
-          decltype(auto) result = std::apply(s_->fn, proxies);
-          detail::collect<R>(ctx, result, out.recipe);
-        }
-      } catch (const detail::trace_abort&) {
-      } catch (const std::bad_alloc&) {
-        throw;
-      } catch (const std::exception& ex) {
-        if (!ctx.aborted()) {
-          out.reason = fmt::format("the body threw {} at trace time: {}",
-                                   graph::type_name(typeid(ex)), ex.what());
-        }
-      } catch (...) {
-        if (!ctx.aborted()) out.reason = "the body threw a non-standard exception at trace time";
-      }
-      if (ctx.aborted()) out.reason = ctx.reason();
-      if (out.reason.empty()) {
-        std::size_t bad = sizeof...(Args);
-        ((std::get<I>(proxies).id() != ids[I] && bad == sizeof...(Args) ? bad = I : bad), ...);
-        if (bad != sizeof...(Args)) {
-          out.reason = fmt::format(
-              "the body assigns to argument {}, which it takes by reference; the plan cannot "
-              "write to the caller's arguments",
-              bad);
-        }
-      }
+      detail::body_outcome o =
+          run_body<R>(ctx, out.recipe, std::index_sequence_for<Args...>{}, args...);
+      if (o.error) ctx.fail(detail::body_threw(o.error));
+      if (!o.why.empty()) ctx.fail(std::move(o.why));
+      if (!o.finished || !o.why.empty()) return false;
+      out.ir = std::move(ctx.ir());
+      return true;
     }
   }
 

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -79,10 +80,12 @@ class op_fn {
     if constexpr ((detail::is_trace_input_v<A> || ...)) {
       return detail::record_call(state_->name, &state_->fn, state_, a...);
     } else {
+      std::optional<detail::untraced_scope> outside;
       if (auto* ctx = detail::trace_context::current()) {
-        ctx->abort("op '" + state_->name +
-                   "' was called with only plain arguments while tracing; it would run at "
-                   "trace time instead of once per call");
+        // Plain arguments inside a body (say, a value the body just read): the op runs here
+        // and now, as in the direct call; a recording trace goes staged for it.
+        ctx->run_outside("op '" + state_->name + "'", __builtin_return_address(0));
+        outside.emplace();
       }
       detail::direct_slot slot(*state_);
       return std::invoke(state_->fn, std::forward<A>(a)...);

@@ -2,7 +2,7 @@
 // What a jitted function did: calls, traces, fallbacks, parallelism and measured speedup.
 #pragma once
 
-#include <fmt/format.h>
+#include <fmt/core.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -32,16 +32,24 @@ struct stats {
   std::size_t cache_entries = 0;
   std::size_t cache_capacity = 0;
   std::uint64_t evictions = 0;
-  bool optimized = false;            ///< some signature runs a parallel plan
+  bool optimized = false;  ///< some signature runs a parallel plan or staged
   std::uint64_t fallback_calls = 0;  ///< calls that ran the callable directly
   std::string fallback_reason;       ///< the last fallback's reason; empty if none
   std::uint64_t plan_runs = 0;
+  /// Calls that ran staged: the body read an op's result, so it runs on every call while its
+  /// ops run as soon as their inputs are ready. Not counted in fallback_calls.
+  std::uint64_t staged_calls = 0;
+  /// Reads in staged calls that found their value not yet computed and waited for it.
+  std::uint64_t syncs = 0;
+  /// What made the last staged signature staged ("the body reads ... at file.cpp:12").
+  std::string staged_reason;
   std::size_t nodes = 0;
   std::size_t parallel_groups = 0;
   std::size_t max_parallelism = 0;
   std::size_t critical_path = 0;   ///< nodes on the longest chain
   double estimated_speedup = 1.0;  ///< nodes / critical path of the last plan
-  /// Measured: sum of op run times over wall time of the plan runs (0 before any run).
+  /// Measured: sum of op run times over wall time of the plan runs and staged calls (0 before
+  /// any run).
   double speedup = 0.0;
   std::vector<op_stats> ops;  ///< per op name, by total time, largest first
 };
@@ -52,10 +60,15 @@ std::ostream& operator<<(std::ostream& os, const stats& s);
 
 }  // namespace xcs
 
+/// `fmt::format("{}", f.stats())`: the text of `to_string`. Only fmt/core.h is needed here;
+/// the text is made in the library.
 template <>
-struct fmt::formatter<xcs::stats> : fmt::formatter<std::string_view> {
+struct fmt::formatter<xcs::stats> {
+  constexpr auto parse(fmt::format_parse_context& ctx) { return ctx.begin(); }
   template <class FormatContext>
   auto format(const xcs::stats& s, FormatContext& ctx) const {
-    return fmt::formatter<std::string_view>::format(xcs::to_string(s), ctx);
+    auto out = ctx.out();
+    for (char c : xcs::to_string(s)) *out++ = c;
+    return out;
   }
 };

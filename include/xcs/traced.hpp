@@ -6,37 +6,33 @@
 #include <cstddef>
 #include <memory>
 #include <type_traits>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "xcs/detail/graph.hpp"
 #include "xcs/detail/record.hpp"
 #include "xcs/detail/trace_context.hpp"
-#include "xcs/graph.hpp"
 
 namespace xcs {
 
-/// A value that exists only in the IR while a body is traced: an argument, an element of a
-/// container argument, or the result of an op or operator. Copying it copies a handle.
+/// A value that exists only as a node of the graph while a body runs traced: an argument, an
+/// element of a container argument, or the result of an op or operator. Copying it copies a
+/// handle.
 ///
 /// What a body may do with it: pass it to ops, combine it with `+ - * / %` and
 /// `== != < <= > >=`, store it in containers, return it. Reading its concrete value (an `if`,
-/// a conversion to `T`, a call of a plain function taking `T`) compiles, but aborts the trace
-/// at run time, and the call falls back to calling the body directly.
+/// a conversion to `T`, a call of a plain function taking `T`) makes the call staged: the read
+/// waits for that value (and only for the ops it depends on) while other ops keep running.
 template <class T>
 class traced {
  public:
   using value_type = T;
 
-  traced(detail::trace_context* ctx, value_id id) noexcept : ctx_(ctx), id_(id) {}
-
-  value_id id() const noexcept { return id_; }
-  detail::trace_context* context() const noexcept { return ctx_; }
-
-  /// Aborts the trace: the value is not known until the plan runs. Not inlined, so that its
-  /// return address is the line of the body that reads the value.
+  /// Reads the value: waits until it is computed and returns a copy. Throws what the op that
+  /// computes it threw. Not inlined, so that its return address is the body's line.
   [[gnu::noinline]] operator T() const {
-    detail::abort_on_read(ctx_, id_, typeid(T), __builtin_return_address(0));
+    return *static_cast<const T*>(
+        detail::read_value(ctx_, id_, typeid(T), __builtin_return_address(0)));
   }
 
   template <class U>
@@ -61,22 +57,20 @@ class traced {
   }
 
  private:
+  friend struct detail::traced_access;
+  traced(detail::trace_context* ctx, detail::value_id id) noexcept : ctx_(ctx), id_(id) {}
+
   detail::trace_context* ctx_;
-  value_id id_;
+  detail::value_id id_;
 };
 
 /// The result of an op that returns `void`. It is recorded and runs once per call; there is
 /// nothing to read from it.
 template <>
 class traced<void> {
- public:
-  traced(detail::trace_context* ctx, node_id node) noexcept : ctx_(ctx), node_(node) {}
-  node_id node() const noexcept { return node_; }
-  detail::trace_context* context() const noexcept { return ctx_; }
-
  private:
-  detail::trace_context* ctx_;
-  node_id node_;
+  friend struct detail::traced_access;
+  explicit traced(detail::trace_context*, detail::node_id) noexcept {}
 };
 
 namespace detail {
@@ -96,8 +90,9 @@ struct index_fn {
 
 /// A traced `std::vector` or `std::array`. For arguments (and their elements) the size is
 /// part of the signature, so `size()` is a plain number and each element is a traced value.
-/// For an op's result the size is unknown until the plan runs: `operator[]` records an
-/// index node and `size()` or iteration aborts the trace.
+/// For an op's result the size is known only once the op has run: `operator[]` records an
+/// index node, while `size()` and iteration read the vector (a staged read of its size; the
+/// elements stay traced values).
 template <class C, class T>
 class traced_sequence {
  public:
@@ -106,17 +101,8 @@ class traced_sequence {
   using const_iterator = typename std::vector<element_type>::const_iterator;
   using iterator = const_iterator;
 
-  traced_sequence(trace_context* ctx, value_id id) noexcept : ctx_(ctx), id_(id) {}
-  traced_sequence(trace_context* ctx, value_id id, std::vector<element_type> elements)
-      : ctx_(ctx),
-        id_(id),
-        elements_(std::make_shared<std::vector<element_type>>(std::move(elements))) {}
-
-  value_id id() const noexcept { return id_; }
-  trace_context* context() const noexcept { return ctx_; }
-
-  std::size_t size() const { return known().size(); }
-  bool empty() const { return size() == 0; }
+  [[gnu::noinline]] std::size_t size() const { return known(__builtin_return_address(0)).size(); }
+  [[gnu::noinline]] bool empty() const { return known(__builtin_return_address(0)).empty(); }
   const element_type& operator[](std::size_t i) const {
     if (elements_) {
       if (i >= elements_->size()) {
@@ -124,37 +110,52 @@ class traced_sequence {
       }
       return (*elements_)[i];
     }
-    if (!indexed_) indexed_ = std::make_shared<std::unordered_map<std::size_t, element_type>>();
-    auto it = indexed_->find(i);
-    if (it == indexed_->end()) {
-      auto e = record_operator<index_fn>("[]", static_cast<const traced<C>&>(*this), i);
-      it = indexed_->emplace(i, e).first;
+    if (!indexed_) indexed_ = std::make_shared<std::vector<std::pair<std::size_t, element_type>>>();
+    for (const auto& [index, e] : *indexed_) {
+      if (index == i) return e;
     }
-    return it->second;
+    auto e = record_operator<index_fn>("[]", static_cast<const traced<C>&>(*this), i);
+    return indexed_->emplace_back(i, e).second;
   }
   const element_type& at(std::size_t i) const { return (*this)[i]; }
   const element_type& front() const { return (*this)[0]; }
   const element_type& back() const { return (*this)[size() - 1]; }
-  const_iterator begin() const { return known().begin(); }
-  const_iterator end() const { return known().end(); }
+  [[gnu::noinline]] const_iterator begin() const {
+    return known(__builtin_return_address(0)).begin();
+  }
+  [[gnu::noinline]] const_iterator end() const { return known(__builtin_return_address(0)).end(); }
 
-  /// Aborts the trace, as for every traced value.
+  /// Reads the whole container, as for every traced value.
   [[gnu::noinline]] operator C() const {
-    abort_on_read(ctx_, id_, typeid(C), __builtin_return_address(0));
+    return *static_cast<const C*>(read_value(ctx_, id_, typeid(C), __builtin_return_address(0)));
   }
 
  private:
-  const std::vector<element_type>& known() const {
+  friend struct traced_access;
+  traced_sequence(trace_context* ctx, value_id id) noexcept : ctx_(ctx), id_(id) {}
+  traced_sequence(trace_context* ctx, value_id id, std::vector<element_type> elements)
+      : ctx_(ctx),
+        id_(id),
+        elements_(std::make_shared<std::vector<element_type>>(std::move(elements))) {}
+
+  const std::vector<element_type>& known(const void* pc) const {
     if (!elements_) {
+      std::vector<element_type> all;
       if constexpr (requires { std::tuple_size<C>::value; }) {
-        std::vector<element_type> all;
         for (std::size_t i = 0; i < std::tuple_size_v<C>; ++i) all.push_back((*this)[i]);
-        elements_ = std::make_shared<std::vector<element_type>>(std::move(all));
       } else {
-        context_of(ctx_, id_).abort(ctx_->describe(id_) +
-                                    " is a std::vector whose size is not known until the op "
-                                    "runs; index it with [] or pass it to another op");
+        // The size is known only once the op ran: wait for the vector, then name its
+        // elements, each a traced value of its own.
+        const C& c = *static_cast<const C*>(read_value(ctx_, id_, typeid(C), pc));
+        trace_context& ctx = context_of(ctx_, id_);
+        all.reserve(c.size());
+        for (std::size_t i = 0; i < c.size(); ++i) {
+          value_id e = ctx.ir().add_element(id_, static_cast<std::uint32_t>(i), typeid(T),
+                                            &element_at<C>);
+          all.push_back(traced_access::make<T>(ctx_, e));
+        }
       }
+      elements_ = std::make_shared<std::vector<element_type>>(std::move(all));
     }
     return *elements_;
   }
@@ -162,7 +163,7 @@ class traced_sequence {
   trace_context* ctx_;
   value_id id_;
   mutable std::shared_ptr<const std::vector<element_type>> elements_;
-  mutable std::shared_ptr<std::unordered_map<std::size_t, element_type>> indexed_;
+  mutable std::shared_ptr<std::vector<std::pair<std::size_t, element_type>>> indexed_;
 };
 
 }  // namespace detail
@@ -171,14 +172,16 @@ class traced_sequence {
 template <class T>
 requires(!std::is_same_v<T, bool>) class traced<std::vector<T>>
     : public detail::traced_sequence<std::vector<T>, T> {
- public:
+ private:
+  friend struct detail::traced_access;
   using detail::traced_sequence<std::vector<T>, T>::traced_sequence;
 };
 
 /// A traced `std::array<T, N>`; its size is always known.
 template <class T, std::size_t N>
 class traced<std::array<T, N>> : public detail::traced_sequence<std::array<T, N>, T> {
- public:
+ private:
+  friend struct detail::traced_access;
   using detail::traced_sequence<std::array<T, N>, T>::traced_sequence;
 };
 
@@ -192,12 +195,13 @@ traced<T> make_proxy(trace_context& ctx, const T& actual, value_id id) {
     std::vector<traced<E>> elements;
     elements.reserve(actual.size());
     for (std::size_t i = 0; i < actual.size(); ++i) {
-      value_id e = ctx.g.add_element(id, static_cast<std::uint32_t>(i), typeid(E), &element_at<T>);
+      value_id e =
+          ctx.ir().add_element(id, static_cast<std::uint32_t>(i), typeid(E), &element_at<T>);
       elements.push_back(make_proxy<E>(ctx, actual[i], e));
     }
-    return traced<T>(&ctx, id, std::move(elements));
+    return traced_access::make<T>(&ctx, id, std::move(elements));
   } else {
-    return traced<T>(&ctx, id);
+    return traced_access::make<T>(&ctx, id);
   }
 }
 

@@ -2,13 +2,13 @@
 // The one header users include.
 #pragma once
 
-#include "xcs/analysis.hpp"
+#include "xcs/detail/analysis.hpp"
 #include "xcs/error.hpp"
 #include "xcs/executor.hpp"
-#include "xcs/graph.hpp"
+#include "xcs/detail/graph.hpp"
 #include "xcs/jit.hpp"
 #include "xcs/op.hpp"
-#include "xcs/plan.hpp"
-#include "xcs/signature.hpp"
+#include "xcs/detail/plan.hpp"
+#include "xcs/detail/signature.hpp"
 #include "xcs/stats.hpp"
 #include "xcs/traced.hpp"

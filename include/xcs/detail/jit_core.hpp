@@ -1,45 +1,65 @@
 // SPDX-License-Identifier: MIT
-// The non-template half of a jitted function: plan cache, statistics, logging, strict mode.
+// The non-template half of a jitted function: the plan cache, the pipeline behind it
+// (graph -> analysis -> plan), statistics, logging and strict mode. Its state lives in src/.
 #pragma once
 
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
-#include <optional>
-#include <shared_mutex>
+#include <span>
 #include <string>
-#include <thread>
-#include <unordered_map>
-#include <vector>
 
-#include "xcs/analysis.hpp"
-#include "xcs/detail/op_table.hpp"
-#include "xcs/plan.hpp"
-#include "xcs/signature.hpp"
+#include "xcs/detail/graph.hpp"
+#include "xcs/detail/result.hpp"
+#include "xcs/detail/signature.hpp"
 #include "xcs/stats.hpp"
 
 namespace xcs::detail {
 
-/// One signature's cache slot: a plan, or the reason it falls back.
-struct cache_entry {
-  std::mutex mutex;  // with ready_cv: for threads that wait for the trace
-  std::condition_variable ready_cv;
-  /// Set (release) once `compiled` and `reason` are final; read (acquire) on every call.
-  std::atomic<bool> ready{false};
-  // Written once before `ready`, read-only after.
-  std::shared_ptr<const plan> compiled;
-  std::string reason;
-  std::atomic<std::uint64_t> last_use{0};  // relaxed: LRU hint
+struct cache_entry;
+class trace_context;
+
+/// How one call runs, as the cache decides it.
+enum class call_kind : std::uint8_t {
+  plan,    ///< run the signature's compiled plan
+  staged,  ///< run the body live: its reads wait for values (see trace_context)
+  trace,   ///< first call of the signature: trace it (this call may go staged midway)
+  direct,  ///< call the callable directly (the fallback)
 };
 
-/// What one trace produced.
-struct trace_result {
-  std::shared_ptr<const graph> ir;
-  analysis info;
+/// One call's claim on a cache entry.
+struct call_ticket {
+  call_kind kind = call_kind::direct;
+  std::shared_ptr<cache_entry> entry;  ///< null when the call runs directly for want of memory
+};
+
+/// What a trace that ran to its end without running anything produced.
+struct trace_output {
+  graph ir;
   result_recipe recipe;
-  std::string reason;  ///< empty if the trace can become a plan
+};
+
+/// The values of a finished run (a plan's frame or a live run), until destroyed.
+class finished_run final : public finished_values {
+ public:
+  using value_fn = void* (*)(void* run, value_id v);
+  using release_fn = void (*)(void* run, const void* owner) noexcept;
+  finished_run(void* run, value_fn value, release_fn release, const void* owner,
+               const result_recipe& recipe) noexcept
+      : run_(run), value_(value), release_(release), owner_(owner), recipe_(&recipe) {}
+  finished_run(const finished_run&) = delete;
+  finished_run& operator=(const finished_run&) = delete;
+  ~finished_run() {
+    if (release_) release_(run_, owner_);
+  }
+  void* value(value_id v) const override { return value_(run_, v); }
+  const result_recipe& recipe() const noexcept { return *recipe_; }
+
+ private:
+  void* run_;
+  value_fn value_;
+  release_fn release_;
+  const void* owner_;
+  const result_recipe* recipe_;
 };
 
 class jit_core {
@@ -48,62 +68,52 @@ class jit_core {
   /// used entry is dropped; calls running its plan keep it alive.
   static constexpr std::size_t default_capacity = 64;
 
-  jit_core() = default;
+  jit_core();
+  ~jit_core();
+  jit_core(const jit_core&) = delete;
+  jit_core& operator=(const jit_core&) = delete;
 
-  /// The entry for `sig`; `trace` is set if this call must trace it (it was not cached).
-  std::shared_ptr<cache_entry> lookup(const signature& sig, std::uint64_t now, bool& trace);
-  /// Blocks until another thread's trace of `e` is published.
-  static void wait_ready(cache_entry& e) {
-    if (!e.ready.load(std::memory_order_acquire)) wait_slow(e);
-  }
-  /// Publishes a trace's outcome into `e` (compiling it), and counts it.
-  void publish(cache_entry& e, const signature& sig, trace_result t) noexcept;
-  /// Counts a fallback call; in strict mode (XCS_STRICT=1) throws xcs::error instead.
-  void fallback(const cache_entry& e);
-  /// Counts a plan run, one that threw included.
-  void record_run(const plan::run_times& t) noexcept {
-    plan_runs_.fetch_add(1, std::memory_order_relaxed);
-    op_ns_.fetch_add(t.op_ns, std::memory_order_relaxed);
-    wall_ns_.fetch_add(t.wall_ns, std::memory_order_relaxed);
-  }
-  /// Counts a call; returns its number, which doubles as the cache's LRU clock.
-  std::uint64_t count_call() noexcept { return calls_.fetch_add(1, std::memory_order_relaxed); }
+  /// Counts the call and finds how it runs: a cached plan, staged, direct, or (first call of
+  /// `sig`) a trace. Waits while another thread traces `sig`. Never throws: out of memory, it
+  /// answers `direct`, counted as a fallback with that reason.
+  call_ticket begin(const signature& sig) noexcept;
+
+  /// Runs the entry's plan on `args`; rethrows an op's exception (the first in program order).
+  finished_run run_plan(const call_ticket& t, std::span<const void* const> args);
+
+  /// A trace that ran to its end: analyzes and compiles it, and turns `t` into a plan call
+  /// or, when the graph has nothing to run at the same time or memory runs out, a direct one.
+  void publish_trace(call_ticket& t, const signature& sig, trace_output&& out) noexcept;
+  /// A trace that could not finish: the signature falls back for good with `reason` (an empty
+  /// reason: out of memory, and a later call traces again).
+  void publish_fallback(call_ticket& t, const signature& sig, std::string reason) noexcept;
+  /// The first call of the signature went staged (a read, or work outside the graph).
+  void publish_staged(call_ticket& t, const signature& sig, const trace_context& ctx) noexcept;
+
+  /// Counts a direct call; in strict mode (XCS_STRICT=1) a fallback throws xcs::error.
+  void count_direct(const call_ticket& t);
+  /// Counts a staged call of `ctx` (its live run drained) that took `wall_ns`.
+  void count_staged(const trace_context& ctx, std::uint64_t wall_ns) noexcept;
+
+  /// The finished values of a staged call, for building its result.
+  static finished_run live_values(trace_context& ctx, const result_recipe& recipe);
 
   /// A dry-run report of a trace, for jitted::explain.
-  std::string explain(const signature& sig, const trace_result& t) const;
-  bool cached(const signature& sig) const;
+  std::string explain(const signature& sig, const trace_context& ctx,
+                      const trace_output* out) const;
+  /// Graphviz DOT of a dry trace (`out`: what it produced, if it ran to its end).
+  static std::string dot(const trace_context& ctx, const trace_output* out);
   void set_capacity(std::size_t n);
-
   xcs::stats stats() const;
 
- private:
-  static void wait_slow(cache_entry& e);
-  void evict_to(std::size_t n);  // with cache_mutex_ held: drops LRU entries down to n
-
- public:
-  /// XCS_LOG=1: one line per trace, retrace, fallback and compile on stderr.
+  /// XCS_LOG=1: one line per trace, retrace, fallback, staged signature and compile.
   static bool log_enabled() noexcept;
   /// XCS_STRICT=1: fallbacks throw.
   static bool strict() noexcept;
 
  private:
-  // Counters: relaxed, read only for reporting.
-  std::atomic<std::uint64_t> calls_{0}, traces_{0}, retraces_{0}, evictions_{0}, fallback_calls_{0},
-      plan_runs_{0}, op_ns_{0}, wall_ns_{0};
-  std::atomic<bool> optimized_{false};
-
-  mutable std::shared_mutex cache_mutex_;  // guards map_, capacity_, last_sig_
-  std::unordered_map<signature, std::shared_ptr<cache_entry>> map_;
-  std::size_t capacity_ = default_capacity;
-  std::optional<signature> last_sig_;
-
-  mutable std::mutex info_mutex_;  // guards the fields below
-  std::string fallback_reason_;
-  bool out_of_memory_ = false;  // the last fallback ran out of memory (reason: a constant)
-  std::string retrace_reason_;
-  std::size_t nodes_ = 0, groups_ = 0, widest_ = 0, critical_ = 0;
-  double estimated_ = 1.0;
-  std::shared_ptr<op_table> ops_ = std::make_shared<op_table>();
+  struct impl;
+  std::unique_ptr<impl> impl_;
 };
 
 }  // namespace xcs::detail

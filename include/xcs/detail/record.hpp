@@ -13,55 +13,28 @@
 #include <vector>
 
 #include "xcs/detail/trace_context.hpp"
+#include "xcs/detail/traits.hpp"
+#include "xcs/detail/graph.hpp"
 #include "xcs/error.hpp"
-#include "xcs/graph.hpp"
-
-namespace xcs {
-template <class T>
-class traced;
-}  // namespace xcs
 
 namespace xcs::detail {
 
-// ---- traits ---------------------------------------------------------------------------
-
-template <class T>
-struct is_traced : std::false_type {};
-template <class T>
-struct is_traced<traced<T>> : std::true_type {};
-
-/// A container the body built from traced values; passed to an op it becomes a "pack" node.
-template <class T>
-struct is_traced_pack : std::false_type {};
-template <class T>
-struct is_traced_pack<std::vector<traced<T>>> : std::true_type {};
-template <class T, std::size_t N>
-struct is_traced_pack<std::array<traced<T>, N>> : std::true_type {};
-
-/// True for the argument types that make an op call (or operator) a recorded node.
-template <class A>
-inline constexpr bool is_trace_input_v =
-    is_traced<std::remove_cvref_t<A>>::value || is_traced_pack<std::remove_cvref_t<A>>::value;
-
-/// The type an op receives for an argument of type A once the plan runs.
-template <class A>
-struct input_type {
-  using type = std::decay_t<A>;  // arrays of char decay to const char*
+/// Makes and opens traced values: the only way in, so that no detail type shows in the
+/// public interface of `traced`.
+struct traced_access {
+  template <class T, class... A>
+  static traced<T> make(A&&... a) {
+    return traced<T>(std::forward<A>(a)...);
+  }
+  template <class X>
+  static value_id id(const X& x) noexcept {
+    return x.id_;
+  }
+  template <class X>
+  static trace_context* context(const X& x) noexcept {
+    return x.ctx_;
+  }
 };
-template <class T>
-struct input_type<traced<T>> {
-  using type = T;
-};
-template <class T>
-struct input_type<std::vector<traced<T>>> {
-  using type = std::vector<T>;
-};
-template <class T, std::size_t N>
-struct input_type<std::array<traced<T>, N>> {
-  using type = std::array<T, N>;
-};
-template <class A>
-using input_type_t = typename input_type<std::remove_cvref_t<A>>::type;
 
 // ---- kernels ---------------------------------------------------------------------------
 
@@ -137,29 +110,27 @@ template <class A>
 value_id input_of(trace_context& ctx, const A& a) {
   using D = std::remove_cvref_t<A>;
   if constexpr (is_traced<D>::value) {
-    context_of(a.context(), a.id());
-    return a.id();
+    context_of(traced_access::context(a), traced_access::id(a));
+    return traced_access::id(a);
   } else if constexpr (is_traced_pack<D>::value) {
     using C = input_type_t<D>;
     using T = typename C::value_type;
     std::vector<value_id> ids;
     ids.reserve(a.size());
     for (const auto& e : a) ids.push_back(input_of(ctx, e));
-    auto [it, fresh] = ctx.packs.try_emplace({&typeid(C), ids}, no_id);
-    if (fresh) it->second = ctx.g.add_node("pack", ids, pack_kernel<C, T>::value, nullptr, nullptr);
-    return it->second;
+    return ctx.pack(typeid(C), ids, pack_kernel<C, T>::value);
   } else if constexpr (std::is_array_v<D> &&
                        std::is_same_v<std::remove_cv_t<std::remove_extent_t<D>>, char>) {
     auto s = std::make_shared<owned_c_string>();
     s->text = std::string(a);
     s->ptr = s->text.c_str();
-    return ctx.g.add_constant(std::shared_ptr<const void>(s, &s->ptr), typeid(const char*));
+    return ctx.ir().add_constant(std::shared_ptr<const void>(s, &s->ptr), typeid(const char*));
   } else {
     using T = std::decay_t<A>;
     static_assert(std::is_copy_constructible_v<T>,
                   "xcs: a plain value passed to an op while tracing becomes a constant of the "
                   "plan and must be copyable");
-    return ctx.g.add_constant(std::make_shared<const T>(a), typeid(T));
+    return ctx.ir().add_constant(std::make_shared<const T>(a), typeid(T));
   }
 }
 
@@ -171,9 +142,9 @@ trace_context& context_of_inputs(const A&... a) {
     using D = std::remove_cvref_t<decltype(x)>;
     if (ctx) return;
     if constexpr (is_traced<D>::value) {
-      ctx = x.context();
+      ctx = traced_access::context(x);
     } else if constexpr (is_traced_pack<D>::value) {
-      if (!x.empty()) ctx = x.begin()->context();
+      if (!x.empty()) ctx = traced_access::context(*x.begin());
     }
   };
   (pick(a), ...);
@@ -194,12 +165,11 @@ auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<op_profile
   trace_context& ctx = context_of_inputs(a...);
   std::array<value_id, sizeof...(A)> ids{input_of(ctx, a)...};
   value_id r =
-      ctx.g.add_node(name, ids, op_kernel<Fn, R, input_type_t<A>...>::value, fn, std::move(op));
+      ctx.add_node(name, ids, op_kernel<Fn, R, input_type_t<A>...>::value, fn, std::move(op));
   if constexpr (std::is_void_v<R>) {
-    // traced<R>, not traced<void>: the name must stay dependent until traced<void> is complete.
-    return traced<R>(&ctx, static_cast<node_id>(ctx.g.nodes().size() - 1));
+    return traced_access::make<R>(&ctx, static_cast<node_id>(ctx.ir().nodes().size() - 1));
   } else {
-    return traced<R>(&ctx, r);
+    return traced_access::make<R>(&ctx, r);
   }
 }
 

@@ -1,39 +1,67 @@
 // SPDX-License-Identifier: MIT
-// The recorder a trace writes to, found through a thread-local pointer while a trace runs.
+// The recorder a body writes to while it runs on traced values, found through a thread-local
+// pointer. It records ops into a graph and, once the call runs staged, hands each new node to
+// the live run and answers reads of traced values with their computed values.
 #pragma once
 
-#include <map>
+#include <cstdint>
+#include <exception>
 #include <memory>
-#include <source_location>
+#include <span>
 #include <string>
+#include <string_view>
 #include <typeinfo>
 #include <utility>
 #include <vector>
 
-#include "xcs/graph.hpp"
+#include "xcs/detail/graph.hpp"
 
 namespace xcs::detail {
+
+class live_run;
+class jit_core;
+class signature;
+struct call_ticket;
+
+/// Whom a recording trace tells when it goes staged, so that other calls of the signature
+/// waiting for it run staged too, at once.
+struct staged_hook {
+  jit_core* core;
+  call_ticket* ticket;
+  const signature* sig;
+};
 
 /// Thrown through the user's body to stop a trace. Deliberately not a std::exception, so a
 /// body's `catch (const std::exception&)` does not swallow it; a `catch (...)` that does is
 /// caught out by `trace_context::aborted`.
 struct trace_abort {};
 
+/// What a trace may do when the body needs a value or runs work at trace time.
+enum class trace_mode : std::uint8_t {
+  dry,        ///< explain() and dot(): nothing runs; a read ends the trace
+  recording,  ///< the first call of a signature: record; a read makes the call staged
+  live,       ///< a staged call: every node runs as soon as its inputs are ready
+};
+
 class trace_context {
  public:
-  graph g;
-  /// Pack nodes made so far, by container type and elements: the same vector of traced
-  /// values passed to several ops is packed once.
-  std::map<std::pair<const std::type_info*, std::vector<value_id>>, value_id> packs;
+  /// `args` points at the call's arguments (empty for a dry trace); `hook`, if given, is
+  /// told when the trace goes staged.
+  trace_context(trace_mode mode, std::span<const void* const> args,
+                const staged_hook* hook = nullptr);
+  ~trace_context();
+  trace_context(const trace_context&) = delete;
+  trace_context& operator=(const trace_context&) = delete;
 
-  /// The trace running on this thread, or null.
-  static trace_context* current() noexcept { return current_; }
+  /// The trace running on this thread, or null. Not inline: a class-static thread_local
+  /// reached from other translation units goes through a wrapper that sanitizers flag.
+  static trace_context* current() noexcept;
 
   /// Installs `ctx` as this thread's trace for the scope's lifetime (nests).
   class scope {
    public:
-    explicit scope(trace_context& ctx) noexcept : saved_(std::exchange(current_, &ctx)) {}
-    ~scope() { current_ = saved_; }
+    explicit scope(trace_context& ctx) noexcept;
+    ~scope();
     scope(const scope&) = delete;
     scope& operator=(const scope&) = delete;
 
@@ -41,13 +69,46 @@ class trace_context {
     trace_context* saved_;
   };
 
+  graph& ir() noexcept { return graph_; }
+  const graph& ir() const noexcept { return graph_; }
+  trace_mode mode() const noexcept { return mode_; }
+  bool live() const noexcept { return mode_ == trace_mode::live; }
+
+  /// Records a node (see graph::add_node) and, in a live call, starts it once its inputs are
+  /// ready. Returns its result value (no_id for void kernels).
+  value_id add_node(std::string_view name, std::span<const value_id> inputs, const kernel& k,
+                    const void* fn, std::shared_ptr<op_profile> op);
+  /// The pack node of container type `type` over `elements`, made once per trace.
+  value_id pack(const std::type_info& type, std::span<const value_id> elements, const kernel& k);
+
+  /// The body reads the concrete value of `v` (as type `as`, at code address `pc`). In a live
+  /// or recording call: waits for it (a recording call becomes staged first) and returns its
+  /// address, or throws the exception that keeps it from being computed. In a dry trace:
+  /// ends the trace.
+  const void* read(value_id v, const std::type_info& as, const void* pc);
+  /// The body is about to run work outside the graph (`what`: an op or a jitted function
+  /// called with plain arguments). A recording call becomes staged, so that the work runs
+  /// once, in program order; a dry trace ends.
+  void run_outside(std::string_view what, const void* pc);
+
   /// Ends the trace: the call falls back and `reason` becomes the fallback reason.
-  [[noreturn]] void abort(std::string reason) {
-    if (reason_.empty()) reason_ = std::move(reason);
-    throw trace_abort{};
-  }
+  [[noreturn]] void abort(std::string reason);
+  /// Sets the reason a trace cannot become a plan, without throwing (first reason wins).
+  void fail(std::string reason);
   bool aborted() const noexcept { return !reason_.empty(); }
   const std::string& reason() const noexcept { return reason_; }
+
+  /// Why the trace went staged ("the body reads ... at f.cpp:12"), built lazily; empty if it
+  /// did not. The code address is kept so that the line is looked up only when asked for.
+  std::string staged_reason(bool with_line = true) const;
+  const void* staged_pc() const noexcept { return staged_pc_; }
+  bool went_staged() const noexcept { return staged_value_ != no_id || !staged_what_.empty(); }
+
+  /// Staged call, after the body: runs what is left and waits for every node; returns the
+  /// exception of the first throwing op in program order that no read delivered.
+  std::exception_ptr drain() noexcept;
+  /// The live run of a staged call (null otherwise).
+  live_run* run() const noexcept { return live_.get(); }
 
   /// Says what a value is, for messages: "argument 0", "element 3 of argument 1",
   /// "the result of op 'summarize' (node %4)".
@@ -56,17 +117,44 @@ class trace_context {
   std::string depends_on(value_id v) const;
 
  private:
-  static thread_local trace_context* current_;
+  void go_live();
+
+  trace_mode mode_;
+  std::span<const void* const> args_;
+  const staged_hook* hook_;
+  graph graph_;
+  std::vector<std::pair<const std::type_info*, value_id>> packs_;  // type and pack node result
   std::string reason_;
+  std::unique_ptr<live_run> live_;
+  // What made the call staged: a read of `staged_value_` as `staged_type_`, or work outside
+  // the graph (`staged_what_`), at `staged_pc_`.
+  value_id staged_value_ = no_id;
+  const std::type_info* staged_type_ = nullptr;
+  std::string staged_what_;
+  const void* staged_pc_ = nullptr;
+};
+
+/// The value `v` of `ctx`, read by the body at code address `pc` (see trace_context::read).
+const void* read_value(trace_context* ctx, value_id v, const std::type_info& as, const void* pc);
+
+/// While it lives, this thread runs no trace: ops and jitted functions called meanwhile run
+/// as plain calls (an op's body run by a staged call's owner, a nested jitted call).
+class untraced_scope {
+ public:
+  untraced_scope() noexcept;
+  ~untraced_scope();
+  untraced_scope(const untraced_scope&) = delete;
+  untraced_scope& operator=(const untraced_scope&) = delete;
+
+ private:
+  trace_context* saved_;
 };
 
 /// The trace that `v` belongs to must be this thread's current one.
 trace_context& context_of(trace_context* ctx, value_id v);
 
-/// Aborts the trace because the body read the concrete value of `v` (an `if`, a conversion,
-/// a call of a plain function) at code address `pc`, which the reason turns into a source
-/// line where debug information allows. Never returns.
-[[noreturn]] void abort_on_read(trace_context* ctx, value_id v, const std::type_info& as,
-                                const void* pc);
+/// " at file.cpp:42" for a code address in the body, or "" without debug information.
+/// Slow the first time (it reads the debug information): call it only when a message is read.
+std::string source_line(const void* pc);
 
 }  // namespace xcs::detail

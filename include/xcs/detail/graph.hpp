@@ -12,7 +12,7 @@
 #include <typeinfo>
 #include <vector>
 
-namespace xcs {
+namespace xcs::detail {
 
 using value_id = std::uint32_t;
 using node_id = std::uint32_t;
@@ -26,8 +26,6 @@ enum class value_kind : std::uint8_t {
   constant,  ///< a plain value the body passed to an op or operator
   result,    ///< the result of a node
 };
-
-namespace detail {
 
 struct op_profile;
 
@@ -44,8 +42,6 @@ struct kernel {
 
 /// Address of element `index` of a container value, type-erased.
 using element_address = const void* (*)(const void* container, std::size_t index);
-
-}  // namespace detail
 
 /// One value of the IR.
 struct value {
@@ -93,6 +89,11 @@ class graph {
   const void* constant(std::uint32_t slot) const { return constants_[slot].get(); }
   std::size_t argument_count() const { return arguments_; }
 
+  /// The value `v` is an element of (through any depth of nesting), or `v` itself.
+  value_id root(value_id v) const {
+    while (values_[v].kind == value_kind::element) v = values_[v].parent;
+    return v;
+  }
   /// The node producing `v`, or no_id if `v` is not a node result.
   node_id producer(value_id v) const {
     return values_[v].kind == value_kind::result ? values_[v].index : no_id;
@@ -114,4 +115,4 @@ class graph {
   std::size_t arguments_ = 0;
 };
 
-}  // namespace xcs
+}  // namespace xcs::detail

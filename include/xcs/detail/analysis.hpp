@@ -5,9 +5,9 @@
 #include <cstddef>
 #include <vector>
 
-#include "xcs/graph.hpp"
+#include "xcs/detail/graph.hpp"
 
-namespace xcs {
+namespace xcs::detail {
 
 /// What the analyzer found in a graph. Costs are counted in nodes (one unit each).
 struct analysis {
@@ -28,4 +28,4 @@ struct analysis {
 /// Analyzes `g` in O(nodes + edges). Thread-safe (pure).
 analysis analyze(const graph& g);
 
-}  // namespace xcs
+}  // namespace xcs::detail

@@ -11,35 +11,14 @@
 #include <typeinfo>
 #include <vector>
 
-namespace xcs {
+#include "xcs/detail/traits.hpp"
 
-namespace detail {
-
-/// The argument types traced as containers: `std::vector<T>` (but `std::vector<bool>`) and
-/// `std::array<T, N>`. Their sizes shape the graph, so they are part of the signature.
-template <class T>
-struct container_traits {
-  static constexpr bool traced = false;
-};
-template <class E>
-struct container_traits<std::vector<E>> {
-  static constexpr bool traced = !std::is_same_v<E, bool>;
-  static constexpr bool dynamic = true;
-  using element = E;
-};
-template <class E, std::size_t N>
-struct container_traits<std::array<E, N>> {
-  static constexpr bool traced = true;
-  static constexpr bool dynamic = false;  // the size is in the type already
-  using element = E;
-};
+namespace xcs::detail {
 
 template <class... T>
 struct type_list {
   static inline const std::type_info* const types[sizeof...(T) + 1] = {&typeid(T)...};
 };
-
-}  // namespace detail
 
 /// The cache key of a call: the decayed argument types plus the size of every `std::vector`
 /// argument (and of vectors nested in container arguments), in order. Values never take part,
@@ -48,7 +27,7 @@ class signature {
  public:
   template <class... Args>
   static signature of(const Args&... args) {
-    using list = detail::type_list<std::decay_t<Args>...>;
+    using list = type_list<std::decay_t<Args>...>;
     signature s;
     s.types_ = &typeid(list);
     s.arg_types_ = list::types;
@@ -63,7 +42,6 @@ class signature {
     return hash_ == o.hash_ && *types_ == *o.types_ && sizes_ == o.sizes_;
   }
   std::size_t hash() const noexcept { return hash_; }
-  const std::vector<std::size_t>& sizes() const noexcept { return sizes_; }
 
   /// Readable form: "(std::string, std::vector<int>[4])".
   std::string to_string() const;
@@ -73,13 +51,13 @@ class signature {
  private:
   template <class T>
   void add_sizes(std::uint32_t arg, const T& v) {
-    using traits = detail::container_traits<T>;
-    if constexpr (traits::traced) {
+    using traits = sequence_traits<T>;
+    if constexpr (traits::is_sequence) {
       if constexpr (traits::dynamic) {
         sizes_.push_back(v.size());
         owners_.push_back(arg);
       }
-      if constexpr (detail::container_traits<typename traits::element>::traced) {
+      if constexpr (is_sequence_v<typename traits::element>) {
         for (const auto& e : v) add_sizes(arg, e);
       }
     }
@@ -99,9 +77,9 @@ class signature {
   std::size_t hash_ = 0;
 };
 
-}  // namespace xcs
+}  // namespace xcs::detail
 
 template <>
-struct std::hash<xcs::signature> {
-  std::size_t operator()(const xcs::signature& s) const noexcept { return s.hash(); }
+struct std::hash<xcs::detail::signature> {
+  std::size_t operator()(const xcs::detail::signature& s) const noexcept { return s.hash(); }
 };

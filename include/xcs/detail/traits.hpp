@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: MIT
+// The one trait family that says which types xcs treats as containers and tuples.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace xcs {
+template <class T>
+class traced;
+}  // namespace xcs
+
+namespace xcs::detail {
+
+/// `std::vector<T>` and `std::array<T, N>`: the sequences xcs looks into. An argument of
+/// such a type is traced element by element (its size is part of the signature), a body may
+/// build one from traced values, and a return value of one is rebuilt element by element.
+/// `std::vector<bool>` is not one: it has no element addresses.
+template <class T>
+struct sequence_traits {
+  static constexpr bool is_sequence = false;
+};
+template <class E>
+struct sequence_traits<std::vector<E>> {
+  static constexpr bool is_sequence = !std::is_same_v<E, bool>;
+  static constexpr bool dynamic = true;  ///< the size is a run-time value
+  using element = E;
+  template <class U>
+  using rebind = std::vector<U>;
+};
+template <class E, std::size_t N>
+struct sequence_traits<std::array<E, N>> {
+  static constexpr bool is_sequence = true;
+  static constexpr bool dynamic = false;  ///< the size is in the type
+  using element = E;
+  template <class U>
+  using rebind = std::array<U, N>;
+};
+template <class T>
+inline constexpr bool is_sequence_v = sequence_traits<std::remove_cvref_t<T>>::is_sequence;
+
+/// `std::tuple` and `std::pair`.
+template <class T>
+struct is_tuple_like : std::false_type {};
+template <class... T>
+struct is_tuple_like<std::tuple<T...>> : std::true_type {};
+template <class A, class B>
+struct is_tuple_like<std::pair<A, B>> : std::true_type {};
+
+template <class T>
+struct is_traced : std::false_type {};
+template <class T>
+struct is_traced<traced<T>> : std::true_type {};
+
+/// A sequence the body built from traced values (`std::vector<traced<T>>`); passed to an op
+/// it becomes a "pack" node.
+template <class T>
+struct is_traced_pack : std::false_type {};
+template <class T>
+  requires is_sequence_v<T> && is_traced<typename sequence_traits<T>::element>::value
+struct is_traced_pack<T> : std::true_type {};
+
+/// True for the argument types that make an op call (or operator) a recorded node.
+template <class A>
+inline constexpr bool is_trace_input_v =
+    is_traced<std::remove_cvref_t<A>>::value || is_traced_pack<std::remove_cvref_t<A>>::value;
+
+/// The type an op receives for an argument of type A once the ops run.
+template <class A>
+struct input_type {
+  using type = std::decay_t<A>;  // arrays of char decay to const char*
+};
+template <class T>
+struct input_type<traced<T>> {
+  using type = T;
+};
+template <class A>
+  requires is_traced_pack<A>::value
+struct input_type<A> {
+  using type = typename sequence_traits<A>::template rebind<
+      typename sequence_traits<A>::element::value_type>;
+};
+template <class A>
+using input_type_t = typename input_type<std::remove_cvref_t<A>>::type;
+
+/// An array argument as the pointer it decays to (a by-value parameter would receive that);
+/// anything else forwarded unchanged.
+template <class A>
+decltype(auto) decay_array(A&& a) noexcept {
+  if constexpr (std::is_array_v<std::remove_reference_t<A>>) {
+    return static_cast<std::decay_t<A>>(a);
+  } else {
+    return std::forward<A>(a);
+  }
+}
+
+}  // namespace xcs::detail
