@@ -7,11 +7,13 @@
 #include <exception>
 #include <new>
 
+#include "blocking_lane.hpp"
 #include "clock.hpp"
+#include "monitor.hpp"
+#include "pool.hpp"
+#include "run_waiter.hpp"
 #include "xcs/detail/concurrency_limit.hpp"
 #include "xcs/detail/op_profile.hpp"
-#include "fiber.hpp"
-#include "scheduler.hpp"
 
 namespace xcs {
 namespace detail {
@@ -66,7 +68,7 @@ class frame final : public job, public slot_waiter {
   void help() noexcept override {
     for (node_id n = pop(); n != no_id; n = pop_or_linger()) {
       run_chain(n);
-      if (scheduler::surplus_should_leave()) {
+      if (pool::surplus_should_leave()) {
         // Cheap work this thread queued was left to it alone: hand it on before leaving.
         if (has_work()) shared_work(kUnknownNs, true);
         break;
@@ -84,7 +86,7 @@ class frame final : public job, public slot_waiter {
   node_id pop() noexcept;
   /// pop(), but if the queue is empty while nodes still run, watch it a few microseconds
   /// first: in a dependency graph new work appears as soon as a running node finishes, and
-  /// leaving costs a trip through the scheduler's lock.
+  /// leaving costs a trip through the pool's lock.
   node_id pop_or_linger() noexcept;
   void push(node_id v) noexcept {
     std::uint32_t t = tail_.fetch_add(1, std::memory_order_relaxed);
@@ -106,8 +108,6 @@ class frame final : public job, public slot_waiter {
   void shared_work(std::uint64_t queued_ns, bool always) noexcept;
   void finish_one() noexcept;
   void offload(node_id n, concurrency_limit* limit) noexcept;
-  void park() noexcept;
-  void wake_owner() noexcept;
 
   const plan& p_;
   const std::uint32_t n_;
@@ -124,15 +124,11 @@ class frame final : public job, public slot_waiter {
   std::size_t storage_align_ = alignof(std::max_align_t);
 
   std::atomic<std::uint32_t> head_{0}, tail_{0};
-  std::atomic<std::uint32_t> remaining_{0};  // seq_cst: pairs with owner_parked_
+  std::atomic<std::uint32_t> remaining_{0};  // seq_cst: pairs with owner_ (see run_waiter)
   std::atomic<std::uint32_t> first_error_{no_id};
   std::mutex error_mutex_;  // guards error_ and writes of first_error_
   std::exception_ptr error_;
-  std::atomic<bool> owner_parked_{false};
-  std::atomic<std::uint32_t> epoch_{0};  // bumped to wake a parked owner
-  /// Set while the owner waits as a suspended fiber (on a CPU worker); taken by the thread
-  /// that wakes it.
-  std::atomic<fiber_waiter*> fiber_waiter_{nullptr};
+  run_waiter owner_;
   std::atomic<bool> offered_{false};
   std::uint64_t op_ns_ = 0;
 };
@@ -214,13 +210,7 @@ node_id frame::pop_or_linger() noexcept {
 
 void frame::execute(node_id n) noexcept {
   const auto& ni = p_.nodes_[n];
-  participant* me = scheduler::on_blocking_lane() ? nullptr : &scheduler::self();
-  op_profile* outer = nullptr;
-  if (me) {
-    outer = me->op.load(std::memory_order_relaxed);
-    me->seq.store(me->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    me->op.store(ni.op ? ni.op : outer, std::memory_order_relaxed);
-  }
+  op_watch watch(ni.op);
   void* out = ni.storage == no_id ? nullptr : storage_ + ni.storage;
   std::uint64_t t0 = ticks();
   try {
@@ -235,14 +225,6 @@ void frame::execute(node_id n) noexcept {
     }
   }
   dur_[n] = std::max<std::uint64_t>(ticks() - t0, 1);
-  if (me) {
-    me->seq.store(me->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    me->op.store(outer, std::memory_order_relaxed);
-    if (me->waiting.load(std::memory_order_relaxed)) {
-      me->waiting.store(false, std::memory_order_relaxed);
-      if (scheduler* s = scheduler::started()) s->unstuck();
-    }
-  }
 }
 
 void frame::run_chain(node_id n) noexcept {
@@ -265,7 +247,7 @@ void frame::run_chain(node_id n) noexcept {
         }
         helpers.fetch_sub(1, std::memory_order_relaxed);
       }
-      if (is_blocking(n) && !scheduler::on_blocking_lane()) {
+      if (is_blocking(n) && !on_blocking_lane()) {
         offload(n, limit);
         n = pop();
         continue;
@@ -310,16 +292,16 @@ node_id frame::release(node_id n, bool keep) noexcept {
 
 void frame::shared_work(std::uint64_t queued_ns, bool always) noexcept {
   bool worth = always || queued_ns >= kWakeNs;
-  scheduler* started = scheduler::started();
+  pool* started = pool::started();
   if (!worth && !started) return;  // cheap work: never start the pool for it
   if (!started) {
     try {
-      started = &scheduler::instance();
+      started = &pool::instance();
     } catch (...) {
       return;  // no memory or threads for a pool: the owner runs the whole graph itself
     }
   }
-  scheduler& s = *started;
+  pool& s = *started;
   if (!offered_.load(std::memory_order_relaxed)) {
     offered_.store(true, std::memory_order_relaxed);
     try {
@@ -330,23 +312,11 @@ void frame::shared_work(std::uint64_t queued_ns, bool always) noexcept {
   }
   if (!worth) return;
   s.wake();
-  if (owner_parked_.load(std::memory_order_seq_cst)) wake_owner();
+  owner_.wake_if_parked();  // after push()'s seq_cst store (see run_waiter)
 }
 
 void frame::finish_one() noexcept {
-  if (remaining_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
-      owner_parked_.load(std::memory_order_seq_cst)) {
-    wake_owner();
-  }
-}
-
-void frame::wake_owner() noexcept {
-  epoch_.fetch_add(1, std::memory_order_seq_cst);
-  if (fiber_waiter* w = fiber_waiter_.exchange(nullptr, std::memory_order_seq_cst)) {
-    fiber_worker::signal(*w);
-  } else {
-    epoch_.notify_one();
-  }
+  if (remaining_.fetch_sub(1, std::memory_order_seq_cst) == 1) owner_.wake_if_parked();
 }
 
 void frame::offload(node_id n, concurrency_limit* limit) noexcept {
@@ -373,7 +343,7 @@ void frame::offload(node_id n, concurrency_limit* limit) noexcept {
   };
   helpers.fetch_add(1, std::memory_order_relaxed);
   try {
-    scheduler::instance().run_blocking([this, turn] {
+    run_blocking([this, turn] {
       turn();
       helpers.fetch_sub(1, std::memory_order_release);  // last touch of the frame
     });
@@ -382,34 +352,6 @@ void frame::offload(node_id n, concurrency_limit* limit) noexcept {
     helpers.fetch_sub(1, std::memory_order_relaxed);
     turn();
   }
-}
-
-void frame::park() noexcept {
-  participant& me = scheduler::self();
-  op_profile* outer = me.op.exchange(nullptr, std::memory_order_relaxed);
-  std::uint32_t e = epoch_.load(std::memory_order_seq_cst);
-  owner_parked_.store(true, std::memory_order_seq_cst);
-  if (!has_work() && remaining_.load(std::memory_order_seq_cst) != 0) {
-    if (fiber_worker* fw = fiber_worker::current()) {
-      // On a CPU worker: suspend this node's fiber so the worker runs other work meanwhile.
-      fiber_waiter w;
-      w.worker = fw;
-      fiber_waiter_.store(&w, std::memory_order_seq_cst);
-      if (epoch_.load(std::memory_order_seq_cst) == e) {
-        fw->suspend(w);  // wake_owner() took fiber_waiter_ and signalled us
-      } else if (fiber_waiter_.exchange(nullptr, std::memory_order_seq_cst) != &w) {
-        // A waker took `w` and is about to signal it; it must not find it gone.
-        while (w.state.load(std::memory_order_acquire) != 2) std::this_thread::yield();
-      }
-    } else {
-      scheduler* s = scheduler::started();
-      if (s) s->parked_owners_.fetch_add(1, std::memory_order_relaxed);
-      epoch_.wait(e, std::memory_order_seq_cst);
-      if (s) s->parked_owners_.fetch_sub(1, std::memory_order_relaxed);
-    }
-  }
-  owner_parked_.store(false, std::memory_order_relaxed);
-  me.op.store(outer, std::memory_order_relaxed);
 }
 
 void frame::run_to_end() {
@@ -424,10 +366,10 @@ void frame::run_to_end() {
   for (;;) {
     for (node_id n = pop(); n != no_id; n = pop()) run_chain(n);
     if (remaining_.load(std::memory_order_seq_cst) == 0) break;
-    park();
+    owner_.park([this] { return !has_work() && remaining_.load(std::memory_order_seq_cst) != 0; });
   }
   if (offered_.load(std::memory_order_relaxed)) {
-    scheduler::instance().retract(*this);
+    pool::instance().retract(*this);
   } else {
     while (helpers.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   }
