@@ -11,6 +11,9 @@
 #include <optional>
 #include <thread>
 
+#include <pthread.h>
+
+#include "blocking_lane.hpp"
 #include "fiber.hpp"
 #include "xcs/error.hpp"
 #include "xcs/executor.hpp"
@@ -37,6 +40,21 @@ unsigned default_workers() {
   unsigned cpus = xcs::available_cpus();
   return cpus > 1 ? cpus - 1 : 1;
 }
+
+// fork(): the child has only the forking thread, so the pool, the lane and the monitor are
+// forgotten there (leaked: their threads do not exist, their locks may be held) and the next
+// plan starts afresh. g_instance_mutex is held across fork() so the child gets it unlocked
+// and no pool is half made.
+void lock_for_fork() noexcept { g_instance_mutex.lock(); }
+void unlock_in_parent() noexcept { g_instance_mutex.unlock(); }
+void forget_in_child() noexcept {
+  g_instance_mutex.unlock();
+  pool::forget_after_fork();
+  forget_lane_after_fork();
+  forget_monitor_after_fork();
+}
+[[maybe_unused]] const int g_fork_handlers =
+    pthread_atfork(lock_for_fork, unlock_in_parent, forget_in_child);
 
 }  // namespace
 
