@@ -2,10 +2,19 @@
 // Calibrating the time-stamp counter against steady_clock.
 #include "clock.hpp"
 
+#include <time.h>
+
 #include <atomic>
 #include <thread>
 
 namespace xcs::detail {
+
+std::int64_t thread_cpu_ns() noexcept {
+  timespec ts{};
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return -1;
+  return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
 double ns_per_tick() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   // The first call takes a short reference; later calls refine the ratio over a longer span

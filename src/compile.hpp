@@ -13,9 +13,9 @@ namespace xcs::detail {
 
 /// How compiling a finished trace went.
 enum class compile_status : std::uint8_t {
-  compiled,       ///< `plan` is set
-  no_parallelism, ///< nothing to run at the same time: calling directly is as fast; `reason`
-  out_of_memory,  ///< no memory for the analysis or the plan
+  compiled,        ///< `plan` is set
+  no_parallelism,  ///< nothing to run at the same time: calling directly is as fast; `reason`
+  out_of_memory,   ///< no memory for the analysis or the plan
 };
 
 struct compile_result {

@@ -5,8 +5,6 @@
 #include <boost/context/protected_fixedsize_stack.hpp>
 #include <thread>
 
-#include "scheduler.hpp"
-
 namespace xcs::detail {
 namespace {
 
@@ -19,7 +17,8 @@ thread_local bool t_on_main = true;  // which context of this thread runs now
 
 }  // namespace
 
-fiber_worker::fiber_worker(std::function<void()> loop) : loop_(std::move(loop)) {
+fiber_worker::fiber_worker(std::function<void()> loop, std::function<void()> on_ready)
+    : loop_(std::move(loop)), on_ready_(std::move(on_ready)) {
   t_worker = this;
   t_on_main = true;
 }
@@ -95,7 +94,7 @@ void fiber_worker::push_ready(boost::context::fiber f) {
     ready_.push_back(std::move(f));
   }
   ready_count_.fetch_add(1, std::memory_order_release);
-  if (scheduler* s = scheduler::started()) s->fiber_ready();
+  if (on_ready_) on_ready_();
 }
 
 void fiber_worker::run_ready() {

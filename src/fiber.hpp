@@ -26,8 +26,10 @@ struct fiber_waiter {
 /// stay valid across a switch. Only the owning thread touches it, except `signal`.
 class fiber_worker {
  public:
-  /// `loop` runs the worker loop; it returns only when the worker stops.
-  explicit fiber_worker(std::function<void()> loop);
+  /// `loop` runs the worker loop; it returns only when the worker stops. `on_ready` is called
+  /// (on any thread, must not throw) when a suspended context became ready, so that the
+  /// owner of this worker wakes the thread if it sleeps.
+  fiber_worker(std::function<void()> loop, std::function<void()> on_ready);
   ~fiber_worker();
   fiber_worker(const fiber_worker&) = delete;
   fiber_worker& operator=(const fiber_worker&) = delete;
@@ -61,6 +63,7 @@ class fiber_worker {
   boost::context::fiber take_loop();
 
   std::function<void()> loop_;
+  std::function<void()> on_ready_;
   std::vector<boost::context::fiber> spare_;  // loop contexts waiting to be reused
   boost::context::fiber main_spare_;          // the thread's own stack, when spare
   int suspended_ = 0;

@@ -205,7 +205,8 @@ void jit_core::publish_trace(call_ticket& t, const signature& sig, trace_output&
   if (c.status == compile_status::compiled) {
     try {
       e.counters.reserve(c.ir->nodes().size());
-      for (const node& n : c.ir->nodes()) e.counters.push_back(n.op ? &impl_->ops.get(n.op) : nullptr);
+      for (const node& n : c.ir->nodes())
+        e.counters.push_back(n.op ? &impl_->ops.get(n.op) : nullptr);
       out.recipe.plan_moves(*c.ir);
       e.recipe = std::move(out.recipe);
     } catch (...) {
@@ -321,7 +322,8 @@ std::string jit_core::explain(const signature& sig, const trace_context& ctx,
     std::shared_lock lock(impl_->cache_mutex);
     cached = impl_->map.count(sig) != 0;
   }
-  std::string s = fmt::format("signature: {}\ncached: {}\n", sig.to_string(), cached ? "yes" : "no");
+  std::string s =
+      fmt::format("signature: {}\ncached: {}\n", sig.to_string(), cached ? "yes" : "no");
   if (ctx.went_staged()) {
     s += fmt::format("staged: {}\n", ctx.staged_reason());
     s += fmt::format("nodes before the read: {}\n", ctx.ir().nodes().size());

@@ -7,7 +7,9 @@
 #include <thread>
 #include <utility>
 
+#include "blocking_lane.hpp"
 #include "clock.hpp"
+#include "monitor.hpp"
 #include "xcs/detail/op_profile.hpp"
 #include "xcs/detail/op_table.hpp"
 #include "xcs/error.hpp"
@@ -28,7 +30,7 @@ live_run::~live_run() {
   (void)drain();  // normally done already; never leave a node running on freed state
   for (node_rec& r : nodes_) {
     if (r.st == state::constructed) r.k->destroy(r.out);
-    if (r.out) ::operator delete(r.out, std::align_val_t{r.k->align});
+    if (r.out) ::operator delete (r.out, std::align_val_t{r.k->align});
   }
 }
 
@@ -82,7 +84,7 @@ void live_run::append(node_id n) {
     }
   }
   if (nd.kernel->size > 0) {
-    r.out = ::operator new(nd.kernel->size, std::align_val_t{nd.kernel->align});
+    r.out = ::operator new (nd.kernel->size, std::align_val_t{nd.kernel->align});
     addr_[nd.result] = r.out;
   }
   std::unique_lock lock(mutex_);
@@ -115,8 +117,8 @@ void live_run::share(std::unique_lock<std::mutex>&) {
   // The pool stays lazy: a run with nothing to do at the same time (one ready node, nothing
   // else running) is left to its owner. Once there is, or the pool runs anyway, ready work
   // worth a wake goes to the workers.
-  scheduler* pool = scheduler::started();
-  if (!pool && ready_.size() + running_ < 2) return;
+  pool* workers = pool::started();
+  if (!workers && ready_.size() + running_ < 2) return;
   std::uint64_t queued = 0;
   for (node_id n : ready_) {
     const op_profile* op = nodes_[n].op;
@@ -125,22 +127,22 @@ void live_run::share(std::unique_lock<std::mutex>&) {
     if (queued >= kWakeNs) break;
   }
   if (queued < kWakeNs) return;
-  if (!pool) {
+  if (!workers) {
     try {
-      pool = &scheduler::instance();
+      workers = &pool::instance();
     } catch (...) {
       return;  // no memory or threads for a pool: the owner runs the whole graph itself
     }
   }
   if (!offered_) {
     try {
-      pool->offer(*this);
+      workers->offer(*this);
       offered_ = true;
     } catch (...) {
       return;
     }
   }
-  pool->wake();
+  workers->wake();
 }
 
 node_id live_run::pop(bool marked_only) {
@@ -205,8 +207,7 @@ void live_run::take_turn(node_id n) noexcept {
   auto turn = [this, n, r, limit] {
     std::int64_t cpu0 = thread_cpu_ns();
     state outcome = execute(n);
-    if (r->op && r->op->observed_blocking.load(std::memory_order_relaxed) &&
-        scheduler::on_blocking_lane()) {
+    if (r->op && r->op->observed_blocking.load(std::memory_order_relaxed) && on_blocking_lane()) {
       // Learned, not hinted: if this instance was short or mostly computed, the op was
       // marked by mistake (say, its thread was preempted), so it goes back to the workers.
       std::int64_t cpu = thread_cpu_ns() - cpu0;
@@ -218,10 +219,10 @@ void live_run::take_turn(node_id n) noexcept {
     if (limit) limit->release();
     complete(n, outcome);
   };
-  if (r->op && r->op->blocking() && !scheduler::on_blocking_lane()) {
+  if (r->op && r->op->blocking() && !on_blocking_lane()) {
     helpers.fetch_add(1, std::memory_order_relaxed);
     try {
-      scheduler::instance().run_blocking([this, turn] {
+      run_blocking([this, turn] {
         turn();
         helpers.fetch_sub(1, std::memory_order_release);  // last touch of the run
       });
@@ -239,13 +240,7 @@ live_run::state live_run::execute(node_id n) noexcept {
     std::lock_guard lock(mutex_);
     r = &nodes_[n];
   }
-  participant* me = scheduler::on_blocking_lane() ? nullptr : &scheduler::self();
-  op_profile* outer = nullptr;
-  if (me) {
-    outer = me->op.load(std::memory_order_relaxed);
-    me->seq.store(me->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    me->op.store(r->op ? r->op : outer, std::memory_order_relaxed);
-  }
+  op_watch watch(r->op);
   state outcome = r->out ? state::constructed : state::ran;
   std::uint64_t t0 = ticks();
   try {
@@ -256,14 +251,6 @@ live_run::state live_run::execute(node_id n) noexcept {
   }
   r->ticks = std::max<std::uint64_t>(ticks() - t0, 1);
   if (r->op) r->op->learn(ticks_to_ns(r->ticks));
-  if (me) {
-    me->seq.store(me->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    me->op.store(outer, std::memory_order_relaxed);
-    if (me->waiting.load(std::memory_order_relaxed)) {
-      me->waiting.store(false, std::memory_order_relaxed);
-      if (scheduler* s = scheduler::started()) s->unstuck();
-    }
-  }
   return outcome;
 }
 
@@ -327,12 +314,10 @@ void live_run::owner_wait(bool any, Done done) {
     }
     // What the owner needs runs elsewhere (a worker, the lane, a parked slot): wait for a
     // node to finish. A parked owner holds no core, so the monitor may add a worker.
-    scheduler* pool = scheduler::started();
-    if (pool) pool->parked_owners_.fetch_add(1, std::memory_order_relaxed);
+    park_watch parked;
     owner_waiting_ = true;
     owner_cv_.wait(lock);
     owner_waiting_ = false;
-    if (pool) pool->parked_owners_.fetch_sub(1, std::memory_order_relaxed);
   }
 }
 
@@ -380,7 +365,7 @@ void live_run::deliver(std::unique_lock<std::mutex>& lock) {
 std::exception_ptr live_run::drain() noexcept {
   owner_wait(true, [&] { return remaining_ == 0; });
   if (offered_) {
-    scheduler::instance().retract(*this);
+    pool::instance().retract(*this);
     offered_ = false;
   } else {
     while (helpers.load(std::memory_order_acquire) != 0) std::this_thread::yield();

@@ -13,7 +13,7 @@
 #include <span>
 #include <vector>
 
-#include "scheduler.hpp"
+#include "pool.hpp"
 #include "xcs/detail/concurrency_limit.hpp"
 #include "xcs/detail/graph.hpp"
 
@@ -88,8 +88,7 @@ class live_run final : public job, public slot_waiter {
   };
 
   static bool final(state s) noexcept {
-    return s == state::constructed || s == state::ran || s == state::threw ||
-           s == state::skipped;
+    return s == state::constructed || s == state::ran || s == state::threw || s == state::skipped;
   }
   void catch_up_values();
   const void* address_of(value_id v);

@@ -119,7 +119,8 @@ const void* read_value(trace_context* ctx, value_id v, const std::type_info& as,
 void result_recipe::plan_moves(const graph& g) {
   std::vector<std::uint32_t> uses(g.values().size(), 0);
   for (const auto& l : leaves) ++uses[l.value];
-  for (auto& l : leaves) l.move = g.values()[l.value].kind == value_kind::result && uses[l.value] == 1;
+  for (auto& l : leaves)
+    l.move = g.values()[l.value].kind == value_kind::result && uses[l.value] == 1;
 }
 
 std::string trace_context::describe(value_id v) const {

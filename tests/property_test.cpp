@@ -354,8 +354,8 @@ std::string differ(const outcome& direct, const outcome& jit) {
 
 /// What a run of many programs saw, to show the test covered what it claims.
 struct coverage {
-  int programs = 0, calls = 0, planned = 0, fell_back = 0, staged = 0, threw = 0, threw_int = 0, threw_body = 0,
-      returned = 0;
+  int programs = 0, calls = 0, planned = 0, fell_back = 0, staged = 0, threw = 0, threw_int = 0,
+      threw_body = 0, returned = 0;
 };
 
 bool has(const program& p, kind k) {
@@ -482,8 +482,8 @@ TEST(PropertyTest, JitMatchesDirectCall) {
   std::printf(
       "[property] %d programs, %d calls in %.2f s (seed %llu): %d ran a plan, %d staged, %d fell "
       "back; calls: %d returned, %d threw program_error, %d threw int, %d threw from the body\n",
-      cov.programs, cov.calls, secs, static_cast<unsigned long long>(base), cov.planned,
-      cov.staged, cov.fell_back, cov.returned, cov.threw, cov.threw_int, cov.threw_body);
+      cov.programs, cov.calls, secs, static_cast<unsigned long long>(base), cov.planned, cov.staged,
+      cov.fell_back, cov.returned, cov.threw, cov.threw_int, cov.threw_body);
   if (count >= 200 && failures == 0) {
     // The generator must reach every outcome, or the comparison proves little.
     EXPECT_GT(cov.planned, cov.programs / 4);

@@ -26,7 +26,8 @@ namespace xcs {
 
 namespace detail {
 
-std::string unmappable_result(const std::type_info& body_returns, const std::type_info& call_returns);
+std::string unmappable_result(const std::type_info& body_returns,
+                              const std::type_info& call_returns);
 std::string assigned_argument(std::size_t position);
 std::string body_threw(const std::exception_ptr& e);
 std::uint64_t wall_clock_ns() noexcept;
@@ -58,9 +59,9 @@ std::string static_fallback_reason() {
 
 /// How a body's run on traced values ended.
 struct body_outcome {
-  bool finished = false;         ///< it returned, and nothing ended the trace
-  std::exception_ptr error;      ///< what it threw (not a trace_abort)
-  std::string why;               ///< a reason it cannot become a plan though it finished
+  bool finished = false;     ///< it returned, and nothing ended the trace
+  std::exception_ptr error;  ///< what it threw (not a trace_abort)
+  std::string why;           ///< a reason it cannot become a plan though it finished
 };
 
 }  // namespace detail
@@ -192,9 +193,9 @@ class jitted {
     detail::jit_core& core = s_->core;
     const std::uint64_t t0 = detail::wall_clock_ns();
     const detail::staged_hook hook{&core, &t, &sig};
-    detail::trace_context ctx(
-        t.kind == detail::call_kind::staged ? detail::trace_mode::live : detail::trace_mode::recording,
-        arg_ptrs, &hook);
+    detail::trace_context ctx(t.kind == detail::call_kind::staged ? detail::trace_mode::live
+                                                                  : detail::trace_mode::recording,
+                              arg_ptrs, &hook);
     detail::result_recipe recipe;
     detail::body_outcome o = run_body<R>(ctx, recipe, std::index_sequence_for<Args...>{}, args...);
     if (!ctx.live()) {

@@ -32,7 +32,7 @@ struct stats {
   std::size_t cache_entries = 0;
   std::size_t cache_capacity = 0;
   std::uint64_t evictions = 0;
-  bool optimized = false;  ///< some signature runs a parallel plan or staged
+  bool optimized = false;            ///< some signature runs a parallel plan or staged
   std::uint64_t fallback_calls = 0;  ///< calls that ran the callable directly
   std::string fallback_reason;       ///< the last fallback's reason; empty if none
   std::uint64_t plan_runs = 0;

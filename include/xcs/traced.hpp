@@ -150,8 +150,8 @@ class traced_sequence {
         trace_context& ctx = context_of(ctx_, id_);
         all.reserve(c.size());
         for (std::size_t i = 0; i < c.size(); ++i) {
-          value_id e = ctx.ir().add_element(id_, static_cast<std::uint32_t>(i), typeid(T),
-                                            &element_at<C>);
+          value_id e =
+              ctx.ir().add_element(id_, static_cast<std::uint32_t>(i), typeid(T), &element_at<C>);
           all.push_back(traced_access::make<T>(ctx_, e));
         }
       }

@@ -81,7 +81,7 @@ class plan {
   struct node_info {
     const detail::kernel* kernel;
     const void* fn;
-    op_profile* op;              // null for operators and packs
+    op_profile* op;             // null for operators and packs
     std::uint32_t first_input;  // into in_values_ (and a frame's input pointer table)
     std::uint32_t input_count;
     std::uint32_t first_successor;  // into successors_

@@ -12,9 +12,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "xcs/detail/graph.hpp"
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/detail/traits.hpp"
-#include "xcs/detail/graph.hpp"
 #include "xcs/error.hpp"
 
 namespace xcs::detail {

@@ -90,7 +90,8 @@ constexpr bool result_maps() {
     if constexpr (std::tuple_size_v<D> == std::tuple_size_v<R>) {
       return []<std::size_t... I>(std::index_sequence<I...>) {
         return (result_maps<std::tuple_element_t<I, R>, std::tuple_element_t<I, D>>() && ...);
-      }(std::make_index_sequence<std::tuple_size_v<R>>{});
+      }
+      (std::make_index_sequence<std::tuple_size_v<R>>{});
     } else {
       return false;
     }

@@ -61,8 +61,10 @@ struct is_traced<traced<T>> : std::true_type {};
 template <class T>
 struct is_traced_pack : std::false_type {};
 template <class T>
-  requires is_sequence_v<T> && is_traced<typename sequence_traits<T>::element>::value
-struct is_traced_pack<T> : std::true_type {};
+requires is_sequence_v<T> &&
+    is_traced<typename sequence_traits<T>::element>::value struct is_traced_pack<T>
+    : std::true_type {
+};
 
 /// True for the argument types that make an op call (or operator) a recorded node.
 template <class A>
@@ -79,8 +81,7 @@ struct input_type<traced<T>> {
   using type = T;
 };
 template <class A>
-  requires is_traced_pack<A>::value
-struct input_type<A> {
+requires is_traced_pack<A>::value struct input_type<A> {
   using type = typename sequence_traits<A>::template rebind<
       typename sequence_traits<A>::element::value_type>;
 };

@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: MIT
+// The process-wide pool of CPU workers and the list of runs they help.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "monitor.hpp"
+
+namespace xcs::detail {
+
+/// Work a run shares with the pool. The pool never owns a job; the job's owner calls
+/// `pool::retract` before destroying it.
+class job {
+ public:
+  virtual ~job() = default;
+  /// True if some node is ready to start. Sequentially consistent (pairs with the sleep
+  /// protocol in pool::sleep).
+  virtual bool has_work() const noexcept = 0;
+  /// Runs ready nodes until none is ready. Called by helpers, possibly several at once.
+  virtual void help() noexcept = 0;
+
+  /// Threads other than the owner that may touch the job. A helper's decrement (release) is
+  /// its last access; retract() waits (acquire) for zero before the owner may free the job.
+  std::atomic<std::uint32_t> helpers{0};
+
+ private:
+  friend class pool;
+  job* prev_ = nullptr;  // guarded by pool::mutex_
+  job* next_ = nullptr;
+  bool listed_ = false;
+};
+
+/// CPU workers that help runs, plus stand-in workers the monitor adds while threads wait in
+/// ops. Thread-safe.
+class pool final : private monitor_client {
+ public:
+  /// The pool, started on first use (throws if it cannot be allocated). Never destroyed: its
+  /// threads sleep on its own state, so a process may exit at any time.
+  static pool& instance();
+  /// The pool if it was started, else null. Lets a process that never needed it stay at one
+  /// thread.
+  static pool* started() noexcept;
+
+  /// CPU workers whose threads started (the calling threads take part too).
+  unsigned worker_count() const noexcept;
+  /// Replaces the CPU workers with `n` new ones. Waits for the current ones to finish what
+  /// they run. Throws xcs::error for 0 or from a worker. Starts as many as it can; fewer
+  /// than `n` shows in degradation().
+  void resize(unsigned n);
+  /// Empty when the pool runs as configured, else one sentence saying what it lacks.
+  std::string degradation() const;
+
+  /// Makes `j` visible to workers (idempotent).
+  void offer(job& j);
+  /// Removes `j` and waits until no helper is inside it.
+  void retract(job& j) noexcept;
+  /// Wakes one sleeping worker if none is already looking for work.
+  void wake() noexcept;
+  /// True on a stand-in worker that should stop taking nodes (fewer threads wait than there
+  /// are stand-ins). Cheap on other threads: one thread-local read.
+  static bool surplus_should_leave() noexcept;
+
+  /// In a child after fork(): forget the parent's pool (its threads do not exist here).
+  static void forget_after_fork() noexcept;
+
+ private:
+  struct worker;
+  enum class next_step { run, retry, leave };
+
+  pool();
+  void start_workers(unsigned n);  // with mutex_ held
+  void start_worker(bool surplus);
+  void worker_body(worker* w);
+  void worker_loop(worker* w);
+  next_step find_job(worker& w, int& spins, job*& j);
+  next_step sleep(worker& w, std::unique_lock<std::mutex>& lock, job*& j);
+  void run_job(job& j) noexcept;
+  void resume_fibers();
+  void fiber_ready() noexcept;
+  job* take_job() noexcept;             // with mutex_ held; counts the caller as a helper
+  bool head_has_work() const noexcept;  // with mutex_ held
+  bool retire_surplus() noexcept;
+  bool idle_workers() const noexcept;
+
+  // monitor_client
+  void balance(std::uint32_t running, std::uint32_t wanted, unsigned cores) noexcept override;
+  bool has_jobs() noexcept override;
+
+  mutable std::mutex mutex_;  // guards the job list, workers_, wake_tokens_, requested_
+  std::condition_variable work_cv_;
+  job* head_ = nullptr;
+  job* tail_ = nullptr;
+  std::uint32_t wake_tokens_ = 0;
+  /// Base workers whose threads started; stand-ins are detached and not listed.
+  std::vector<worker*> workers_;
+  unsigned requested_ = 0;
+  bool monitor_started_ = false;    // set once in the constructor
+  bool starved_last_tick_ = false;  // monitor thread only
+
+  // Seq-cst: these pair with job::has_work() in the sleep protocol (see sleep()).
+  std::atomic<std::uint32_t> sleepers_{0};
+  std::atomic<std::uint32_t> searching_{0};
+  /// Stand-in workers alive and not retiring. Relaxed: compared with stand_ins_wanted().
+  std::atomic<std::uint32_t> surplus_{0};
+};
+
+}  // namespace xcs::detail
