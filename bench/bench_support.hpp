@@ -5,6 +5,8 @@
 #include <benchmark/benchmark.h>
 #include <xcs/xcs.hpp>
 
+#include "xcs/detail/pipeline.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <barrier>
@@ -259,14 +261,14 @@ inline void report(benchmark::State& state, const std::string& key, double ns_pe
 /// API does not expose the graph or plan a jitted object compiled, so benchmarks that need
 /// them (plan memory, which ops were flagged as blocking) retrace.
 template <class Body>
-std::shared_ptr<const xcs::graph> trace_graph(const Body& body) {
-  xcs::detail::trace_context ctx;
+std::shared_ptr<const xcs::detail::graph> trace_graph(const Body& body) {
+  xcs::detail::trace_context ctx(xcs::detail::trace_mode::dry, {});
   {
     xcs::detail::trace_context::scope scope(ctx);
-    xcs::traced<int> x(&ctx, ctx.g.add_argument(0, typeid(int)));
+    auto x = xcs::detail::traced_access::make<int>(&ctx, ctx.ir().add_argument(0, typeid(int)));
     (void)body(x);
   }
-  return std::make_shared<const xcs::graph>(std::move(ctx.g));
+  return std::make_shared<const xcs::detail::graph>(std::move(ctx.ir()));
 }
 
 /// Distinct ops of `body` that the scheduler has flagged as blocking (observed sitting in the

@@ -51,7 +51,7 @@ void BM_Jit_FirstCall(benchmark::State& state) {
   state.counters["target_ns_per_node"] = 2000;
 }
 
-// The compile half alone, through the public graph / analysis / plan API: trace the body,
+// The compile half alone, through the internal graph / analysis / plan stages: trace the body,
 // analyze the graph and build the plan, without running it.
 void BM_Compile_FirstCall(benchmark::State& state) {
   const dag& d = graph_of(state.range(0));
@@ -61,8 +61,8 @@ void BM_Compile_FirstCall(benchmark::State& state) {
     std::int64_t t0 = now_ns();
     auto g = trace_graph(body);
     std::int64_t t1 = now_ns();
-    xcs::analysis a = xcs::analyze(*g);
-    xcs::plan p(g, a, xcs::detail::result_recipe{});
+    xcs::detail::analysis a = xcs::detail::analyze(*g);
+    xcs::detail::plan p(g, a);
     benchmark::DoNotOptimize(p.node_count());
     total_ns += now_ns() - t0;
     trace_ns += t1 - t0;

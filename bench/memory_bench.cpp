@@ -98,8 +98,8 @@ void count_loop(benchmark::State& state, Fn&& fn) {
 template <class Body>
 void plan_counters(benchmark::State& state, const Body& body) {
   auto g = trace_graph(body);
-  xcs::analysis a = xcs::analyze(*g);
-  xcs::plan p(g, a, xcs::detail::result_recipe{});
+  xcs::detail::analysis a = xcs::detail::analyze(*g);
+  xcs::detail::plan p(g, a);
   state.counters["plan_bytes_per_node"] = static_cast<double>(p.bytes_per_node());
   state.counters["frame_bytes"] = static_cast<double>(p.frame_bytes());
   state.counters["frame_bytes_per_node"] =

@@ -1,0 +1,233 @@
+// SPDX-License-Identifier: MIT
+// Staged calls: bodies that read their values (an `if` on an op's result), jitted, against the
+// direct call of the same body. A staged call runs the body on every call; each op starts as
+// soon as its inputs are ready and a read waits only for the ops its value depends on.
+#include "bench_support.hpp"
+
+namespace {
+
+using namespace xcs_bench;
+
+void nap_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+/// Checks once, before timing, that the jitted call returns what the direct call returns (this
+/// is also the jitted object's first call, which traces). False: the benchmark is skipped.
+template <class F, class Body, class... Args>
+bool same_result(benchmark::State& state, const F& f, const Body& body, const Args&... args) {
+  if (f(args...) == body(args...)) return true;
+  state.SkipWithError("the jitted call returned something else than the direct call");
+  return false;
+}
+
+/// Counters of a staged benchmark: the expected wall time, and (for the jitted object) that its
+/// calls ran staged and how many reads waited, per call.
+template <class Stats>
+void staged_counters(benchmark::State& state, const Stats& st) {
+  const double calls = static_cast<double>(std::max<std::uint64_t>(1, st.calls));
+  state.counters["staged_calls"] = static_cast<double>(st.staged_calls) / calls;
+  state.counters["fallback_calls"] = static_cast<double>(st.fallback_calls);
+  state.counters["syncs_per_call"] = static_cast<double>(st.syncs) / calls;
+}
+
+/// Remembers the direct time of `key`, or reports the speedup of a jitted run against it.
+void speedup(benchmark::State& state, const std::string& key, double ns, bool direct) {
+  if (direct) {
+    serial_times()[key] = ns;
+    return;
+  }
+  auto it = serial_times().find(key);
+  if (it != serial_times().end() && ns > 0) state.counters["speedup"] = it->second / ns;
+}
+
+// ---- a branch on a judge of three candidates --------------------------------------------
+// Every op sleeps 40 ms. q = 1 takes the short branch (judge 6): direct 3 gen + judge + synth
+// = 200 ms, jitted gen || gen || gen, judge, synth = 120 ms. q = 2 takes the long branch
+// (judge 2): direct 5 gen + judge + 2 synth = 320 ms; jitted 3 gen at once, judge, then
+// gen(q, 4) || gen(q, 5) (issued after the read), synth, synth = 200 ms.
+
+constexpr int kBranchOpMs = 40;
+
+auto gen = xcs::op(
+    "gen",
+    [](int q, int k) {
+      nap_ms(kBranchOpMs);
+      return q * k;
+    },
+    xcs::blocking);
+auto judge = xcs::op(
+    "judge",
+    [](int a, int b, int c) {
+      nap_ms(kBranchOpMs);
+      return (a + b + c) % 10;
+    },
+    xcs::blocking);
+auto synth = xcs::op(
+    "synth",
+    [](int a, int b) {
+      nap_ms(kBranchOpMs);
+      return a + b;
+    },
+    xcs::blocking);
+
+auto branch_body = [](auto q) {
+  auto a = gen(q, 1), b = gen(q, 2), c = gen(q, 3);
+  if (judge(a, b, c) >= 5) return synth(a, b);
+  return synth(synth(gen(q, 4), gen(q, 5)), c);
+};
+
+bool short_branch(int q) { return (6 * q) % 10 >= 5; }
+
+void branch_setup(benchmark::State& state, bool jitted) {
+  const int q = static_cast<int>(state.range(0));
+  const bool s = short_branch(q);
+  state.SetLabel(s ? "short branch" : "long branch");
+  state.counters["expected_ms"] = jitted ? (s ? 120 : 200) : (s ? 200 : 320);
+}
+
+void BM_Direct_StagedBranch(benchmark::State& state) {
+  branch_setup(state, false);
+  const int q = static_cast<int>(state.range(0));
+  double ns = run_loop(state, [&] { benchmark::DoNotOptimize(branch_body(q)); });
+  speedup(state, "branch/" + std::to_string(q), ns, true);
+}
+
+void BM_Jit_StagedBranch(benchmark::State& state) {
+  branch_setup(state, true);
+  const int q = static_cast<int>(state.range(0));
+  auto f = xcs::jit(branch_body);
+  if (!same_result(state, f, branch_body, q)) return;
+  double ns = run_loop(state, [&] { benchmark::DoNotOptimize(f(q)); });
+  staged_counters(state, f.stats());
+  speedup(state, "branch/" + std::to_string(q), ns, false);
+}
+
+// ---- a read waits only for its value's ancestors ----------------------------------------
+// research 150 ms and classify 10 ms start together; the read of classify's result waits
+// 10 ms, not for research, so tool (60 ms) runs beside research and combine (10 ms) starts at
+// 150 ms: 160 ms jitted, 150 + 10 + 60 + 10 = 230 ms direct.
+
+auto research = xcs::op(
+    "research",
+    [](int q) {
+      nap_ms(150);
+      return q * 2;
+    },
+    xcs::blocking);
+auto classify = xcs::op(
+    "classify",
+    [](int q) {
+      nap_ms(10);
+      return q > 0 ? 1 : 0;
+    },
+    xcs::blocking);
+auto tool = xcs::op(
+    "tool",
+    [](int q) {
+      nap_ms(60);
+      return q + 100;
+    },
+    xcs::blocking);
+auto combine = xcs::op(
+    "combine",
+    [](int a, int b) {
+      nap_ms(10);
+      return a + b;
+    },
+    xcs::blocking);
+
+auto ancestors_body = [](auto q) {
+  auto r = research(q);
+  auto c = classify(q);
+  if (c > 0) return combine(tool(q), r);
+  return combine(q, r);
+};
+
+constexpr int kAncestorsQ = 1;  // classify(1) > 0: the tool branch
+
+void BM_Direct_ReadWaitsOnlyForAncestors(benchmark::State& state) {
+  state.counters["expected_ms"] = 230;
+  double ns = run_loop(state, [&] { benchmark::DoNotOptimize(ancestors_body(kAncestorsQ)); });
+  speedup(state, "ancestors", ns, true);
+}
+
+void BM_Jit_ReadWaitsOnlyForAncestors(benchmark::State& state) {
+  state.counters["expected_ms"] = 160;
+  auto f = xcs::jit(ancestors_body);
+  if (!same_result(state, f, ancestors_body, kAncestorsQ)) return;
+  double ns = run_loop(state, [&] { benchmark::DoNotOptimize(f(kAncestorsQ)); });
+  staged_counters(state, f.stats());
+  speedup(state, "ancestors", ns, false);
+}
+
+// ---- staged overhead on trivial ops -------------------------------------------------------
+// 1,000 trivial ops (x + 1) in 10 segments: each segment is 100 independent ops on the running
+// value, summed with `+`, then read by an `if` on the partial sum (10 reads per call). Every
+// read waits for its whole segment, so this measures what staging costs per op, not overlap.
+// ns_per_op is the call's time over the 1,000 ops (the 990 `+` and the reads ride along).
+
+constexpr int kSegments = 10;
+constexpr int kPerSegment = 100;
+constexpr int kTrivialOps = kSegments * kPerSegment;
+
+auto inc = xcs::op("inc", [](int v) { return v + 1; });
+
+auto trivial_body = [](auto x) {
+  auto acc = x;
+  for (int s = 0; s < kSegments; ++s) {
+    auto sum = inc(acc);
+    for (int i = 1; i < kPerSegment; ++i) sum = sum + inc(acc);
+    if (sum > 1'000'000) sum = sum % 1000;  // the read; keeps the sum from overflowing
+    acc = sum;
+  }
+  return acc;
+};
+
+void trivial_counters(benchmark::State& state, double ns) {
+  state.counters["ops"] = kTrivialOps;
+  state.counters["ns_per_op"] = ns / kTrivialOps;
+}
+
+void BM_Direct_StagedTrivialOps(benchmark::State& state) {
+  double ns = run_loop(state, [] { benchmark::DoNotOptimize(trivial_body(1)); });
+  trivial_counters(state, ns);
+  speedup(state, "trivial", ns, true);
+}
+
+void BM_Jit_StagedTrivialOps(benchmark::State& state) {
+  auto f = xcs::jit(trivial_body);
+  if (!same_result(state, f, trivial_body, 1)) return;
+  double ns = run_loop(state, [&] { benchmark::DoNotOptimize(f(1)); });
+  trivial_counters(state, ns);
+  staged_counters(state, f.stats());
+  speedup(state, "trivial", ns, false);
+}
+
+// Each baseline runs just before its jitted twin, which reports its speedup against it.
+BENCHMARK(BM_Direct_StagedBranch)
+    ->ArgName("q")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
+BENCHMARK(BM_Jit_StagedBranch)
+    ->ArgName("q")
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
+BENCHMARK(BM_Direct_ReadWaitsOnlyForAncestors)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
+BENCHMARK(BM_Jit_ReadWaitsOnlyForAncestors)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
+BENCHMARK(BM_Direct_StagedTrivialOps)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Jit_StagedTrivialOps)->UseRealTime()->Unit(benchmark::kMicrosecond)->MinTime(0.5);
+
+}  // namespace
+
+BENCHMARK_MAIN();
