@@ -376,11 +376,6 @@ std::exception_ptr live_run::drain() noexcept {
 
 void* live_run::value(value_id v) { return const_cast<void*>(address_of(v)); }
 
-bool live_run::computed(value_id v) {
-  node_id p = producer(v);
-  return p == no_id || nodes_[p].st == state::constructed;
-}
-
 std::uint64_t live_run::op_ns() const noexcept {
   std::lock_guard lock(mutex_);
   std::uint64_t t = 0;

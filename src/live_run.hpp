@@ -50,8 +50,6 @@ class live_run final : public job, public slot_waiter {
   std::exception_ptr drain() noexcept;
   /// Owner, after drain(): the address of `v`.
   void* value(value_id v);
-  /// Owner, after drain(): whether a node result was computed (not skipped by an error).
-  bool computed(value_id v);
 
   /// Reads that found their value not yet computed, and op/wall time of the run so far.
   std::uint64_t syncs() const noexcept { return syncs_; }
