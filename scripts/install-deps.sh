@@ -4,8 +4,8 @@
 # missing ones, so a second run costs a few dpkg queries.
 #
 # Usage: scripts/install-deps.sh [bench] [http]
-#   (no argument)  compiler toolchain, CMake, Ninja, Boost.Context, fmt, GoogleTest,
-#                  Google Benchmark, clang-format
+#   (no argument)  compiler toolchain (g++, and clang++ for the strict-warnings test),
+#                  CMake, Ninja, Boost.Context, fmt, GoogleTest, Google Benchmark, clang-format
 #   bench          adds oneTBB, the baseline the benchmarks compare against
 #   http           adds libcurl, nginx and its echo module, for the HTTP example test
 #
@@ -13,7 +13,7 @@
 # and exits 0, so that CMake's configure step reports the precise missing piece.
 set -euo pipefail
 
-packages=(cmake g++ make ninja-build pkg-config clang-format
+packages=(cmake g++ clang make ninja-build pkg-config clang-format
           libboost-context-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev)
 for set_name in "$@"; do
   case "$set_name" in
