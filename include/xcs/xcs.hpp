@@ -1,11 +1,8 @@
 // SPDX-License-Identifier: MIT
-// The one header users include.
+// The one header users include: jit, op and its options, traced values, stats, errors and the
+// executor controls. The pipeline's internals (xcs::detail) are not part of it.
 #pragma once
 
-#include "xcs/detail/analysis.hpp"
-#include "xcs/detail/graph.hpp"
-#include "xcs/detail/plan.hpp"
-#include "xcs/detail/signature.hpp"
 #include "xcs/error.hpp"
 #include "xcs/executor.hpp"
 #include "xcs/jit.hpp"
