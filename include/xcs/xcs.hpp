@@ -1,14 +1,12 @@
 // SPDX-License-Identifier: MIT
-// The one header users include.
+// The one header users include: jitted functions, ops, traced values, xcs::map and xcs::get,
+// statistics, errors and the executor controls. Everything under xcs/detail/ is internal.
 #pragma once
 
-#include "xcs/detail/analysis.hpp"
-#include "xcs/detail/graph.hpp"
-#include "xcs/detail/plan.hpp"
-#include "xcs/detail/signature.hpp"
 #include "xcs/error.hpp"
 #include "xcs/executor.hpp"
 #include "xcs/jit.hpp"
+#include "xcs/map.hpp"
 #include "xcs/op.hpp"
 #include "xcs/stats.hpp"
 #include "xcs/traced.hpp"
