@@ -35,8 +35,9 @@ struct cache_entry {
   call_kind kind = call_kind::direct;
   std::shared_ptr<const plan> compiled;
   result_recipe recipe;
-  std::vector<op_counters*> counters;  // per plan node: its op's counters, or null
-  std::string reason;                  // direct: why (empty: out of memory)
+  std::vector<op_counters*> counters;                  // per plan node: its op's counters, or null
+  fallback_cause cause = fallback_cause::untraceable;  // direct: why, in short
+  std::string reason;                                  // direct: why, in words
 };
 
 namespace {
@@ -214,7 +215,11 @@ void jit_core::publish_trace(call_ticket& t, const signature& sig, trace_output&
     }
   }
   if (c.status != compile_status::compiled) {
-    publish_fallback(t, sig, c.status == compile_status::no_parallelism ? std::move(c.reason) : "");
+    if (c.status == compile_status::no_parallelism) {
+      publish_fallback(t, sig, fallback_cause::no_parallelism, std::move(c.reason));
+    } else {
+      publish_fallback(t, sig, fallback_cause::out_of_memory, {});
+    }
     return;
   }
   e.compiled = std::move(c.compiled);
@@ -236,9 +241,11 @@ void jit_core::publish_trace(call_ticket& t, const signature& sig, trace_output&
   t.kind = call_kind::plan;
 }
 
-void jit_core::publish_fallback(call_ticket& t, const signature& sig, std::string reason) noexcept {
+void jit_core::publish_fallback(call_ticket& t, const signature& sig, fallback_cause cause,
+                                std::string reason) noexcept {
   cache_entry& e = *t.entry;
-  const bool out_of_memory = reason.empty();
+  const bool out_of_memory = cause == fallback_cause::out_of_memory;
+  e.cause = cause;
   if (out_of_memory) impl_->forget(sig, e);
   try {
     std::lock_guard info(impl_->info_mutex);
@@ -246,7 +253,10 @@ void jit_core::publish_fallback(call_ticket& t, const signature& sig, std::strin
     if (!out_of_memory) impl_->fallback_reason = reason;
   } catch (...) {
   }
-  log([&] { return fmt::format("fallback for {}: {}", sig.to_string(), reason); });
+  log([&] {
+    return fmt::format("fallback for {}: {}", sig.to_string(),
+                       out_of_memory ? kOutOfMemory : reason);
+  });
   e.reason = std::move(reason);
   impl_->finish(e, call_kind::direct);
   t.kind = call_kind::direct;
@@ -290,10 +300,12 @@ finished_run jit_core::run_plan(const call_ticket& t, std::span<const void* cons
 
 void jit_core::count_direct(const call_ticket& t) {
   impl_->fallback_calls.fetch_add(1, std::memory_order_relaxed);
-  if (strict()) {
-    const bool oom = !t.entry || t.entry->reason.empty();
-    throw error(std::string("xcs (XCS_STRICT): the call fell back: ") +
-                (oom ? kOutOfMemory : t.entry->reason.c_str()));
+  if (!strict()) return;
+  if (!t.entry || t.entry->cause == fallback_cause::out_of_memory) {
+    throw error(std::string("xcs (XCS_STRICT): the call fell back: ") + kOutOfMemory);
+  }
+  if (t.entry->cause == fallback_cause::untraceable) {
+    throw error("xcs (XCS_STRICT): the call fell back: " + t.entry->reason);
   }
 }
 

@@ -178,7 +178,8 @@ class jitted {
       }
     } else {
       if (t.kind == detail::call_kind::trace) {
-        core.publish_fallback(t, sig, detail::static_fallback_reason<F, R, Args...>());
+        core.publish_fallback(t, sig, detail::fallback_cause::untraceable,
+                              detail::static_fallback_reason<F, R, Args...>());
       }
     }
     core.count_direct(t);
@@ -207,7 +208,7 @@ class jitted {
           return detail::build_result<R>(r.recipe(), r);
         }
       } else {
-        core.publish_fallback(t, sig,
+        core.publish_fallback(t, sig, detail::fallback_cause::untraceable,
                               !o.why.empty() ? std::move(o.why)
                               : o.error      ? detail::body_threw(o.error)
                                              : ctx.reason());
