@@ -208,10 +208,14 @@ class jitted {
           return detail::build_result<R>(r.recipe(), r);
         }
       } else {
-        core.publish_fallback(t, sig, detail::fallback_cause::untraceable,
-                              !o.why.empty() ? std::move(o.why)
-                              : o.error      ? detail::body_threw(o.error)
-                                             : ctx.reason());
+        std::string why = !o.why.empty() ? std::move(o.why)
+                          : o.error      ? detail::body_threw(o.error)
+                                         : ctx.reason();
+        // No reason: an allocation failed (body_threw says nothing for std::bad_alloc, so as
+        // not to allocate), and a later call traces again.
+        const detail::fallback_cause cause = why.empty() ? detail::fallback_cause::out_of_memory
+                                                         : detail::fallback_cause::untraceable;
+        core.publish_fallback(t, sig, cause, std::move(why));
       }
       core.count_direct(t);
       return std::invoke(s_->fn, std::forward<Args>(args)...);
