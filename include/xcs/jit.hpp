@@ -96,7 +96,18 @@ class jitted {
 
   template <class... Args>
   decltype(auto) operator()(Args&&... args) const {
-    if constexpr ((std::is_array_v<std::remove_reference_t<Args>> || ...)) {
+    if constexpr (!std::is_invocable_v<F&, Args&&...>) {
+      if constexpr (std::is_invocable_v<F&, std::remove_cvref_t<Args>&&...>) {
+        static_assert(detail::always_false_v<F>,
+                      "xcs::jit: an argument is an lvalue the callable takes by value but cannot "
+                      "copy (a std::unique_ptr?); pass std::move(x), or take it by const "
+                      "reference");
+      } else {
+        static_assert(detail::always_false_v<F>,
+                      "xcs::jit: the callable cannot be called with these arguments, as the "
+                      "direct call could not; check their number and types");
+      }
+    } else if constexpr ((std::is_array_v<std::remove_reference_t<Args>> || ...)) {
       // A string literal or C array argument is passed on as the pointer it decays to, as a
       // by-value parameter of the body would receive it.
       return (*this)(detail::decay_array(std::forward<Args>(args))...);

@@ -88,6 +88,10 @@ requires is_traced_pack<A>::value struct input_type<A> {
 template <class A>
 using input_type_t = typename input_type<std::remove_cvref_t<A>>::type;
 
+/// False, but only once instantiated: for `static_assert` in a discarded `if constexpr` branch.
+template <class...>
+inline constexpr bool always_false_v = false;
+
 /// An array argument as the pointer it decays to (a by-value parameter would receive that);
 /// anything else forwarded unchanged.
 template <class A>
