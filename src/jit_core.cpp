@@ -80,7 +80,7 @@ struct jit_core::impl {
   bool out_of_memory = false;  // the last fallback ran out of memory (reason: a constant)
   std::string retrace_reason;
   std::string staged_text;  // the last staged signature's read, without its source line
-  const void* staged_pc = nullptr;
+  code_site staged_site;
   std::size_t nodes = 0, groups = 0, widest = 0, critical = 0;
   double estimated = 1.0;
   op_table ops;
@@ -269,7 +269,7 @@ void jit_core::publish_staged(call_ticket& t, const signature& sig,
     std::string text = ctx.staged_reason(false);
     std::lock_guard info(impl_->info_mutex);
     impl_->staged_text = std::move(text);
-    impl_->staged_pc = ctx.staged_pc();
+    impl_->staged_site = ctx.staged_site();
   } catch (...) {
   }
   log([&] { return fmt::format("staged {}: {}", sig.to_string(), ctx.staged_reason()); });
@@ -405,7 +405,7 @@ xcs::stats jit_core::stats() const {
     s.cache_capacity = m.capacity;
   }
   std::string text;
-  const void* pc;
+  code_site site;
   {
     std::lock_guard info(m.info_mutex);
     s.fallback_reason = m.out_of_memory ? kOutOfMemory : m.fallback_reason;
@@ -416,10 +416,10 @@ xcs::stats jit_core::stats() const {
     s.critical_path = m.critical;
     s.estimated_speedup = m.estimated;
     text = m.staged_text;
-    pc = m.staged_pc;
+    site = m.staged_site;
   }
   // The source line is looked up here, when the reason is read, not on the call.
-  if (!text.empty()) s.staged_reason = text + source_line(pc);
+  if (!text.empty()) s.staged_reason = text + source_line(site);
   // Ops are grouped by name: two ops may share one.
   m.ops.for_each([&](const op_counters& c) {
     auto it = std::find_if(s.ops.begin(), s.ops.end(),
