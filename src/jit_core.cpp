@@ -421,6 +421,7 @@ xcs::stats jit_core::stats() const {
     it->total_ns += c.total_ns.load(std::memory_order_relaxed);
     it->max_ns = std::max(it->max_ns, c.max_ns.load(std::memory_order_relaxed));
     it->blocking = it->blocking || c.op->blocking();
+    it->async = it->async || c.op->async;
   });
   std::sort(s.ops.begin(), s.ops.end(),
             [](const op_stats& a, const op_stats& b) { return a.total_ns > b.total_ns; });

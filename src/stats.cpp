@@ -21,9 +21,10 @@ std::string to_string(const stats& s) {
   if (!s.staged_reason.empty()) out += fmt::format("\n  staged_reason: {}", s.staged_reason);
   if (!s.retrace_reason.empty()) out += fmt::format("\n  retrace_reason: {}", s.retrace_reason);
   for (const op_stats& o : s.ops) {
-    out += fmt::format("\n  op {:<16} calls={} errors={} total={:.3f}ms max={:.3f}ms{}", o.name,
+    out += fmt::format("\n  op {:<16} calls={} errors={} total={:.3f}ms max={:.3f}ms{}{}", o.name,
                        o.calls, o.errors, static_cast<double>(o.total_ns) / 1e6,
-                       static_cast<double>(o.max_ns) / 1e6, o.blocking ? " blocking" : "");
+                       static_cast<double>(o.max_ns) / 1e6, o.blocking ? " blocking" : "",
+                       o.async ? " async" : "");
   }
   return out;
 }
