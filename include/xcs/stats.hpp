@@ -54,6 +54,9 @@ struct stats {
   /// any run).
   double speedup = 0.0;
   std::vector<op_stats> ops;  ///< per op name, by total time, largest first
+  /// Process-wide: the most blocking-lane threads alive at once so far (xcs::blocking_lane_peak,
+  /// bounded by xcs::blocking_lane_limit).
+  std::uint32_t blocking_lane_peak = 0;
 };
 
 /// Multi-line human-readable form.
