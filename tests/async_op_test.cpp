@@ -305,6 +305,14 @@ TEST(AsyncOpTest, DroppedCompletionFailsWithXcsErrorAndDoesNotHang) {
   }
 }
 
+TEST(AsyncOpTest, FailWithANullExceptionIsAnXcsError) {
+  auto op =
+      xcs::async_op("null_fail", [](const int&, xcs::completion<int> done) { done.fail(nullptr); });
+  EXPECT_THROW(op(1), xcs::error);
+  auto f = xcs::jit([&](auto x) { return op(x) + op(x + 1); });
+  EXPECT_THROW((void)f(1), xcs::error);
+}
+
 TEST(AsyncOpTest, SecondCompletionHasNoEffect) {
   auto twice = xcs::async_op("twice", [](const int& x, xcs::completion<int> done) {
     done(x);
