@@ -170,6 +170,9 @@ TEST(AsyncOpTest, CompletionCalledInsideTheFunctionActsLikeAPlainOp) {
   auto f = xcs::jit([&](auto x) { return now(now(x)) + now(x); });
   for (int i = 0; i < 100; ++i) EXPECT_EQ(f(i), (i + 2) + (i + 1));
   EXPECT_EQ(now(1), 2);
+  auto staged = xcs::jit([&](auto x) { return now(x) > 5 ? now(x) : now(now(x)); });
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(staged(i), i + 1 > 5 ? i + 1 : i + 2);
+  EXPECT_GE(staged.stats().staged_calls, 10u);
 }
 
 TEST(AsyncOpTest, CompletionFromAnotherThreadAfterTheFunctionReturned) {
@@ -337,8 +340,6 @@ TEST(AsyncOpTest, SecondCompletionHasNoEffect) {
 TEST(AsyncOpTest, MaxConcurrencyBoundsOpsInFlight) {
   timer_thread t;
   xcs_test::concurrency_meter meter;
-  std::mutex m;
-  std::vector<std::unique_ptr<xcs_test::concurrency_meter::guard>> in_flight;
   auto op = xcs::async_op(
       "bounded",
       [&](const int& x, xcs::completion<int> done) {
