@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
-// The one header users include: jitted functions, ops, traced values, xcs::map and xcs::get,
-// statistics, errors and the executor controls. Everything under xcs/detail/ is internal.
+// The one header users include: jitted functions, ops and async ops, traced values, xcs::map and
+// xcs::get, statistics, errors and the executor controls. Everything under xcs/detail/ is internal.
 #pragma once
 
+#include "xcs/async_op.hpp"
 #include "xcs/error.hpp"
 #include "xcs/executor.hpp"
 #include "xcs/jit.hpp"
