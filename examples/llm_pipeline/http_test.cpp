@@ -24,94 +24,20 @@
 #include "llm_client.hpp"
 #include "local_server.hpp"
 #include "pipeline.hpp"
+#include "test_support.hpp"
 
 extern char** environ;
 
 namespace {
 
 using namespace std::chrono_literals;
-
-// curl_global_init before any test (and any thread) sends a request.
-const llm::curl_session curl_for_all_tests;
+using namespace llm_test;
 
 constexpr int kDelayMs = 200;  // how long the server takes per chat request
-
-std::string expected_member_answer(const std::string& question, int member, int members) {
-  return "Member " + std::to_string(member) + " of " + std::to_string(members) + " says about \"" +
-         question + "\": 42.";
-}
-const std::string kExpectedVerdict = "Answer 1 is the best.";
-std::string expected_final(const std::string& question) {
-  return "Final answer to \"" + question +
-         "\":\nthe ensemble agrees (answer 1 was the best) \u2014 voil\u00e0 \U0001F30D";
-}
 
 // Quotes, a backslash, a tab and non-ASCII letters: they must survive escaping on the way out
 // and decoding on the way back.
 const std::string kQuestion = "Why is the sky \"blue\" \\ not green?\tRéponds, s'il te plaît.";
-
-template <class Fn>
-double millis(Fn&& fn) {
-  auto t0 = std::chrono::steady_clock::now();
-  fn();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-/// Polls nginx's stub_status over one keep-alive connection while requests are in flight, and
-/// keeps the most requests and connections it saw besides its own.
-class status_sampler {
- public:
-  explicit status_sampler(std::string url) : url_(std::move(url)), thread_([this] { run(); }) {
-    while (samples_.load() == 0 && !failed_.load()) std::this_thread::sleep_for(1ms);
-  }
-  ~status_sampler() { stop(); }
-
-  void stop() {
-    stop_.store(true);
-    if (thread_.joinable()) thread_.join();
-  }
-  int max_requests() const { return max_writing_.load(); }
-  int max_connections() const { return max_active_.load(); }
-  int samples() const { return samples_.load(); }
-  bool failed() const { return failed_.load(); }
-
- private:
-  static std::size_t append(char* data, std::size_t size, std::size_t count, void* user) {
-    static_cast<std::string*>(user)->append(data, size * count);
-    return size * count;
-  }
-  void run() {
-    std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> h(curl_easy_init(), &curl_easy_cleanup);
-    std::string page;
-    curl_easy_setopt(h.get(), CURLOPT_URL, url_.c_str());
-    curl_easy_setopt(h.get(), CURLOPT_WRITEFUNCTION, &append);
-    curl_easy_setopt(h.get(), CURLOPT_WRITEDATA, &page);
-    curl_easy_setopt(h.get(), CURLOPT_TIMEOUT_MS, 2000L);
-    curl_easy_setopt(h.get(), CURLOPT_NOSIGNAL, 1L);
-    while (!stop_.load()) {
-      page.clear();
-      if (curl_easy_perform(h.get()) != CURLE_OK) {
-        failed_.store(true);
-        return;
-      }
-      llm::server_status s = llm::parse_status(page);
-      // The status request itself is one of the requests being written, and its connection
-      // one of the active ones.
-      max_writing_.store(std::max(max_writing_.load(), s.writing - 1));
-      max_active_.store(std::max(max_active_.load(), s.active - 1));
-      samples_.fetch_add(1);
-      std::this_thread::sleep_for(2ms);
-    }
-  }
-
-  std::string url_;
-  std::atomic<bool> stop_{false};
-  std::atomic<bool> failed_{false};
-  std::atomic<int> samples_{0};
-  std::atomic<int> max_writing_{0};
-  std::atomic<int> max_active_{0};
-  std::thread thread_;  // last: it starts running in the constructor
-};
 
 struct process_result {
   int exit_code = -1;
@@ -166,35 +92,15 @@ std::map<std::string, std::string> parse_summary(const std::string& output) {
   return out;
 }
 
-/// The exception an llm request threw, if any; other exceptions pass through.
-template <class Fn>
-std::optional<llm::llm_error> llm_error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const llm::llm_error& e) {
-    return e;
-  }
-  return std::nullopt;
-}
-
 /// Each test gets its own nginx on its own port, so tests may run in parallel.
 class LlmHttpTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    llm::local_server_options o;
-    o.nginx = XCS_LLM_NGINX;
-    o.config_template = XCS_LLM_NGINX_TEMPLATE;
-    o.echo_module = XCS_LLM_ECHO_MODULE;
-    o.work_dir = XCS_LLM_WORK_DIR;
-    o.delay_ms = kDelayMs;
-    o.slow_ms = 3000;
-    server_ = std::make_unique<llm::local_server>(o);
+    if (std::string why = server_missing(); !why.empty()) GTEST_SKIP() << why;
+    server_ = start_server(kDelayMs);
   }
   void TearDown() override {
-    std::filesystem::path prefix = server_->prefix();
-    server_->stop();
-    // Keep the config and logs of a failed test for a look.
-    if (!HasFailure()) std::filesystem::remove_all(prefix);
+    if (server_) stop_server(*server_);
   }
 
   llm::client make_client(long timeout_ms = 10000) const {
@@ -206,50 +112,6 @@ class LlmHttpTest : public ::testing::Test {
 
   std::unique_ptr<llm::local_server> server_;
 };
-
-// --- The request and reply JSON (nlohmann/json), without a server ---------------------
-
-TEST(LlmJsonTest, RequestBodyEscapesWhatJsonRequires) {
-  auto content = [](const std::string& prompt) {
-    std::string body = llm::request_body("m", prompt);
-    const std::string head = R"({"model":"m","messages":[{"role":"user","content":")";
-    EXPECT_EQ(body.substr(0, head.size()), head);
-    EXPECT_EQ(body.substr(body.size() - 4), "\"}]}");
-    return body.substr(head.size(), body.size() - head.size() - 4);
-  };
-  EXPECT_EQ(content("plain"), "plain");
-  EXPECT_EQ(content("a\"b\\c/d"), "a\\\"b\\\\c/d");
-  EXPECT_EQ(content("\n\r\t\b\f"), "\\n\\r\\t\\b\\f");
-  EXPECT_EQ(content(std::string("\x01\x1f", 2)), "\\u0001\\u001f");
-  EXPECT_EQ(content("caf\u00e9 \U0001F30D"), "caf\u00e9 \U0001F30D");  // UTF-8 as is
-  // A byte that is not UTF-8 cannot go into JSON: it becomes U+FFFD.
-  EXPECT_EQ(content("a\xff"
-                    "b"),
-            "a\uFFFD"
-            "b");
-  EXPECT_EQ(llm::request_body("m", "say \"hi\"\n"),
-            R"({"model":"m","messages":[{"role":"user","content":"say \"hi\"\n"}]})");
-}
-
-TEST(LlmJsonTest, ReadsTheFirstChoicesContent) {
-  // Members before and after, nested values to skip, escapes of every kind.
-  const std::string body = R"({"id":"x","weird":{"choices":[1]},"choices":[
-      {"index":0,"message":{"role":"assistant","tool_calls":[{"a":"]}"}],
-       "content":"q\"b\\s\/ \n\t \u00e9 \u2014 \ud83c\udf0d"},"finish_reason":"stop"},
-      {"message":{"content":"second"}}],"usage":{"total_tokens":3}})";
-  EXPECT_EQ(llm::reply_content(body), "q\"b\\s/ \n\t \u00e9 \u2014 \U0001F30D");
-  EXPECT_EQ(llm::reply_content(R"({"choices":[{"message":{"content":""}}]})"), "");
-  EXPECT_EQ(llm::reply_content(R"({"choices":[{"message":{"content":null}}]})"), std::nullopt);
-  EXPECT_EQ(llm::reply_content(R"({"choices":[]})"), std::nullopt);
-  EXPECT_EQ(llm::reply_content(R"(["choices"])"), std::nullopt);
-  EXPECT_EQ(llm::reply_content("not json"), std::nullopt);
-  EXPECT_EQ(llm::reply_content(R"({"choices":[{"message":{"content":"unterminated)"), std::nullopt);
-  // A lone surrogate has no UTF-8 form: the parser rejects the body (the old hand-written
-  // reader put U+FFFD in its place).
-  EXPECT_EQ(llm::reply_content(R"({"choices":[{"message":{"content":"\ud800x"}}]})"), std::nullopt);
-  EXPECT_EQ(llm::error_message(R"({"error":{"type":"t","message":"Rate limit"}})"), "Rate limit");
-  EXPECT_EQ(llm::error_message(R"({"error":"Rate limit"})"), std::nullopt);
-}
 
 // --- (a) The pipeline and the example against the server -------------------------------
 
@@ -504,15 +366,6 @@ auto good_then_bad(const llm::client& api) {
     auto bad = ask(bad_url, prompt);
     return std::make_tuple(good, bad);
   };
-}
-
-void expect_same_error(const std::optional<llm::llm_error>& direct,
-                       const std::optional<llm::llm_error>& jitted) {
-  ASSERT_TRUE(direct.has_value());
-  ASSERT_TRUE(jitted.has_value());
-  EXPECT_EQ(jitted->kind(), direct->kind());
-  EXPECT_EQ(jitted->status(), direct->status());
-  EXPECT_STREQ(jitted->what(), direct->what());
 }
 
 TEST_F(LlmHttpTest, ServerErrorsThrowTheSameFromDirectAndJittedCalls) {

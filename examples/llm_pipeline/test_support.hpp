@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: MIT
+// What the example's HTTP tests share: the fake model's answers, a local nginx per test, a
+// stub_status sampler, and helpers to catch and compare llm_errors.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "llm_client.hpp"
+#include "local_server.hpp"
+
+namespace llm_test {
+
+/// What the fake model in nginx.conf.in answers to each of the pipeline's prompts.
+std::string expected_member_answer(const std::string& question, int member, int members);
+inline const std::string kExpectedVerdict = "Answer 1 is the best.";
+std::string expected_final(const std::string& question);
+
+/// Why the tests cannot start a local nginx (it or its echo module was not found when
+/// configuring), or an empty string if they can. Fixtures GTEST_SKIP with it.
+std::string server_missing();
+
+/// A local nginx whose chat endpoint answers after `delay_ms` (and /v1/slow/ after 3 s), with
+/// its files under the build tree.
+std::unique_ptr<llm::local_server> start_server(int delay_ms);
+/// Stops `server` and removes its files, unless the running test failed.
+void stop_server(llm::local_server& server);
+
+template <class Fn>
+double millis(Fn&& fn) {
+  auto t0 = std::chrono::steady_clock::now();
+  fn();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// The exception an llm request threw, if any; other exceptions pass through.
+template <class Fn>
+std::optional<llm::llm_error> llm_error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const llm::llm_error& e) {
+    return e;
+  }
+  return std::nullopt;
+}
+
+/// Both are set, and are the same failure: kind, status and message.
+void expect_same_error(const std::optional<llm::llm_error>& direct,
+                       const std::optional<llm::llm_error>& other);
+
+/// Polls nginx's stub_status over one keep-alive connection while requests are in flight, and
+/// keeps the most requests and connections it saw besides its own.
+class status_sampler {
+ public:
+  explicit status_sampler(std::string url);
+  ~status_sampler() { stop(); }
+
+  void stop();
+  int max_requests() const { return max_writing_.load(); }
+  int max_connections() const { return max_active_.load(); }
+  int samples() const { return samples_.load(); }
+  bool failed() const { return failed_.load(); }
+
+ private:
+  void run();
+
+  std::string url_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> failed_{false};
+  std::atomic<int> samples_{0};
+  std::atomic<int> max_writing_{0};
+  std::atomic<int> max_active_{0};
+  std::thread thread_;  // last: it starts running in the constructor
+};
+
+}  // namespace llm_test
