@@ -2,9 +2,6 @@
 // The async (multi-interface) client on its own, against a local nginx: 1,000 requests at
 // once on one event thread, requests from many threads, callbacks on the event thread, the
 // blocking client's errors, and a destroyed client failing what it still holds.
-#include <dirent.h>
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
@@ -26,39 +23,6 @@ using namespace llm_test;
 
 constexpr int kDelayMs = 100;  // how long the server takes per chat request
 constexpr int kRequests = 1000;
-
-// Sanitizers multiply the CPU cost of 1,000 requests several times over (2 s a burst under
-// TSan), and the time bound is about CPU: their builds check everything else, on one burst.
-#if defined(XCS_SANITIZE_ADDRESS) || defined(XCS_SANITIZE_THREAD)
-constexpr bool kCheckTimes = false;
-#else
-constexpr bool kCheckTimes = true;
-#endif
-
-/// Threads of this process, from /proc/self/task.
-int thread_count() {
-  DIR* dir = ::opendir("/proc/self/task");
-  if (dir == nullptr) return -1;
-  int n = 0;
-  while (dirent* entry = ::readdir(dir)) n += entry->d_name[0] != '.' ? 1 : 0;
-  ::closedir(dir);
-  return n;
-}
-
-/// Raises this process's soft RLIMIT_NOFILE to `want` if it is lower (nginx, started after,
-/// inherits it). Returns why it cannot, or an empty string.
-std::string raise_open_files(rlim_t want) {
-  rlimit limit{};
-  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return std::strerror(errno);
-  if (limit.rlim_cur >= want) return {};
-  if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < want) {
-    return "the hard RLIMIT_NOFILE is " + std::to_string(limit.rlim_max) + ", below " +
-           std::to_string(want);
-  }
-  limit.rlim_cur = want;
-  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return std::strerror(errno);
-  return {};
-}
 
 /// The replies of requests started with `callback(i)`, collected as they come.
 class reply_board {

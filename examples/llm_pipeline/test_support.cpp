@@ -3,7 +3,11 @@
 #include "test_support.hpp"
 
 #include <curl/curl.h>
+#include <dirent.h>
+#include <sys/resource.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 
 namespace llm_test {
@@ -29,6 +33,28 @@ std::string expected_member_answer(const std::string& question, int member, int 
 std::string expected_final(const std::string& question) {
   return "Final answer to \"" + question +
          "\":\nthe ensemble agrees (answer 1 was the best) \u2014 voil\u00e0 \U0001F30D";
+}
+
+int thread_count() {
+  DIR* dir = ::opendir("/proc/self/task");
+  if (dir == nullptr) return -1;
+  int n = 0;
+  while (dirent* entry = ::readdir(dir)) n += entry->d_name[0] != '.' ? 1 : 0;
+  ::closedir(dir);
+  return n;
+}
+
+std::string raise_open_files(unsigned long want) {
+  rlimit limit{};
+  if (::getrlimit(RLIMIT_NOFILE, &limit) != 0) return std::strerror(errno);
+  if (limit.rlim_cur >= want) return {};
+  if (limit.rlim_max != RLIM_INFINITY && limit.rlim_max < want) {
+    return "the hard RLIMIT_NOFILE is " + std::to_string(limit.rlim_max) + ", below " +
+           std::to_string(want);
+  }
+  limit.rlim_cur = want;
+  if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) return std::strerror(errno);
+  return {};
 }
 
 std::string server_missing() {
