@@ -141,7 +141,9 @@ TEST_F(AsyncClientTest, ThousandRequestsAtOnceTakeAboutOneRequestOnOneEventThrea
   for (const burst_result& b : bursts) {
     // No thread added during the burst, and every callback ran on the event thread.
     EXPECT_LE(b.peak_threads, threads_idle);
-    EXPECT_LE(b.peak_threads, 8);
+    if (fresh_process(threads_before)) {
+      EXPECT_LE(b.peak_threads, kMaxThreads);
+    }
     EXPECT_EQ(b.callback_threads, 1u);
     std::printf(
         "%d requests of %d ms at once: %.1f ms (one alone: %.1f ms), peak %d threads "

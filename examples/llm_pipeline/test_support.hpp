@@ -43,6 +43,12 @@ void stop_server(llm::local_server& server);
 /// Threads of this process, from /proc/self/task.
 int thread_count();
 
+/// The process-wide thread bound of the issue (at most 8 threads) means something only in a
+/// process that runs one test, as ctest runs them: a test run after others in the same process
+/// inherits their threads (xcs's blocking lane keeps idle threads a while).
+inline constexpr int kMaxThreads = 8;
+inline bool fresh_process(int threads_at_test_start) { return threads_at_test_start == 1; }
+
 /// Raises this process's soft RLIMIT_NOFILE to `want` if it is lower (nginx, started after,
 /// inherits it). Returns why it cannot, or an empty string.
 std::string raise_open_files(unsigned long want);
