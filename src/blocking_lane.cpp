@@ -9,8 +9,15 @@
 #include <new>
 #include <thread>
 
+#include "xcs/error.hpp"
+#include "xcs/executor.hpp"
+
 namespace xcs::detail {
 namespace {
+
+/// The most lane threads at once. Relaxed: read when a thread might be started, and a change
+/// takes effect from the next task.
+std::atomic<std::uint32_t> g_lane_limit{kDefaultLaneThreads};
 
 /// The lane's state. Allocated once and never freed, so that lane threads can outlive
 /// static destruction; replaced (leaked) in a child after fork().
@@ -60,7 +67,7 @@ void run_blocking(std::function<void()> task) {
   lane& l = the_lane();
   std::unique_lock lock(l.mutex);
   l.tasks.push_back(std::move(task));
-  if (l.tasks.size() > l.idle && l.threads < kMaxLaneThreads) {
+  if (l.tasks.size() > l.idle && l.threads < g_lane_limit.load(std::memory_order_relaxed)) {
     ++l.threads;
     ++l.idle;
     try {
@@ -95,3 +102,18 @@ void forget_lane_after_fork() noexcept {
 }
 
 }  // namespace xcs::detail
+
+namespace xcs {
+
+void set_blocking_lane_limit(unsigned n) {
+  if (n == 0) throw error("xcs::set_blocking_lane_limit: the limit must be at least 1");
+  detail::g_lane_limit.store(n, std::memory_order_relaxed);
+}
+
+unsigned blocking_lane_limit() noexcept {
+  return detail::g_lane_limit.load(std::memory_order_relaxed);
+}
+
+unsigned blocking_lane_peak() noexcept { return detail::lane_threads_peak(); }
+
+}  // namespace xcs

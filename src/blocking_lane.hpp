@@ -11,8 +11,9 @@ namespace xcs::detail {
 
 /// A lane thread with nothing to run for this long leaves.
 constexpr auto kLaneIdle = std::chrono::seconds(2);
-/// At most this many lane threads live at once; tasks beyond wait for one of them.
-constexpr std::uint32_t kMaxLaneThreads = 1024;
+/// At most this many lane threads live at once by default (xcs::set_blocking_lane_limit);
+/// tasks beyond wait for one of them.
+constexpr std::uint32_t kDefaultLaneThreads = 1024;
 
 /// Runs `task` on a lane thread, starting one if none is idle. Thread-safe. Throws (and does
 /// not keep `task`) when a thread is needed and none can be started; the caller then runs the

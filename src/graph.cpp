@@ -110,8 +110,8 @@ std::string graph::listing() const {
       if (!args.empty()) args += ", ";
       args += value_name(*this, v);
     }
-    fmt::format_to(std::back_inserter(out), "%{} = {}({}) -> {}\n", i, n.name, args,
-                   type_name(*n.kernel->result_type));
+    fmt::format_to(std::back_inserter(out), "%{} = {}({}) -> {}{}\n", i, n.name, args,
+                   type_name(*n.kernel->result_type), n.kernel->start ? " [async]" : "");
   }
   return out;
 }
@@ -122,7 +122,14 @@ std::string graph::dot(std::span<const std::vector<node_id>> groups) const {
     fmt::format_to(std::back_inserter(out), "  arg{0} [label=\"arg{0}\", shape=ellipse];\n", i);
   }
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
-    fmt::format_to(std::back_inserter(out), "  n{} [label=\"%{} {}\"];\n", i, i, nodes_[i].name);
+    if (nodes_[i].kernel->start) {
+      // An async op: waits for its completion, holding no thread.
+      fmt::format_to(std::back_inserter(out),
+                     "  n{} [label=\"%{} {} (async)\", style=\"rounded,dashed\"];\n", i, i,
+                     nodes_[i].name);
+    } else {
+      fmt::format_to(std::back_inserter(out), "  n{} [label=\"%{} {}\"];\n", i, i, nodes_[i].name);
+    }
   }
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
     for (value_id v : inputs(nodes_[i])) {

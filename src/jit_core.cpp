@@ -21,6 +21,7 @@
 #include "xcs/detail/op_table.hpp"
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/error.hpp"
+#include "xcs/executor.hpp"
 
 namespace xcs::detail {
 
@@ -383,6 +384,7 @@ xcs::stats jit_core::stats() const {
   s.staged_calls = m.staged_calls.load(std::memory_order_relaxed);
   s.syncs = m.syncs.load(std::memory_order_relaxed);
   s.optimized = m.optimized.load(std::memory_order_relaxed);
+  s.blocking_lane_peak = xcs::blocking_lane_peak();
   std::uint64_t wall = m.wall_ns.load(std::memory_order_relaxed);
   s.speedup = wall ? static_cast<double>(m.op_ns.load(std::memory_order_relaxed)) /
                          static_cast<double>(wall)
@@ -421,6 +423,7 @@ xcs::stats jit_core::stats() const {
     it->total_ns += c.total_ns.load(std::memory_order_relaxed);
     it->max_ns = std::max(it->max_ns, c.max_ns.load(std::memory_order_relaxed));
     it->blocking = it->blocking || c.op->blocking();
+    it->async = it->async || c.op->async;
   });
   std::sort(s.ops.begin(), s.ops.end(),
             [](const op_stats& a, const op_stats& b) { return a.total_ns > b.total_ns; });

@@ -38,6 +38,7 @@ plan::plan(std::shared_ptr<const graph> g, const analysis& a) : graph_(std::move
     ni.first_input = nd.first_input;
     ni.input_count = nd.input_count;
     ni.join = static_cast<std::uint32_t>(a.predecessors[i].size());
+    if (nd.kernel->start) has_async_ = true;
     for (node_id p : a.predecessors[i]) {
       auto& pi = nodes_[p];
       successors_[pi.first_successor + pi.successor_count++] = static_cast<node_id>(i);

@@ -13,17 +13,19 @@ std::string to_string(const stats& s) {
       "xcs stats: calls={} traces={} retraces={} cache_entries={}/{} evictions={}\n"
       "  optimized={} plan_runs={} staged_calls={} syncs={} fallback_calls={}\n"
       "  nodes={} parallel_groups={} max_parallelism={} critical_path={}\n"
-      "  estimated_speedup={:.2f} speedup={:.2f} (measured: op time / wall time)",
+      "  estimated_speedup={:.2f} speedup={:.2f} (measured: op time / wall time)\n"
+      "  blocking_lane_peak={} (process-wide)",
       s.calls, s.traces, s.retraces, s.cache_entries, s.cache_capacity, s.evictions, s.optimized,
       s.plan_runs, s.staged_calls, s.syncs, s.fallback_calls, s.nodes, s.parallel_groups,
-      s.max_parallelism, s.critical_path, s.estimated_speedup, s.speedup);
+      s.max_parallelism, s.critical_path, s.estimated_speedup, s.speedup, s.blocking_lane_peak);
   if (!s.fallback_reason.empty()) out += fmt::format("\n  fallback_reason: {}", s.fallback_reason);
   if (!s.staged_reason.empty()) out += fmt::format("\n  staged_reason: {}", s.staged_reason);
   if (!s.retrace_reason.empty()) out += fmt::format("\n  retrace_reason: {}", s.retrace_reason);
   for (const op_stats& o : s.ops) {
-    out += fmt::format("\n  op {:<16} calls={} errors={} total={:.3f}ms max={:.3f}ms{}", o.name,
+    out += fmt::format("\n  op {:<16} calls={} errors={} total={:.3f}ms max={:.3f}ms{}{}", o.name,
                        o.calls, o.errors, static_cast<double>(o.total_ns) / 1e6,
-                       static_cast<double>(o.max_ns) / 1e6, o.blocking ? " blocking" : "");
+                       static_cast<double>(o.max_ns) / 1e6, o.blocking ? " blocking" : "",
+                       o.async ? " async" : "");
   }
   return out;
 }

@@ -30,6 +30,19 @@ unsigned thread_count();
 ///   // default workers: n - 1, at least 1
 unsigned available_cpus() noexcept;
 
+/// Sets the most threads the blocking lane runs at once (default 1024). Each instance of a
+/// blocking op (xcs::blocking, or seen waiting) holds a lane thread while it waits; instances
+/// beyond the limit wait for a thread, so a call with more waiting ops than this runs in waves.
+/// An async op (xcs::async_op) holds no thread while it waits and is not bound by it. A lower
+/// limit applies to threads started from then on; threads beyond it leave once idle for 2 s.
+/// Throws xcs::error for 0. Thread-safe.
+void set_blocking_lane_limit(unsigned n);
+/// The current limit of the blocking lane.
+unsigned blocking_lane_limit() noexcept;
+/// The most blocking-lane threads alive at once so far in this process (also in
+/// `stats().blocking_lane_peak`).
+unsigned blocking_lane_peak() noexcept;
+
 /// True once some plan needed the pool. Functions that only fall back, or whose graphs have
 /// no parallelism, never start it.
 bool pool_started() noexcept;

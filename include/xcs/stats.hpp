@@ -17,9 +17,11 @@ struct op_stats {
   std::string name;
   std::uint64_t calls = 0;
   std::uint64_t errors = 0;  ///< runs that threw
+  /// Time in the op; for an async op, from its start to its completion.
   std::uint64_t total_ns = 0;
   std::uint64_t max_ns = 0;
   bool blocking = false;  ///< runs on the blocking lane (hinted, or seen waiting)
+  bool async = false;     ///< an xcs::async_op: waits for its completion holding no thread
 };
 
 /// A snapshot of `jitted::stats()`. Counters are exact; the analysis fields describe the most
@@ -52,6 +54,9 @@ struct stats {
   /// any run).
   double speedup = 0.0;
   std::vector<op_stats> ops;  ///< per op name, by total time, largest first
+  /// Process-wide: the most blocking-lane threads alive at once so far (xcs::blocking_lane_peak,
+  /// bounded by xcs::blocking_lane_limit).
+  std::uint32_t blocking_lane_peak = 0;
 };
 
 /// Multi-line human-readable form.

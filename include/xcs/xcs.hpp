@@ -2,6 +2,7 @@
 // The one header users include.
 #pragma once
 
+#include "xcs/async_op.hpp"
 #include "xcs/detail/analysis.hpp"
 #include "xcs/detail/graph.hpp"
 #include "xcs/detail/plan.hpp"

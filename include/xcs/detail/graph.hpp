@@ -28,6 +28,7 @@ enum class value_kind : std::uint8_t {
 };
 
 struct op_profile;
+struct async_slot;
 
 /// How a node runs, type-erased: `invoke(fn, inputs, n, out)` calls the op on `n` typed inputs
 /// and constructs its result at `out` (unused for void ops). One static instance per
@@ -38,6 +39,10 @@ struct kernel {
   std::size_t size;
   std::size_t align;
   const std::type_info* result_type;  ///< typeid(void) for void ops
+  /// Async ops only, else null: calls the op's function on the inputs with a completion for
+  /// `slot` and returns once the function does (recording what it throws in the slot), while
+  /// the work goes on elsewhere. `invoke` of such a kernel starts the op and waits for it.
+  void (*start)(const void* fn, const void* const* inputs, async_slot& slot) noexcept;
 };
 
 /// Address of element `index` of a container value, type-erased.

@@ -114,6 +114,7 @@ class plan {
   std::vector<std::uint32_t> call_inputs_;
   std::size_t storage_bytes_ = 0;
   std::size_t frame_bytes_ = 0;
+  bool has_async_ = false;  // some node is an async op's
 
   /// One frame kept without a lock: the common case of one call at a time.
   mutable std::atomic<frame*> cached_frame_{nullptr};

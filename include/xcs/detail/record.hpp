@@ -44,12 +44,13 @@ void destroy_value(void* p) noexcept {
 }
 
 template <class R>
-constexpr kernel make_kernel(void (*invoke)(const void*, const void* const*, std::uint32_t,
-                                            void*)) {
+constexpr kernel make_kernel(void (*invoke)(const void*, const void* const*, std::uint32_t, void*),
+                             void (*start)(const void*, const void* const*,
+                                           async_slot&) noexcept = nullptr) {
   if constexpr (std::is_void_v<R>) {
-    return kernel{invoke, nullptr, 0, 1, &typeid(void)};
+    return kernel{invoke, nullptr, 0, 1, &typeid(void), start};
   } else {
-    return kernel{invoke, &destroy_value<R>, sizeof(R), alignof(R), &typeid(R)};
+    return kernel{invoke, &destroy_value<R>, sizeof(R), alignof(R), &typeid(R), start};
   }
 }
 
@@ -153,6 +154,21 @@ trace_context& context_of_inputs(const A&... a) {
   return *ctx;
 }
 
+/// Records a node that runs kernel `k` (result type R) of callable `fn` on `a...`, and returns
+/// a proxy of its result.
+template <class R, class... A>
+traced<R> record_node(std::string_view name, const kernel& k, const void* fn,
+                      std::shared_ptr<op_profile> op, const A&... a) {
+  trace_context& ctx = context_of_inputs(a...);
+  std::array<value_id, sizeof...(A)> ids{input_of(ctx, a)...};
+  value_id r = ctx.add_node(name, ids, k, fn, std::move(op));
+  if constexpr (std::is_void_v<R>) {
+    return traced_access::make<R>(&ctx, static_cast<node_id>(ctx.ir().nodes().size() - 1));
+  } else {
+    return traced_access::make<R>(&ctx, r);
+  }
+}
+
 /// Records a call of `fn` (an op's callable, or an operator functor) on `a...`.
 template <class Fn, class... A>
 auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<op_profile> op,
@@ -162,15 +178,7 @@ auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<op_profile
                 "run on several threads at once; it must be callable as const with const T& "
                 "arguments (take them by value or by const reference, and avoid `mutable`)");
   using R = op_result_t<std::invoke_result_t<const Fn&, const input_type_t<A>&...>>;
-  trace_context& ctx = context_of_inputs(a...);
-  std::array<value_id, sizeof...(A)> ids{input_of(ctx, a)...};
-  value_id r =
-      ctx.add_node(name, ids, op_kernel<Fn, R, input_type_t<A>...>::value, fn, std::move(op));
-  if constexpr (std::is_void_v<R>) {
-    return traced_access::make<R>(&ctx, static_cast<node_id>(ctx.ir().nodes().size() - 1));
-  } else {
-    return traced_access::make<R>(&ctx, r);
-  }
+  return record_node<R>(name, op_kernel<Fn, R, input_type_t<A>...>::value, fn, std::move(op), a...);
 }
 
 /// Operators run stateless functors; the kernel ignores `fn`.
