@@ -187,6 +187,7 @@ TEST_F(LlmHttpTest, ExampleRunsTheEnsembleAgainstTheServer) {
   auto summary = parse_summary(r.output);
   ASSERT_FALSE(summary.empty()) << r.output;
   EXPECT_EQ(summary["mode"], "single");
+  EXPECT_EQ(summary["client"], "async");  // the default
   EXPECT_EQ(summary["same"], "yes");
   double one_call_ms = std::stod(summary["one_call_ms"]);
   EXPECT_LT(std::stod(summary["ensemble_jitted_ms"]), 2 * one_call_ms) << r.output;
@@ -202,8 +203,9 @@ TEST_F(LlmHttpTest, ExampleBatchModeTakesTheUrlFromTheEnvironment) {
     std::ofstream out(file);
     for (const auto& q : questions) out << q << "\n\n";  // blank lines are skipped
   }
-  process_result r = run_process({XCS_LLM_PIPELINE_EXE, "--batch", file.string(), "--n", "3"},
-                                 {"XCS_LLM_URL=" + server_->chat_url()});
+  process_result r = run_process(
+      {XCS_LLM_PIPELINE_EXE, "--batch", file.string(), "--n", "3", "--client", "blocking"},
+      {"XCS_LLM_URL=" + server_->chat_url()});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const auto& q : questions) {
     EXPECT_NE(r.output.find("question: " + q + "\n"), std::string::npos) << r.output;
@@ -213,6 +215,7 @@ TEST_F(LlmHttpTest, ExampleBatchModeTakesTheUrlFromTheEnvironment) {
   }
   auto summary = parse_summary(r.output);
   EXPECT_EQ(summary["mode"], "batch");
+  EXPECT_EQ(summary["client"], "blocking");
   EXPECT_EQ(summary["questions"], "2");
   EXPECT_EQ(summary["same"], "yes");
   // Direct: 2 x (3 + 2) requests in a row; jitted: three stages.
@@ -224,6 +227,10 @@ TEST_F(LlmHttpTest, ExampleRejectsBadArgumentsAndAMissingEndpoint) {
   process_result r = run_process({XCS_LLM_PIPELINE_EXE, "--url", server_->chat_url(), "--n", "0"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--n expects an integer >= 1, not '0'"), std::string::npos) << r.output;
+  r = run_process({XCS_LLM_PIPELINE_EXE, "--url", server_->chat_url(), "--client", "fast"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--client expects async or blocking, not 'fast'"), std::string::npos)
+      << r.output;
   r = run_process({XCS_LLM_PIPELINE_EXE});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("no endpoint"), std::string::npos) << r.output;
@@ -244,15 +251,6 @@ std::vector<std::string> eight_prompts(int first = 0) {
   std::vector<std::string> prompts;
   for (int i = 0; i < 8; ++i) prompts.push_back(llm::member_prompt("q", first + i, 99).prompt);
   return prompts;
-}
-
-template <class Op>
-auto all_requests(const Op& llm) {
-  return [llm](const auto& prompts) {
-    std::vector<decltype(llm(prompts[0]))> out;
-    for (const auto& p : prompts) out.push_back(llm(p));
-    return out;
-  };
 }
 
 TEST_F(LlmHttpTest, WithoutBoundServerSeesAllRequestsAtOnce) {

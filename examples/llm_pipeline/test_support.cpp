@@ -2,6 +2,8 @@
 // The HTTP tests' shared helpers.
 #include "test_support.hpp"
 
+#include "pipeline.hpp"
+
 #include <curl/curl.h>
 #include <dirent.h>
 #include <sys/resource.h>
@@ -81,6 +83,33 @@ void stop_server(llm::local_server& server) {
   server.stop();
   // Keep the config and logs of a failed test for a look.
   if (!::testing::Test::HasFailure()) std::filesystem::remove_all(prefix);
+}
+
+std::string prompt(int i, int n) { return llm::member_prompt("q", i, n).prompt; }
+
+std::vector<std::string> prompts(int n) {
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) out.push_back(prompt(i, n));
+  return out;
+}
+
+void AsyncServerTest::SetUp() {
+  if (std::string why = server_missing(); !why.empty()) GTEST_SKIP() << why;
+  if (std::string why = raise_open_files(4 * kBurst); !why.empty()) {
+    GTEST_SKIP() << "cannot raise RLIMIT_NOFILE for " << kBurst << " connections: " << why;
+  }
+  server_ = start_server(kAsyncDelayMs);
+}
+
+void AsyncServerTest::TearDown() {
+  if (server_) stop_server(*server_);
+}
+
+llm::client_options AsyncServerTest::options(long timeout_ms) const {
+  llm::client_options o;
+  o.url = server_->chat_url();
+  o.timeout_ms = timeout_ms;
+  return o;
 }
 
 void expect_same_error(const std::optional<llm::llm_error>& direct,

@@ -7,11 +7,16 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
+#include "async_client.hpp"
 #include "llm_client.hpp"
 #include "local_server.hpp"
 
@@ -98,6 +103,80 @@ class status_sampler {
   std::atomic<int> max_writing_{0};
   std::atomic<int> max_active_{0};
   std::thread thread_;  // last: it starts running in the constructor
+};
+
+/// A body that sends every prompt of a vector through `llm`, each request independent of the
+/// others, and returns the replies.
+template <class Op>
+auto all_requests(const Op& llm) {
+  return [llm](const auto& prompts) {
+    std::vector<decltype(llm(prompts[0]))> out;
+    for (const auto& p : prompts) out.push_back(llm(p));
+    return out;
+  };
+}
+
+/// How long the async tests' server takes per chat request, and their burst of requests.
+inline constexpr int kAsyncDelayMs = 100;
+inline constexpr int kBurst = 1000;
+
+/// The prompt of member `i` of `n` about "q"; the fake model answers
+/// expected_member_answer("q", i, n).
+std::string prompt(int i, int n);
+std::vector<std::string> prompts(int n);
+
+/// A local nginx answering after kAsyncDelayMs, in a process allowed enough open files for
+/// kBurst connections at each end (nginx inherits the limit). Skips without nginx, or when the
+/// hard RLIMIT_NOFILE is too low.
+class AsyncServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override;
+  void TearDown() override;
+  llm::client_options options(long timeout_ms = 10000) const;
+
+  std::unique_ptr<llm::local_server> server_;
+};
+
+/// The replies of requests started with `callback(i)`, collected as they come.
+class reply_board {
+ public:
+  explicit reply_board(int n) : replies_(n), threads_(n) {}
+
+  llm::reply_callback callback(int i) {
+    return [this, i](llm::reply_or_error r) {
+      std::lock_guard lock(mutex_);
+      replies_[i] = std::move(r);
+      threads_[i] = std::this_thread::get_id();
+      // Only the last wakes the waiter: it samples on its own clock, not per reply.
+      if (++done_ == static_cast<int>(replies_.size())) changed_.notify_all();
+    };
+  }
+  /// Waits until every request has ended, sampling the process's threads every millisecond;
+  /// returns the most it saw.
+  int wait_counting_threads() {
+    int most = thread_count();
+    std::unique_lock lock(mutex_);
+    while (done_ < static_cast<int>(replies_.size())) {
+      changed_.wait_for(lock, std::chrono::milliseconds(1));
+      lock.unlock();
+      most = std::max(most, thread_count());
+      lock.lock();
+    }
+    return most;
+  }
+  std::string text(int i) { return std::move(replies_[i]).value(); }
+  std::set<std::thread::id> threads() const { return {threads_.begin(), threads_.end()}; }
+  int done() {
+    std::lock_guard lock(mutex_);
+    return done_;
+  }
+
+ private:
+  std::mutex mutex_;  // guards all below
+  std::condition_variable changed_;
+  std::vector<llm::reply_or_error> replies_;
+  std::vector<std::thread::id> threads_;
+  int done_ = 0;
 };
 
 }  // namespace llm_test
