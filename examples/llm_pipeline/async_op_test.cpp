@@ -18,13 +18,6 @@ namespace {
 using namespace std::chrono_literals;
 using namespace llm_test;
 
-/// An async op's function over `api`: starts the request; the event thread completes it.
-auto chat_op(llm::async_client& api) {
-  return [&api](const std::string& prompt, xcs::completion<std::string> done) {
-    api.start(prompt, llm::completing(std::move(done)));
-  };
-}
-
 class AsyncOpTest : public AsyncServerTest {};
 
 TEST_F(AsyncOpTest, MaxConcurrencyBoundsWhatTheServerSees) {
@@ -39,18 +32,7 @@ TEST_F(AsyncOpTest, MaxConcurrencyBoundsWhatTheServerSees) {
 
   ASSERT_EQ(replies.size(), 8u);
   for (int i = 0; i < 8; ++i) EXPECT_EQ(replies[i], expected_member_answer("q", i, 8));
-  int logged = llm::max_overlap(server_->access_log(), "/v1/chat/completions");
-  EXPECT_GE(ms, 4 * kAsyncDelayMs * 0.95);
-  EXPECT_EQ(logged, 2);
-  EXPECT_FALSE(sampler.failed());
-  EXPECT_EQ(sampler.max_requests(), 2) << sampler.samples() << " samples";
-  EXPECT_LE(sampler.max_connections(), 2) << sampler.samples() << " samples";
-  EXPECT_EQ(api.peak_in_flight(), 2);
-  EXPECT_EQ(llm.peak_concurrency(), 2u);
-  std::printf(
-      "8 requests, async op, bound 2: %.1f ms; peak at the server %d (access log), %d "
-      "requests and %d connections (stub_status, %d samples)\n",
-      ms, logged, sampler.max_requests(), sampler.max_connections(), sampler.samples());
+  expect_two_at_a_time(*server_, sampler, api, llm, ms, kAsyncDelayMs, "8 requests, async op");
 }
 
 TEST_F(AsyncOpTest, MaxConcurrencyHoldsUnderAThousandRequests) {

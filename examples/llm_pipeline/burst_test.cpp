@@ -17,13 +17,6 @@ namespace {
 using namespace std::chrono_literals;
 using namespace llm_test;
 
-/// An async op's function over `api`: starts the request; the event thread completes it.
-auto chat_op(llm::async_client& api) {
-  return [&api](const std::string& prompt, xcs::completion<std::string> done) {
-    api.start(prompt, llm::completing(std::move(done)));
-  };
-}
-
 class BurstTest : public AsyncServerTest {};
 
 /// One burst of `kBurst` requests started at once: its wall time and the most threads the

@@ -19,6 +19,7 @@
 #include "async_client.hpp"
 #include "llm_client.hpp"
 #include "local_server.hpp"
+#include "pipeline.hpp"
 
 namespace llm_test {
 
@@ -113,6 +114,34 @@ auto all_requests(const Op& llm) {
     std::vector<decltype(llm(prompts[0]))> out;
     for (const auto& p : prompts) out.push_back(llm(p));
     return out;
+  };
+}
+
+/// Eight requests of `delay_ms` through an op with max_concurrency(2) took `ms`: four rounds of
+/// two, and at most (and at some point exactly) two in flight by each of three measurements: the
+/// server's own request intervals, its live counters, and the client's.
+template <class Client, class Op>
+void expect_two_at_a_time(const llm::local_server& server, const status_sampler& sampler,
+                          const Client& api, const Op& llm, double ms, int delay_ms,
+                          const char* what) {
+  int logged = llm::max_overlap(server.access_log(), "/v1/chat/completions");
+  EXPECT_GE(ms, 4 * delay_ms * 0.95);
+  EXPECT_EQ(logged, 2);
+  EXPECT_FALSE(sampler.failed());
+  EXPECT_EQ(sampler.max_requests(), 2) << sampler.samples() << " samples";
+  EXPECT_LE(sampler.max_connections(), 2) << sampler.samples() << " samples";
+  EXPECT_EQ(api.peak_in_flight(), 2);
+  EXPECT_EQ(llm.peak_concurrency(), 2u);
+  std::printf(
+      "%s, bound 2: %.1f ms; peak at the server %d (access log), %d requests and %d "
+      "connections (stub_status, %d samples)\n",
+      what, ms, logged, sampler.max_requests(), sampler.max_connections(), sampler.samples());
+}
+
+/// An async op's function over `api`: starts the request; the event thread completes it.
+inline auto chat_op(llm::async_client& api) {
+  return [&api](const std::string& prompt, xcs::completion<std::string> done) {
+    api.start(prompt, llm::completing(std::move(done)));
   };
 }
 
