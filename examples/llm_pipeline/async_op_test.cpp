@@ -68,13 +68,7 @@ TEST_F(AsyncOpTest, FailuresReachTheCallerAsTheDirectCalls) {
   llm::async_client api(options(/*timeout_ms=*/300));
   auto ask = xcs::async_op("ask", [&api](const std::string& url, const std::string& prompt,
                                          xcs::completion<std::string> done) {
-    api.start(url, prompt, [done = std::move(done)](llm::reply_or_error r) mutable {
-      if (r.error) {
-        done.fail(r.error);
-      } else {
-        done(std::move(r.text));
-      }
-    });
+    api.start(url, prompt, llm::completing(std::move(done)));
   });
   auto body = good_then_bad(ask);
   auto pipeline = xcs::jit(body);

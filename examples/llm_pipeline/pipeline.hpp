@@ -79,7 +79,10 @@ struct chat_fn {
 };
 
 /// A callback for `async_client::start` that completes `done` with the reply, or fails it with
-/// the request's llm_error, the exception the blocking op throws for the same failure.
+/// the request's llm_error, the exception the blocking op throws for the same failure. The
+/// error is moved on, not copied: the event thread keeps no reference to it (libstdc++'s
+/// exception_ptr count is invisible to TSan, which reports a race when the last reference dies
+/// on the event thread after the caller read the exception).
 inline reply_callback completing(xcs::completion<std::string> done) {
   return [done = std::move(done)](reply_or_error reply) mutable {
     if (reply.error) {
