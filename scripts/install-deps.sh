@@ -7,7 +7,8 @@
 #   (no argument)  compiler toolchain, CMake, Ninja, Boost.Context, fmt, GoogleTest,
 #                  Google Benchmark, clang-format
 #   bench          adds oneTBB, the baseline the benchmarks compare against
-#   http           adds libcurl, nginx and its echo module, for the HTTP example test
+#   http           adds libcurl, nlohmann/json, nginx and its echo module, for the HTTP
+#                  example (examples/llm_pipeline) and its tests
 #
 # When packages cannot be installed (no root, no sudo, no network) it names them
 # and exits 0, so that CMake's configure step reports the precise missing piece.
@@ -18,7 +19,7 @@ packages=(cmake g++ make ninja-build pkg-config clang-format
 for set_name in "$@"; do
   case "$set_name" in
     bench) packages+=(libtbb-dev) ;;
-    http) packages+=(libcurl4-openssl-dev nginx libnginx-mod-http-echo) ;;
+    http) packages+=(libcurl4-openssl-dev nlohmann-json3-dev nginx libnginx-mod-http-echo) ;;
     *) echo "install-deps.sh: unknown package set '$set_name' (expected: bench, http)" >&2
        exit 2 ;;
   esac
