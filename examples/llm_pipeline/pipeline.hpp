@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <numeric>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -133,11 +134,10 @@ struct ensemble_pipeline {
 
   template <class Question>
   auto operator()(const Question& question) const {
-    using answer = decltype(ops->chat(ops->ask_prompt(question, 0)));
-    std::vector<answer> answers;
-    for (int m = 0; m < ops->members; ++m) {
-      answers.push_back(ops->chat(ops->ask_prompt(question, m)));
-    }
+    std::vector<int> members(static_cast<std::size_t>(ops->members));
+    std::iota(members.begin(), members.end(), 0);
+    auto answers =
+        xcs::map([&](int m) { return ops->chat(ops->ask_prompt(question, m)); }, members);
     // While tracing, answers is a std::vector<xcs::traced<std::string>>; passed to an op it
     // becomes one std::vector<std::string> made when all the answers are in.
     auto verdict = ops->chat(ops->judge_prompt(question, answers));
@@ -152,9 +152,7 @@ struct batch_pipeline {
 
   template <class Questions>
   auto operator()(const Questions& questions) const {
-    std::vector<decltype(one(questions[0]))> results;
-    for (const auto& question : questions) results.push_back(one(question));
-    return results;
+    return xcs::map(one, questions);
   }
 };
 

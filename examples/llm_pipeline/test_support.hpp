@@ -110,11 +110,7 @@ class status_sampler {
 /// others, and returns the replies.
 template <class Op>
 auto all_requests(const Op& llm) {
-  return [llm](const auto& prompts) {
-    std::vector<decltype(llm(prompts[0]))> out;
-    for (const auto& p : prompts) out.push_back(llm(p));
-    return out;
-  };
+  return [llm](const auto& prompts) { return xcs::map(llm, prompts); };
 }
 
 /// Eight requests of `delay_ms` through an op with max_concurrency(2) took `ms`: four rounds of
