@@ -20,35 +20,6 @@ using steady = std::chrono::steady_clock;
 
 constexpr auto kWait = std::chrono::milliseconds(100);
 
-int process_threads() {
-  int n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
-  return n;
-}
-
-/// Peak resident memory since the last reset_peak_rss(), in MiB (VmHWM).
-double peak_rss_mib() {
-  std::ifstream in("/proc/self/status");
-  std::string key;
-  while (in >> key) {
-    if (key == "VmHWM:") {
-      double kib = 0;
-      in >> kib;
-      return kib / 1024.0;
-    }
-    in.ignore(1 << 20, '\n');
-  }
-  return 0;
-}
-double rss_mib() {
-  std::ifstream in("/proc/self/statm");
-  double pages = 0, resident = 0;
-  in >> pages >> resident;
-  return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
-}
-/// Resets VmHWM to the current RSS (Linux: writing 5 to clear_refs).
-void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
-
 /// The event loop of the benchmark: one thread that completes each request `kWait` after it
 /// was started, in start order (every request waits as long).
 class timer_thread {
