@@ -43,14 +43,14 @@ void live_run::catch_up_values() {
     const void* a = nullptr;
     switch (val.kind) {
       case value_kind::argument:
-        a = args_[val.index];
+        a = args_[val.position()];
         break;
       case value_kind::element:
         // An element of an argument, or of an op's result that a read has already waited for.
-        a = val.element(addr_[val.parent], val.index);
+        a = val.element(addr_[val.parent], val.element_index());
         break;
       case value_kind::constant:
-        a = g_.constant(val.index);
+        a = g_.constant(val.constant_slot());
         break;
       case value_kind::result:
         break;  // set by append()

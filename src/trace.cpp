@@ -129,16 +129,16 @@ std::string trace_context::describe(value_id v) const {
   const value& val = graph_.values()[v];
   switch (val.kind) {
     case value_kind::argument:
-      return fmt::format("argument {} ({})", val.index, graph::type_name(*val.type));
+      return fmt::format("argument {} ({})", val.position(), graph::type_name(*val.type));
     case value_kind::element:
-      return fmt::format("element {} of {}", val.index, describe(val.parent));
+      return fmt::format("element {} of {}", val.element_index(), describe(val.parent));
     case value_kind::constant:
       return fmt::format("a constant ({})", graph::type_name(*val.type));
     case value_kind::result: {
-      const node& n = graph_.nodes()[val.index];
+      const node& n = graph_.nodes()[val.producer()];
       std::string what = n.op ? fmt::format("the result of op '{}'", n.name)
                               : fmt::format("the result of operator '{}'", n.name);
-      return fmt::format("{} (node %{}, {}){}", what, val.index, graph::type_name(*val.type),
+      return fmt::format("{} (node %{}, {}){}", what, val.producer(), graph::type_name(*val.type),
                          depends_on(v));
     }
   }
@@ -158,11 +158,11 @@ std::string trace_context::depends_on(value_id v) const {
     seen[x] = true;
     const value& val = g.values()[x];
     if (val.kind == value_kind::argument) {
-      args[val.index] = true;
+      args[val.position()] = true;
     } else if (val.kind == value_kind::element) {
       stack.push_back(val.parent);
     } else if (val.kind == value_kind::result) {
-      for (value_id in : g.inputs(g.nodes()[val.index])) stack.push_back(in);
+      for (value_id in : g.inputs(g.nodes()[val.producer()])) stack.push_back(in);
     }
   }
   std::string out;

@@ -48,15 +48,32 @@ struct kernel {
 /// Address of element `index` of a container value, type-erased.
 using element_address = const void* (*)(const void* container, std::size_t index);
 
-/// One value of the IR.
-struct value {
+/// One value of the IR: where it comes from (`kind`) and, through the accessor for that kind,
+/// which one (an accessor of another kind answers no_id).
+class value {
+ public:
   value_kind kind;
-  /// argument: its position; element: its index in `parent`; constant: slot in
-  /// graph::constants(); result: the producing node.
-  std::uint32_t index;
-  value_id parent = no_id;  ///< the container, for elements
+  value_id parent = no_id;  ///< for elements: the container
   const std::type_info* type = nullptr;
   detail::element_address element = nullptr;  ///< for elements: how to find it in `parent`
+
+  /// argument: its position among the call's arguments.
+  std::uint32_t position() const noexcept { return of(value_kind::argument); }
+  /// element: its index in `parent`.
+  std::uint32_t element_index() const noexcept { return of(value_kind::element); }
+  /// constant: its slot in graph::constant().
+  std::uint32_t constant_slot() const noexcept { return of(value_kind::constant); }
+  /// result: the node that produces it.
+  std::uint32_t producer() const noexcept { return of(value_kind::result); }
+
+ private:
+  friend class graph;
+  value(value_kind k, std::uint32_t which, value_id container, const std::type_info* t,
+        detail::element_address e) noexcept
+      : kind(k), parent(container), type(t), element(e), which_(which) {}
+  std::uint32_t of(value_kind k) const noexcept { return kind == k ? which_ : no_id; }
+
+  std::uint32_t which_;  // the position, element index, constant slot or node, by kind
 };
 
 /// One op call (or operator) of the IR.
@@ -100,9 +117,7 @@ class graph {
     return v;
   }
   /// The node producing `v`, or no_id if `v` is not a node result.
-  node_id producer(value_id v) const {
-    return values_[v].kind == value_kind::result ? values_[v].index : no_id;
-  }
+  node_id producer(value_id v) const { return values_[v].producer(); }
 
   /// One line per node: `%3 = summarize(%0) -> std::string`.
   std::string listing() const;

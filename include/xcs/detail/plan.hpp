@@ -75,6 +75,10 @@ class plan {
   std::size_t frame_bytes() const noexcept { return frame_bytes_; }
 
  private:
+  // The constructor's three steps.
+  void link_nodes(const analysis& a);  // kernels, join counts, successor lists, roots
+  void lay_out_results();              // each result's offset in a frame's storage
+  void locate_values();                // where each value is found at run time
   friend class frame;
   friend class result;
 
