@@ -5,7 +5,6 @@
 
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <new>
 #include <optional>
@@ -138,7 +137,7 @@ struct async_kernel {
   static void call(const Fn& f, const void* const* in, async_slot& s,
                    std::index_sequence<I...>) noexcept {
     try {
-      std::invoke(f, *static_cast<const U*>(in[I])..., completion_access::make<R>(s));
+      detail::invoke_callable(f, *static_cast<const U*>(in[I])..., completion_access::make<R>(s));
     } catch (...) {
       s.start_error = std::current_exception();
     }
@@ -226,7 +225,7 @@ template <class R, class Fn, class... A>
 R call_async(const Fn& fn, op_profile& op, const A&... a) {
   auto start = [&](async_slot& s) noexcept {
     try {
-      std::invoke(fn, a..., completion_access::make<R>(s));
+      detail::invoke_callable(fn, a..., completion_access::make<R>(s));
     } catch (...) {
       s.start_error = std::current_exception();
     }

@@ -5,7 +5,6 @@
 
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -113,7 +112,7 @@ class jitted {
       return (*this)(detail::decay_array(std::forward<Args>(args))...);
     } else if constexpr ((detail::is_trace_input_v<Args> || ...)) {
       // Called from a body being traced: the inner body records into the outer trace.
-      return std::invoke(s_->fn, std::forward<Args>(args)...);
+      return detail::invoke_callable(s_->fn, std::forward<Args>(args)...);
     } else {
       return call(std::forward<Args>(args)...);
     }
@@ -194,7 +193,7 @@ class jitted {
       }
     }
     core.count_direct(t);
-    return std::invoke(s_->fn, std::forward<Args>(args)...);
+    return detail::invoke_callable(s_->fn, std::forward<Args>(args)...);
   }
 
   /// The first call of a signature (recording; it goes staged at its first read), or a call
@@ -229,7 +228,7 @@ class jitted {
         core.publish_fallback(t, sig, cause, std::move(why));
       }
       core.count_direct(t);
-      return std::invoke(s_->fn, std::forward<Args>(args)...);
+      return detail::invoke_callable(s_->fn, std::forward<Args>(args)...);
     }
     // Staged: ops ran, so the call cannot fall back. The direct call would have run every op
     // recorded before the body's end, so they all run; an op's exception precedes whatever

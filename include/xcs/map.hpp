@@ -2,11 +2,12 @@
 // xcs::map: a callable applied to each element of a vector, traced or plain.
 #pragma once
 
-#include <functional>
 #include <iterator>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "xcs/detail/traits.hpp"
 
 namespace xcs {
 
@@ -35,7 +36,7 @@ auto map(F&& f, const V& v) {
                 "for loop instead");
   std::vector<std::decay_t<R>> out;
   out.reserve(static_cast<std::size_t>(std::size(v)));
-  for (const auto& e : v) out.push_back(std::invoke(f, e));
+  for (const auto& e : v) out.push_back(detail::invoke_callable(f, e));
   return out;
 }
 

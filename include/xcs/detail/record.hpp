@@ -4,7 +4,6 @@
 
 #include <array>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -63,9 +62,9 @@ struct op_kernel {
   template <std::size_t... I>
   static void call(const Fn& f, const void* const* in, void* out, std::index_sequence<I...>) {
     if constexpr (std::is_void_v<R>) {
-      std::invoke(f, *static_cast<const U*>(in[I])...);
+      invoke_callable(f, *static_cast<const U*>(in[I])...);
     } else {
-      ::new (out) R(std::invoke(f, *static_cast<const U*>(in[I])...));
+      ::new (out) R(invoke_callable(f, *static_cast<const U*>(in[I])...));
     }
   }
   static inline const kernel value = make_kernel<R>(&invoke);
