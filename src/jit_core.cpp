@@ -16,8 +16,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "blocking_lane.hpp"
 #include "compile.hpp"
+#include "fiber.hpp"
 #include "live_run.hpp"
+#include "pool.hpp"
 #include "xcs/detail/op_table.hpp"
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/error.hpp"
@@ -424,6 +427,10 @@ xcs::stats jit_core::stats() const {
   });
   std::sort(s.ops.begin(), s.ops.end(),
             [](const op_stats& a, const op_stats& b) { return a.total_ns > b.total_ns; });
+  if (const pool* p = pool::started()) s.pool_degradation = p->degradation();
+  s.blocking_threads = lane_threads();
+  s.blocking_threads_peak = lane_threads_peak();
+  s.fiber_suspensions = fiber_worker::suspensions();
   return s;
 }
 
