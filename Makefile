@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 # Entry points for developers and CI; CMake does the real work.
-#   make build | demo | test | bench | test-asan | test-tsan | format | format-check | clean
+#   make build | demo | test | bench | test-asan | test-tsan | test-user-flags | format |
+#        format-check | clean
 
 JOBS ?= 2
 CTEST_TIMEOUT ?= 300
@@ -17,7 +18,8 @@ CTEST = ctest --output-on-failure --no-tests=error -j$(JOBS) --timeout $(CTEST_T
 SANITIZER_BUILD_ARGS = -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" \
                        -DXCS_BUILD_TESTS=ON -DXCS_BUILD_EXAMPLES=ON -DXCS_BUILD_BENCHMARKS=OFF
 
-.PHONY: all deps deps-bench build demo test bench test-asan test-tsan format format-check clean
+.PHONY: all deps deps-bench deps-clang build demo test bench test-asan test-tsan test-user-flags \
+        format format-check clean
 
 all: build
 
@@ -27,6 +29,9 @@ deps:
 
 deps-bench: deps
 	scripts/install-deps.sh bench
+
+deps-clang: deps
+	scripts/install-deps.sh clang
 
 build: deps
 	$(call configure,build,-DCMAKE_BUILD_TYPE=RelWithDebInfo)
@@ -62,6 +67,11 @@ test-tsan: deps
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
 	  $(CTEST) --test-dir build-tsan -LE timing
 
+# A program built with the user's sanitizer flags (g++ and clang++, -O0/-O1/-O2) must run
+# without a single ASan or UBSan report.
+test-user-flags: deps-clang
+	JOBS=$(JOBS) scripts/check-user-flags.sh build-user-flags
+
 format:
 	git ls-files -z '*.hpp' '*.cpp' '*.h' | xargs -0 -r $(CLANG_FORMAT) -i
 
@@ -69,4 +79,4 @@ format-check:
 	git ls-files -z '*.hpp' '*.cpp' '*.h' | xargs -0 -r $(CLANG_FORMAT) --dry-run --Werror
 
 clean:
-	rm -rf build build-bench build-asan build-tsan
+	rm -rf build build-bench build-asan build-tsan build-user-flags
