@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstddef>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -23,6 +24,7 @@ namespace {
 struct idle_slot {
   std::condition_variable cv;
   std::function<void()> task;
+  bool retire = false;  // taken off the list, and out of lane::threads, by a lower limit
 };
 
 /// The lane's state. Allocated once and never freed, so that lane threads can outlive
@@ -34,7 +36,9 @@ struct lane {
   /// Waiting threads, the most recently idle last: a new task goes to the back, so threads
   /// beyond what the load needs stay at the front, idle, until they retire.
   std::vector<idle_slot*> idle;
-  std::uint32_t threads = 0;  // alive
+  /// Threads alive and serving: a thread that decides to retire leaves the count at once,
+  /// so that busy threads over a lowered limit leave only while more than the limit remain.
+  std::uint32_t threads = 0;
   std::uint32_t peak = 0;
 };
 
@@ -54,20 +58,23 @@ lane& the_lane() {
 
 bool over_limit(const lane& l) { return l.threads > g_limit.load(std::memory_order_relaxed); }
 
-/// Lists `slot` as idle and waits for a task, with `lock` held on entry and exit. False when
-/// the thread retires instead: idle for kLaneIdle, or more threads alive than the limit.
-bool wait_for_task(lane& l, idle_slot& slot, std::unique_lock<std::mutex>& lock) {
+enum class idle_end { task, timed_out, retired };
+
+/// Lists `slot` as idle and waits for a task, with `lock` held on entry and exit; the thread
+/// retires instead after kLaneIdle, or when a lower limit retires it.
+idle_end wait_for_task(lane& l, idle_slot& slot, std::unique_lock<std::mutex>& lock) {
   l.idle.push_back(&slot);
   const auto retire_at = std::chrono::steady_clock::now() + kLaneIdle;
-  while (!slot.task) {
+  for (;;) {
     bool timed_out = slot.cv.wait_until(lock, retire_at) == std::cv_status::timeout;
-    if (slot.task) break;  // taken off the list by run_blocking
-    if (timed_out || over_limit(l)) {
+    // Handed a task or retired: taken off the list by run_blocking or the limit.
+    if (slot.task) return idle_end::task;
+    if (slot.retire) return idle_end::retired;
+    if (timed_out) {
       l.idle.erase(std::find(l.idle.begin(), l.idle.end(), &slot));
-      return false;
+      return idle_end::timed_out;
     }
   }
-  return true;
 }
 
 void lane_loop(lane& l) {
@@ -76,21 +83,27 @@ void lane_loop(lane& l) {
   std::unique_lock lock(l.mutex);
   for (;;) {
     std::function<void()> task;
-    if (over_limit(l)) break;
+    if (over_limit(l)) {
+      --l.threads;
+      break;
+    }
     if (!l.queue.empty()) {
       task = std::move(l.queue.front());
       l.queue.pop_front();
-    } else if (wait_for_task(l, slot, lock)) {
-      task = std::exchange(slot.task, nullptr);
     } else {
-      break;
+      idle_end end = wait_for_task(l, slot, lock);
+      if (end == idle_end::retired) break;  // already out of the count
+      if (end == idle_end::timed_out) {
+        --l.threads;
+        break;
+      }
+      task = std::exchange(slot.task, nullptr);
     }
     lock.unlock();
     task();
     task = nullptr;  // its captures go before the lock is taken
     lock.lock();
   }
-  --l.threads;
 }
 
 /// Starts a thread that serves the queue, with l.mutex held and room under the limit.
@@ -167,8 +180,16 @@ void set_blocking_thread_limit(unsigned n) {
   }
   std::lock_guard lock(l->mutex);
   detail::g_limit.store(n, std::memory_order_relaxed);
-  // Idle threads over the new limit retire now; busy ones when their task ends.
-  for (detail::idle_slot* slot : l->idle) slot->cv.notify_one();
+  // Idle threads over the new limit retire now, longest idle first, and can no longer be
+  // handed a task; busy ones retire when their task ends.
+  std::size_t retire = 0;
+  while (l->threads > n && retire < l->idle.size()) {
+    detail::idle_slot* slot = l->idle[retire++];
+    slot->retire = true;
+    --l->threads;
+    slot->cv.notify_one();  // under the lock: the slot lives on that thread's stack
+  }
+  l->idle.erase(l->idle.begin(), l->idle.begin() + static_cast<std::ptrdiff_t>(retire));
   // Under a raised limit, tasks that waited for a thread get one now (or, if none can be
   // started, keep waiting for a busy one).
   try {

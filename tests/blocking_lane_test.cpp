@@ -86,6 +86,26 @@ TEST(BlockingLaneTest, LimitBoundsTheBlockingOpsRunningAtOnce) {
   EXPECT_LE(burst.stats().blocking_threads, 8u);
 }
 
+TEST(BlockingLaneTest, LoweringTheLimitRetiresIdleThreadsAndBoundsNewOps) {
+  concurrency_meter meter;
+  auto wide = fan_out(meter, 32);
+  const std::vector<int> in(32, 7);
+  EXPECT_EQ(wide(in), in);  // leaves 32 idle lane threads behind
+  ASSERT_EQ(meter.max(), 32);
+  ASSERT_GE(wide.stats().blocking_threads, 32u) << "the idle threads retired already";
+  scoped_limit limit(4);
+  // Idle ones retire at once; the few still finishing their task as the call returned, then.
+  for (auto end = give_up(); wide.stats().blocking_threads > 4 && steady::now() < end;) {
+    sleep_ms(1);
+  }
+  EXPECT_LE(wide.stats().blocking_threads, 4u) << "threads over the new limit stayed";
+  // And none of them takes new work: 4 at a time.
+  concurrency_meter narrow_meter;
+  auto narrow = fan_out(narrow_meter, 4);
+  EXPECT_EQ(narrow(in), in);
+  EXPECT_EQ(narrow_meter.max(), 4);
+}
+
 TEST(BlockingLaneTest, RaisingTheLimitGivesWaitingOpsAThread) {
   scoped_limit limit(1);
   concurrency_meter meter;

@@ -85,7 +85,7 @@ TEST_P(NestedTest, WaitingNestedRunOnAWorkerSuspendsItsFiber) {
   for (int call = 0; call < 3; ++call) {
     meter.reset();
     ASSERT_EQ(outer(1, 2, 3, 4), 20);
-    EXPECT_EQ(meter.max(), 4) << "two nested runs did not overlap (call " << call << ")";
+    EXPECT_GE(meter.max(), 4) << "two nested runs did not overlap (call " << call << ")";
   }
   xcs::stats st = outer.stats();
   EXPECT_GT(st.fiber_suspensions, before) << "no waiting nested run suspended its fiber";
