@@ -3,10 +3,11 @@
 # Installs the Debian packages that building and testing xcs needs, and only the
 # missing ones, so a second run costs a few dpkg queries.
 #
-# Usage: scripts/install-deps.sh [bench] [http]
+# Usage: scripts/install-deps.sh [bench] [http] [clang]
 #   (no argument)  compiler toolchain, CMake, Ninja, Boost.Context, fmt, GoogleTest,
 #                  Google Benchmark, clang-format
 #   bench          adds oneTBB, the baseline the benchmarks compare against
+#   clang          adds clang++ and its sanitizer runtimes, for scripts/check-user-flags.sh
 #   http           adds libcurl, nlohmann/json, nginx and its echo module, for the HTTP
 #                  example (examples/llm_pipeline) and its tests
 #
@@ -20,7 +21,8 @@ for set_name in "$@"; do
   case "$set_name" in
     bench) packages+=(libtbb-dev) ;;
     http) packages+=(libcurl4-openssl-dev nlohmann-json3-dev nginx libnginx-mod-http-echo) ;;
-    *) echo "install-deps.sh: unknown package set '$set_name' (expected: bench, http)" >&2
+    clang) packages+=(clang libclang-rt-dev) ;;
+    *) echo "install-deps.sh: unknown package set '$set_name' (expected: bench, http, clang)" >&2
        exit 2 ;;
   esac
 done

@@ -16,8 +16,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "blocking_lane.hpp"
 #include "compile.hpp"
+#include "fiber.hpp"
 #include "live_run.hpp"
+#include "pool.hpp"
 #include "xcs/detail/op_table.hpp"
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/error.hpp"
@@ -396,7 +399,6 @@ xcs::stats jit_core::stats() const {
   s.staged_calls = m.staged_calls.load(std::memory_order_relaxed);
   s.syncs = m.syncs.load(std::memory_order_relaxed);
   s.optimized = m.optimized.load(std::memory_order_relaxed);
-  s.blocking_lane_peak = xcs::blocking_lane_peak();
   std::uint64_t wall = m.wall_ns.load(std::memory_order_relaxed);
   s.speedup = wall ? static_cast<double>(m.op_ns.load(std::memory_order_relaxed)) /
                          static_cast<double>(wall)
@@ -439,6 +441,10 @@ xcs::stats jit_core::stats() const {
   });
   std::sort(s.ops.begin(), s.ops.end(),
             [](const op_stats& a, const op_stats& b) { return a.total_ns > b.total_ns; });
+  if (const pool* p = pool::started()) s.pool_degradation = p->degradation();
+  s.blocking_threads = lane_threads();
+  s.blocking_threads_peak = lane_threads_peak();
+  s.fiber_suspensions = fiber_worker::suspensions();
   return s;
 }
 

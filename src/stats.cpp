@@ -13,14 +13,18 @@ std::string to_string(const stats& s) {
       "xcs stats: calls={} traces={} retraces={} cache_entries={}/{} evictions={}\n"
       "  optimized={} plan_runs={} staged_calls={} syncs={} fallback_calls={}\n"
       "  nodes={} parallel_groups={} max_parallelism={} critical_path={}\n"
-      "  estimated_speedup={:.2f} speedup={:.2f} (measured: op time / wall time)\n"
-      "  blocking_lane_peak={} (process-wide)",
+      "  estimated_speedup={:.2f} speedup={:.2f} (measured: op time / wall time)",
       s.calls, s.traces, s.retraces, s.cache_entries, s.cache_capacity, s.evictions, s.optimized,
       s.plan_runs, s.staged_calls, s.syncs, s.fallback_calls, s.nodes, s.parallel_groups,
-      s.max_parallelism, s.critical_path, s.estimated_speedup, s.speedup, s.blocking_lane_peak);
+      s.max_parallelism, s.critical_path, s.estimated_speedup, s.speedup);
   if (!s.fallback_reason.empty()) out += fmt::format("\n  fallback_reason: {}", s.fallback_reason);
   if (!s.staged_reason.empty()) out += fmt::format("\n  staged_reason: {}", s.staged_reason);
   if (!s.retrace_reason.empty()) out += fmt::format("\n  retrace_reason: {}", s.retrace_reason);
+  if (s.blocking_threads_peak > 0 || s.fiber_suspensions > 0) {
+    out += fmt::format("\n  runtime: blocking_threads={} (peak {}) fiber_suspensions={}",
+                       s.blocking_threads, s.blocking_threads_peak, s.fiber_suspensions);
+  }
+  if (!s.pool_degradation.empty()) out += fmt::format("\n  pool degraded: {}", s.pool_degradation);
   for (const op_stats& o : s.ops) {
     out += fmt::format("\n  op {:<16} calls={} errors={} total={:.3f}ms max={:.3f}ms{}{}", o.name,
                        o.calls, o.errors, static_cast<double>(o.total_ns) / 1e6,

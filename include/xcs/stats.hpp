@@ -54,9 +54,16 @@ struct stats {
   /// any run).
   double speedup = 0.0;
   std::vector<op_stats> ops;  ///< per op name, by total time, largest first
-  /// Process-wide: the most blocking-lane threads alive at once so far (xcs::blocking_lane_peak,
-  /// bounded by xcs::blocking_lane_limit).
-  std::uint32_t blocking_lane_peak = 0;
+
+  // The process's runtime, the same in every function's stats:
+  /// Empty when the pool runs as configured; else what it lacks, in one sentence (say, "the
+  /// blocking monitor could not start; blocking ops are found only by hint").
+  std::string pool_degradation;
+  std::uint32_t blocking_threads = 0;       ///< blocking-lane threads alive now
+  std::uint32_t blocking_threads_peak = 0;  ///< the most blocking-lane threads alive at once
+  /// Waits for a nested run on a CPU worker that suspended the waiting fiber, so that the
+  /// worker ran other work meanwhile instead of holding its thread.
+  std::uint64_t fiber_suspensions = 0;
 };
 
 /// Multi-line human-readable form.
