@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 # Entry points for developers and CI; CMake does the real work.
-#   make build | demo | test | bench | test-asan | test-tsan | format | format-check | clean
+#   make build | demo | test | bench | test-asan | test-tsan | test-user-flags | format |
+#        format-check | clean
 
 JOBS ?= 2
 CTEST_TIMEOUT ?= 300
@@ -12,10 +13,13 @@ CMAKE_GENERATOR_ARGS = $(if $(shell command -v ninja 2>/dev/null),-G Ninja,)
 configure = cmake -S . -B $(1) $(if $(wildcard $(1)/CMakeCache.txt),,$(CMAKE_GENERATOR_ARGS)) $(2)
 
 CTEST = ctest --output-on-failure --no-tests=error -j$(JOBS) --timeout $(CTEST_TIMEOUT)
-SANITIZER_BUILD_ARGS = -DCMAKE_BUILD_TYPE=Debug -DXCS_BUILD_TESTS=ON -DXCS_BUILD_EXAMPLES=ON \
-                       -DXCS_BUILD_BENCHMARKS=OFF
+# Sanitizer builds at -O1 -g, as users build with sanitizers (Debug hides what the optimizer
+# does); wall-clock tests (label `timing`) are skipped there, since sanitizers stretch every op.
+SANITIZER_BUILD_ARGS = -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g" \
+                       -DXCS_BUILD_TESTS=ON -DXCS_BUILD_EXAMPLES=ON -DXCS_BUILD_BENCHMARKS=OFF
 
-.PHONY: all deps deps-bench build demo test bench test-asan test-tsan format format-check clean
+.PHONY: all deps deps-bench deps-clang build demo test bench test-asan test-tsan test-user-flags \
+        format format-check clean
 
 all: build
 
@@ -25,6 +29,9 @@ deps:
 
 deps-bench: deps
 	scripts/install-deps.sh bench
+
+deps-clang: deps
+	scripts/install-deps.sh clang
 
 build: deps
 	$(call configure,build,-DCMAKE_BUILD_TYPE=RelWithDebInfo)
@@ -52,13 +59,18 @@ test-asan: deps
 	cmake --build build-asan -j$(JOBS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(CTEST) --test-dir build-asan
+	  $(CTEST) --test-dir build-asan -LE timing
 
 test-tsan: deps
 	$(call configure,build-tsan,-DXCS_SANITIZE=thread $(SANITIZER_BUILD_ARGS))
 	cmake --build build-tsan -j$(JOBS)
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-	  $(CTEST) --test-dir build-tsan
+	  $(CTEST) --test-dir build-tsan -LE timing
+
+# A program built with the user's sanitizer flags (g++ and clang++, -O0/-O1/-O2) must run
+# without a single ASan or UBSan report.
+test-user-flags: deps-clang
+	JOBS=$(JOBS) scripts/check-user-flags.sh build-user-flags
 
 format:
 	git ls-files -z '*.hpp' '*.cpp' '*.h' | xargs -0 -r $(CLANG_FORMAT) -i
@@ -67,4 +79,4 @@ format-check:
 	git ls-files -z '*.hpp' '*.cpp' '*.h' | xargs -0 -r $(CLANG_FORMAT) --dry-run --Werror
 
 clean:
-	rm -rf build build-bench build-asan build-tsan
+	rm -rf build build-bench build-asan build-tsan build-user-flags

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <benchmark/benchmark.h>
+#include <unistd.h>
 #include <xcs/xcs.hpp>
 
 #include "xcs/detail/pipeline.hpp"
@@ -13,6 +14,8 @@
 #include <chrono>
 #include <cstdint>
 #include <ctime>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <random>
@@ -391,5 +394,40 @@ class level_runner {
   std::atomic<bool> stop_{false};
   std::vector<std::thread> pool_;
 };
+
+// ---- process figures (Linux /proc) ---------------------------------------------------------
+
+/// Threads of this process.
+inline int process_threads() {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+/// Peak resident memory since the last reset_peak_rss(), in MiB (VmHWM).
+inline double peak_rss_mib() {
+  std::ifstream in("/proc/self/status");
+  std::string key;
+  while (in >> key) {
+    if (key == "VmHWM:") {
+      double kib = 0;
+      in >> kib;
+      return kib / 1024.0;
+    }
+    in.ignore(1 << 20, '\n');
+  }
+  return 0;
+}
+
+/// Resident memory now, in MiB.
+inline double rss_mib() {
+  std::ifstream in("/proc/self/statm");
+  double pages = 0, resident = 0;
+  in >> pages >> resident;
+  return resident * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+}
+
+/// Resets VmHWM to the current RSS (Linux: writing 5 to clear_refs).
+inline void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 }  // namespace xcs_bench

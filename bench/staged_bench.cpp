@@ -2,6 +2,8 @@
 // Staged calls: bodies that read their values (an `if` on an op's result), jitted, against the
 // direct call of the same body. A staged call runs the body on every call; each op starts as
 // soon as its inputs are ready and a read waits only for the ops its value depends on.
+#include <stdexcept>
+
 #include "bench_support.hpp"
 
 namespace {
@@ -202,6 +204,54 @@ void BM_Jit_StagedTrivialOps(benchmark::State& state) {
   speedup(state, "trivial", ns, false);
 }
 
+// ---- memory over many staged calls --------------------------------------------------------
+// 20,000 staged calls of a small branchy body (a loop whose trip count is read, a branch, an
+// exception caught in the body every 10th call): resident memory after 2,000 calls (warm-up)
+// and after all of them. Target: flat (growth within allocator noise, well under 1 MiB).
+
+auto half = xcs::op("half", [](int v) { return v / 2; });
+auto check = xcs::op("check", [](int v) {
+  if (v % 10 == 3) throw std::runtime_error("odd one");
+  return v;
+});
+
+auto memory_body = [](auto x) {
+  auto v = inc(x);
+  while (v > 1) v = half(v);  // reads: the trip count depends on x
+  int r = 0;
+  try {
+    r = check(x) > 0 ? 1 : 0;  // throws for x % 10 == 3, caught here as directly
+  } catch (const std::runtime_error&) {
+    r = -1;
+  }
+  return v + r;
+};
+
+void BM_Jit_StagedMemory(benchmark::State& state) {
+  constexpr int kCalls = 20'000, kWarmup = 2'000;
+  auto f = xcs::jit(memory_body);
+  for (int x = 0; x < 16; ++x) {
+    if (f(x) != memory_body(x)) {
+      state.SkipWithError("the jitted call differs from the direct call");
+      return;
+    }
+  }
+  double warm_mib = 0, end_mib = 0;
+  for (auto _ : state) {
+    for (int i = 0; i < kCalls; ++i) {
+      benchmark::DoNotOptimize(f(i % 64));
+      if (i + 1 == kWarmup) warm_mib = rss_mib();
+    }
+    end_mib = rss_mib();
+  }
+  xcs::stats s = f.stats();
+  state.counters["calls"] = kCalls;
+  state.counters["staged_calls"] = static_cast<double>(s.staged_calls);
+  state.counters["rss_after_warmup_mib"] = warm_mib;
+  state.counters["rss_end_mib"] = end_mib;
+  state.counters["rss_growth_kib"] = (end_mib - warm_mib) * 1024.0;
+}
+
 // Each baseline runs just before its jitted twin, which reports its speedup against it.
 BENCHMARK(BM_Direct_StagedBranch)
     ->ArgName("q")
@@ -227,6 +277,7 @@ BENCHMARK(BM_Jit_ReadWaitsOnlyForAncestors)
     ->Iterations(3);
 BENCHMARK(BM_Direct_StagedTrivialOps)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Jit_StagedTrivialOps)->UseRealTime()->Unit(benchmark::kMicrosecond)->MinTime(0.5);
+BENCHMARK(BM_Jit_StagedMemory)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -19,12 +19,7 @@ auto summarize = xcs::op("summarize", [](const std::string& doc) {
 
 // The same code runs directly (docs is a std::vector<std::string>) and under tracing (docs is
 // a traced vector: size() is known, each element is a traced<std::string>).
-auto body = [](const auto& docs) {
-  std::vector<decltype(summarize(docs[0]))> out;
-  out.reserve(docs.size());
-  for (const auto& doc : docs) out.push_back(summarize(doc));
-  return out;
-};
+auto body = [](const auto& docs) { return xcs::map(summarize, docs); };
 
 std::vector<std::string> make_docs(std::size_t n) {
   std::vector<std::string> docs;

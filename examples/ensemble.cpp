@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <xcs/xcs.hpp>
 
+#include <array>
 #include <chrono>
 #include <string>
 #include <string_view>
@@ -41,9 +42,11 @@ auto synthesize = xcs::op("synthesize", [](const std::string& question, int verd
 //   pack                                         the four answers as one std::vector
 //   judge                                        the index of the best answer
 //   synthesize(q, verdict)
+constexpr std::array<int, kModels> kModelIds{0, 1, 2, 3};
+
 auto body = [](const auto& question) {
-  std::vector<decltype(ask(question, 0))> answers;
-  for (int m = 0; m < kModels; ++m) answers.push_back(ask(question, m));  // m is a constant
+  // One ask per model; each model number is a plain constant of its node.
+  auto answers = xcs::map([&](int m) { return ask(question, m); }, kModelIds);
   // While tracing, answers is a std::vector<xcs::traced<std::string>>: passed to an op it
   // becomes one value of type std::vector<std::string>.
   auto verdict = judge(answers);

@@ -51,11 +51,7 @@ auto branchy_body = [](const auto& url_a, const auto& url_b) {
 };
 
 // Fetches the pages of a list of URLs; the list's size is part of the cache key.
-auto total_body = [](const auto& urls) {
-  std::vector<decltype(fetch(urls[0]))> pages;
-  for (const auto& u : urls) pages.push_back(fetch(u));
-  return pages;
-};
+auto total_body = [](const auto& urls) { return xcs::map(fetch, urls); };
 
 }  // namespace
 

@@ -3,11 +3,14 @@
 # Installs the Debian packages that building and testing xcs needs, and only the
 # missing ones, so a second run costs a few dpkg queries.
 #
-# Usage: scripts/install-deps.sh [bench] [http]
-#   (no argument)  compiler toolchain (g++, and clang++ for the strict-warnings test),
-#                  CMake, Ninja, Boost.Context, fmt, GoogleTest, Google Benchmark, clang-format
+# Usage: scripts/install-deps.sh [bench] [http] [clang]
+#   (no argument)  compiler toolchain (g++, and clang++ for the strict-warnings test), CMake,
+#                  Ninja, Boost.Context, fmt, GoogleTest, Google Benchmark, clang-format
 #   bench          adds oneTBB, the baseline the benchmarks compare against
-#   http           adds libcurl, nginx and its echo module, for the HTTP example test
+#   clang          adds clang's sanitizer runtimes (clang++ is in the base set), for
+#                  scripts/check-user-flags.sh
+#   http           adds libcurl, nlohmann/json, nginx and its echo module, for the HTTP
+#                  example (examples/llm_pipeline) and its tests
 #
 # When packages cannot be installed (no root, no sudo, no network) it names them
 # and exits 0, so that CMake's configure step reports the precise missing piece.
@@ -18,8 +21,9 @@ packages=(cmake g++ clang make ninja-build pkg-config clang-format
 for set_name in "$@"; do
   case "$set_name" in
     bench) packages+=(libtbb-dev) ;;
-    http) packages+=(libcurl4-openssl-dev nginx libnginx-mod-http-echo) ;;
-    *) echo "install-deps.sh: unknown package set '$set_name' (expected: bench, http)" >&2
+    http) packages+=(libcurl4-openssl-dev nlohmann-json3-dev nginx libnginx-mod-http-echo) ;;
+    clang) packages+=(libclang-rt-dev) ;;
+    *) echo "install-deps.sh: unknown package set '$set_name' (expected: bench, http, clang)" >&2
        exit 2 ;;
   esac
 done

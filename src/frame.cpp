@@ -78,6 +78,7 @@ frame::frame(const plan& p)
       queue_(new std::atomic<std::int32_t>[queue_size_]),
       state_(new std::uint8_t[n_]),
       dur_(new std::uint64_t[n_]),
+      async_(p.has_async_ ? new async_slot[n_] : nullptr),
       in_ptrs_(p.in_values_.size()),
       call_ptrs_(p.values_.size()) {
   for (std::uint32_t i = 0; i < queue_size_; ++i) queue_[i].store(-1, std::memory_order_relaxed);
@@ -102,8 +103,9 @@ std::size_t frame::bytes(const plan& p) noexcept {
   const std::size_t n = p.nodes_.size();
   return sizeof(frame) +
          n * (sizeof(std::atomic<std::uint32_t>) + sizeof(std::uint8_t) + sizeof(std::uint64_t)) +
-         2 * n * sizeof(std::atomic<std::int32_t>) + p.in_values_.size() * sizeof(const void*) +
-         p.values_.size() * sizeof(const void*) + p.storage_bytes_;
+         2 * n * sizeof(std::atomic<std::int32_t>) + (p.has_async_ ? n * sizeof(async_slot) : 0) +
+         p.in_values_.size() * sizeof(const void*) + p.values_.size() * sizeof(const void*) +
+         p.storage_bytes_;
 }
 
 void frame::start(std::span<const void* const> args, std::span<op_counters* const> counters) {
@@ -164,13 +166,66 @@ void frame::execute(node_id n) noexcept {
     state_[n] = out ? constructed : ran;
   } catch (...) {
     state_[n] = threw;
-    std::lock_guard lock(error_mutex_);
-    if (n < first_error_.load(std::memory_order_relaxed)) {
-      error_ = std::current_exception();
-      first_error_.store(n, std::memory_order_release);
-    }
+    record_error(n, std::current_exception());
   }
   dur_[n] = std::max<std::uint64_t>(ticks() - t0, 1);
+}
+
+void frame::record_error(node_id n, std::exception_ptr e) noexcept {
+  // Node ids are program order: the lowest thrower's exception is the direct call's.
+  std::lock_guard lock(error_mutex_);
+  if (n < first_error_.load(std::memory_order_relaxed)) {
+    error_ = std::move(e);
+    first_error_.store(n, std::memory_order_release);
+  }
+}
+
+node_id frame::start_async(node_id n) noexcept {
+  const auto& ni = p_.nodes_[n];
+  async_slot& s = async_[n];
+  s.prepare(*this, ni.op, ni.storage == no_id ? nullptr : storage_ + ni.storage, n, ticks());
+  // The completion may come from any thread: it counts as a helper until it has settled.
+  helpers.fetch_add(1, std::memory_order_relaxed);
+  ni.kernel->start(ni.fn, in_ptrs_.data() + ni.first_input, s);
+  ni.op->learn_start(ticks_to_ns(ticks() - s.t0));  // before arriving: s may settle after
+  if (!s.arrive()) return pop();  // settle() finishes it, on the completing thread
+  // Completed (or failed, or dropped) before the start returned: on as after a plain op. The
+  // completion's arrival was its last touch of the frame.
+  helpers.fetch_sub(1, std::memory_order_relaxed);
+  conclude(n, s);
+  node_id next = release(n, true);
+  finish_one();
+  return next;
+}
+
+void frame::conclude(node_id n, async_slot& s) noexcept {
+  const auto& ni = p_.nodes_[n];
+  dur_[n] = std::max<std::uint64_t>(ticks() - s.t0, 1);  // start to completion
+  if (s.error()) {
+    if (s.has_value) ni.kernel->destroy(s.out);  // the function threw after completing
+    state_[n] = threw;
+    record_error(n, s.error());
+    s.start_error = nullptr;  // a pooled frame keeps no exception alive
+    s.done_error = nullptr;
+  } else {
+    state_[n] = s.out ? constructed : ran;
+  }
+  if (concurrency_limit* limit = ni.op->limit.get()) limit->release();
+}
+
+void frame::settle(async_slot& s) noexcept {
+  const node_id n = s.node;
+  conclude(n, s);
+  // Dependents go to the queue, never run here: this is the user's thread (an event loop, a
+  // timer), which may hold locks the ops would need. The owner or a worker takes them.
+  node_id next = release(n, true);
+  if (next != no_id) {
+    push(next);
+    shared_work(estimate(next), false);
+    owner_.wake_if_parked();  // after push()'s seq_cst store (see run_waiter)
+  }
+  finish_one();
+  helpers.fetch_sub(1, std::memory_order_release);  // last touch of the frame
 }
 
 void frame::run_chain(node_id n) noexcept {
@@ -192,6 +247,10 @@ void frame::run_chain(node_id n) noexcept {
           continue;
         }
         helpers.fetch_sub(1, std::memory_order_relaxed);
+      }
+      if (p_.nodes_[n].kernel->start) {
+        n = start_async(n);  // holds its slot, if any, until its completion
+        continue;
       }
       if (is_blocking(n) && !on_blocking_lane()) {
         offload(n, limit);

@@ -13,6 +13,7 @@
 
 #include "pool.hpp"
 #include "run_waiter.hpp"
+#include "xcs/detail/async.hpp"
 #include "xcs/detail/concurrency_limit.hpp"
 #include "xcs/detail/op_profile.hpp"
 #include "xcs/detail/op_table.hpp"
@@ -22,7 +23,11 @@ namespace xcs::detail {
 
 /// The per-call state of a run. Frames are pooled by their plan, so a cached call allocates
 /// nothing here.
-class frame final : public job, public slot_waiter {
+///
+/// An async node holds no thread between its start and its completion: the thread that
+/// starts it goes on with other work, and the completion, from whatever thread calls it,
+/// settles the node (see `settle`).
+class frame final : public job, public slot_waiter, public async_sink {
  public:
   explicit frame(const plan& p);
   ~frame() override;
@@ -43,6 +48,10 @@ class frame final : public job, public slot_waiter {
   }
   void help() noexcept override;
   void slot_granted(std::uint32_t n) noexcept override;
+  /// The completion of an async node arrived after its start returned: records the outcome
+  /// and queues the dependents it made ready for the owner and the workers (the completing
+  /// thread, the user's, runs none of them).
+  void settle(async_slot& s) noexcept override;
 
  private:
   node_id pop() noexcept;
@@ -63,6 +72,12 @@ class frame final : public job, public slot_waiter {
   }
   void run_chain(node_id n) noexcept;
   void execute(node_id n) noexcept;
+  void record_error(node_id n, std::exception_ptr e) noexcept;
+  /// Starts async node n; if it completed before its start returned, finishes it as a plain
+  /// op and returns the successor to run next, else returns other ready work (or no_id).
+  node_id start_async(node_id n) noexcept;
+  /// Records an async node's outcome and frees its concurrency slot.
+  void conclude(node_id n, async_slot& s) noexcept;
   /// Releases n's successors; returns one to run next on this thread (or no_id when
   /// `keep` is false), pushes the others and wakes help if they are worth it.
   node_id release(node_id n, bool keep) noexcept;
@@ -79,6 +94,7 @@ class frame final : public job, public slot_waiter {
   std::unique_ptr<std::atomic<std::int32_t>[]> queue_;  // ready nodes; -1 = not yet written
   std::unique_ptr<std::uint8_t[]> state_;
   std::unique_ptr<std::uint64_t[]> dur_;  // ticks (see clock.hpp) each node ran
+  std::unique_ptr<async_slot[]> async_;   // per node, if the plan has async nodes
   std::vector<const void*> in_ptrs_;      // one per input slot of the plan
   std::vector<const void*> call_ptrs_;    // per value; set for argument and element values
   std::byte* storage_ = nullptr;

@@ -13,21 +13,21 @@
 namespace xcs::detail {
 
 value_id graph::add_argument(std::uint32_t position, const std::type_info& type) {
-  values_.push_back({value_kind::argument, position, no_id, &type, nullptr});
+  values_.push_back(value(value_kind::argument, position, no_id, &type, nullptr));
   ++arguments_;
   return static_cast<value_id>(values_.size() - 1);
 }
 
 value_id graph::add_element(value_id parent, std::uint32_t index, const std::type_info& type,
                             detail::element_address element) {
-  values_.push_back({value_kind::element, index, parent, &type, element});
+  values_.push_back(value(value_kind::element, index, parent, &type, element));
   return static_cast<value_id>(values_.size() - 1);
 }
 
 value_id graph::add_constant(std::shared_ptr<const void> data, const std::type_info& type) {
   constants_.push_back(std::move(data));
-  values_.push_back({value_kind::constant, static_cast<std::uint32_t>(constants_.size() - 1), no_id,
-                     &type, nullptr});
+  values_.push_back(value(value_kind::constant, static_cast<std::uint32_t>(constants_.size() - 1),
+                          no_id, &type, nullptr));
   return static_cast<value_id>(values_.size() - 1);
 }
 
@@ -44,7 +44,7 @@ value_id graph::add_node(std::string_view name, std::span<const value_id> inputs
   input_ids_.insert(input_ids_.end(), inputs.begin(), inputs.end());
   auto id = static_cast<node_id>(nodes_.size());
   if (kernel.size > 0) {
-    values_.push_back({value_kind::result, id, no_id, kernel.result_type, nullptr});
+    values_.push_back(value(value_kind::result, id, no_id, kernel.result_type, nullptr));
     n.result = static_cast<value_id>(values_.size() - 1);
   }
   nodes_.push_back(std::move(n));
@@ -172,13 +172,13 @@ std::string value_name(const graph& g, value_id v) {
   const value& val = g.values()[v];
   switch (val.kind) {
     case value_kind::argument:
-      return fmt::format("arg{}", val.index);
+      return fmt::format("arg{}", val.position());
     case value_kind::element:
-      return fmt::format("{}[{}]", value_name(g, val.parent), val.index);
+      return fmt::format("{}[{}]", value_name(g, val.parent), val.element_index());
     case value_kind::constant:
       return fmt::format("const:{}", graph::type_name(*val.type));
     case value_kind::result:
-      return fmt::format("%{}", val.index);
+      return fmt::format("%{}", val.producer());
   }
   return "?";
 }
@@ -194,8 +194,8 @@ std::string graph::listing() const {
       if (!args.empty()) args += ", ";
       args += value_name(*this, v);
     }
-    fmt::format_to(std::back_inserter(out), "%{} = {}({}) -> {}\n", i, n.name, args,
-                   type_name(*n.kernel->result_type));
+    fmt::format_to(std::back_inserter(out), "%{} = {}({}) -> {}{}\n", i, n.name, args,
+                   type_name(*n.kernel->result_type), n.kernel->start ? " [async]" : "");
   }
   return out;
 }
@@ -206,15 +206,22 @@ std::string graph::dot(std::span<const std::vector<node_id>> groups) const {
     fmt::format_to(std::back_inserter(out), "  arg{0} [label=\"arg{0}\", shape=ellipse];\n", i);
   }
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
-    fmt::format_to(std::back_inserter(out), "  n{} [label=\"%{} {}\"];\n", i, i, nodes_[i].name);
+    if (nodes_[i].kernel->start) {
+      // An async op: waits for its completion, holding no thread.
+      fmt::format_to(std::back_inserter(out),
+                     "  n{} [label=\"%{} {} (async)\", style=\"rounded,dashed\"];\n", i, i,
+                     nodes_[i].name);
+    } else {
+      fmt::format_to(std::back_inserter(out), "  n{} [label=\"%{} {}\"];\n", i, i, nodes_[i].name);
+    }
   }
   for (std::size_t i = 0; i < nodes_.size(); ++i) {
     for (value_id v : inputs(nodes_[i])) {
       const value& src = values_[root(v)];
       if (src.kind == value_kind::result) {
-        fmt::format_to(std::back_inserter(out), "  n{} -> n{};\n", src.index, i);
+        fmt::format_to(std::back_inserter(out), "  n{} -> n{};\n", src.producer(), i);
       } else if (src.kind == value_kind::argument) {
-        fmt::format_to(std::back_inserter(out), "  arg{} -> n{};\n", src.index, i);
+        fmt::format_to(std::back_inserter(out), "  arg{} -> n{};\n", src.position(), i);
       }
     }
   }

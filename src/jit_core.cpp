@@ -16,11 +16,15 @@
 #include <unordered_map>
 #include <vector>
 
+#include "blocking_lane.hpp"
 #include "compile.hpp"
+#include "fiber.hpp"
 #include "live_run.hpp"
+#include "pool.hpp"
 #include "xcs/detail/op_table.hpp"
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/error.hpp"
+#include "xcs/executor.hpp"
 
 namespace xcs::detail {
 
@@ -35,8 +39,9 @@ struct cache_entry {
   call_kind kind = call_kind::direct;
   std::shared_ptr<const plan> compiled;
   result_recipe recipe;
-  std::vector<op_counters*> counters;  // per plan node: its op's counters, or null
-  std::string reason;                  // direct: why (empty: out of memory)
+  std::vector<op_counters*> counters;                  // per plan node: its op's counters, or null
+  fallback_cause cause = fallback_cause::untraceable;  // direct: why, in short
+  std::string reason;                                  // direct: why, in words
 };
 
 namespace {
@@ -79,7 +84,7 @@ struct jit_core::impl {
   bool out_of_memory = false;  // the last fallback ran out of memory (reason: a constant)
   std::string retrace_reason;
   std::string staged_text;  // the last staged signature's read, without its source line
-  const void* staged_pc = nullptr;
+  code_site staged_site;
   std::size_t nodes = 0, groups = 0, widest = 0, critical = 0;
   double estimated = 1.0;
   op_table ops;
@@ -214,7 +219,11 @@ void jit_core::publish_trace(call_ticket& t, const signature& sig, trace_output&
     }
   }
   if (c.status != compile_status::compiled) {
-    publish_fallback(t, sig, c.status == compile_status::no_parallelism ? std::move(c.reason) : "");
+    if (c.status == compile_status::no_parallelism) {
+      publish_fallback(t, sig, fallback_cause::no_parallelism, std::move(c.reason));
+    } else {
+      publish_fallback(t, sig, fallback_cause::out_of_memory, {});
+    }
     return;
   }
   e.compiled = std::move(c.compiled);
@@ -236,9 +245,11 @@ void jit_core::publish_trace(call_ticket& t, const signature& sig, trace_output&
   t.kind = call_kind::plan;
 }
 
-void jit_core::publish_fallback(call_ticket& t, const signature& sig, std::string reason) noexcept {
+void jit_core::publish_fallback(call_ticket& t, const signature& sig, fallback_cause cause,
+                                std::string reason) noexcept {
   cache_entry& e = *t.entry;
-  const bool out_of_memory = reason.empty();
+  const bool out_of_memory = cause == fallback_cause::out_of_memory;
+  e.cause = cause;
   if (out_of_memory) impl_->forget(sig, e);
   try {
     std::lock_guard info(impl_->info_mutex);
@@ -246,7 +257,10 @@ void jit_core::publish_fallback(call_ticket& t, const signature& sig, std::strin
     if (!out_of_memory) impl_->fallback_reason = reason;
   } catch (...) {
   }
-  log([&] { return fmt::format("fallback for {}: {}", sig.to_string(), reason); });
+  log([&] {
+    return fmt::format("fallback for {}: {}", sig.to_string(),
+                       out_of_memory ? kOutOfMemory : reason);
+  });
   e.reason = std::move(reason);
   impl_->finish(e, call_kind::direct);
   t.kind = call_kind::direct;
@@ -259,7 +273,7 @@ void jit_core::publish_staged(call_ticket& t, const signature& sig,
     std::string text = ctx.staged_reason(false);
     std::lock_guard info(impl_->info_mutex);
     impl_->staged_text = std::move(text);
-    impl_->staged_pc = ctx.staged_pc();
+    impl_->staged_site = ctx.staged_site();
   } catch (...) {
   }
   log([&] { return fmt::format("staged {}: {}", sig.to_string(), ctx.staged_reason()); });
@@ -290,10 +304,12 @@ finished_run jit_core::run_plan(const call_ticket& t, std::span<const void* cons
 
 void jit_core::count_direct(const call_ticket& t) {
   impl_->fallback_calls.fetch_add(1, std::memory_order_relaxed);
-  if (strict()) {
-    const bool oom = !t.entry || t.entry->reason.empty();
-    throw error(std::string("xcs (XCS_STRICT): the call fell back: ") +
-                (oom ? kOutOfMemory : t.entry->reason.c_str()));
+  if (!strict()) return;
+  if (!t.entry || t.entry->cause == fallback_cause::out_of_memory) {
+    throw error(std::string("xcs (XCS_STRICT): the call fell back: ") + kOutOfMemory);
+  }
+  if (t.entry->cause == fallback_cause::untraceable) {
+    throw error("xcs (XCS_STRICT): the call fell back: " + t.entry->reason);
   }
 }
 
@@ -393,7 +409,7 @@ xcs::stats jit_core::stats() const {
     s.cache_capacity = m.capacity;
   }
   std::string text;
-  const void* pc;
+  code_site site;
   {
     std::lock_guard info(m.info_mutex);
     s.fallback_reason = m.out_of_memory ? kOutOfMemory : m.fallback_reason;
@@ -404,10 +420,10 @@ xcs::stats jit_core::stats() const {
     s.critical_path = m.critical;
     s.estimated_speedup = m.estimated;
     text = m.staged_text;
-    pc = m.staged_pc;
+    site = m.staged_site;
   }
   // The source line is looked up here, when the reason is read, not on the call.
-  if (!text.empty()) s.staged_reason = text + source_line(pc);
+  if (!text.empty()) s.staged_reason = text + source_line(site);
   // Ops are grouped by name: two ops may share one.
   m.ops.for_each([&](const op_counters& c) {
     auto it = std::find_if(s.ops.begin(), s.ops.end(),
@@ -421,9 +437,14 @@ xcs::stats jit_core::stats() const {
     it->total_ns += c.total_ns.load(std::memory_order_relaxed);
     it->max_ns = std::max(it->max_ns, c.max_ns.load(std::memory_order_relaxed));
     it->blocking = it->blocking || c.op->blocking();
+    it->async = it->async || c.op->async;
   });
   std::sort(s.ops.begin(), s.ops.end(),
             [](const op_stats& a, const op_stats& b) { return a.total_ns > b.total_ns; });
+  if (const pool* p = pool::started()) s.pool_degradation = p->degradation();
+  s.blocking_threads = lane_threads();
+  s.blocking_threads_peak = lane_threads_peak();
+  s.fiber_suspensions = fiber_worker::suspensions();
   return s;
 }
 

@@ -43,14 +43,14 @@ void live_run::catch_up_values() {
     const void* a = nullptr;
     switch (val.kind) {
       case value_kind::argument:
-        a = args_[val.index];
+        a = args_[val.position()];
         break;
       case value_kind::element:
         // An element of an argument, or of an op's result that a read has already waited for.
-        a = val.element(addr_[val.parent], val.index);
+        a = val.element(addr_[val.parent], val.element_index());
         break;
       case value_kind::constant:
-        a = g_.constant(val.index);
+        a = g_.constant(val.constant_slot());
         break;
       case value_kind::result:
         break;  // set by append()
@@ -73,6 +73,7 @@ void live_run::append(node_id n) {
   r.k = nd.kernel;
   r.fn = nd.fn;
   r.op = nd.op.get();
+  if (nd.kernel->start) r.async = std::make_unique<async_slot>();
   const auto ins = g_.inputs(nd);
   r.input_count = static_cast<std::uint32_t>(ins.size());
   r.inputs.reset(new const void*[std::max<std::size_t>(ins.size(), 1)]);
@@ -145,11 +146,12 @@ void live_run::share(std::unique_lock<std::mutex>&) {
   workers->wake();
 }
 
-node_id live_run::pop(bool marked_only) {
+node_id live_run::pop(pick which) {
   for (auto it = ready_.begin(); it != ready_.end(); ++it) {
     node_id n = *it;
     node_rec& r = nodes_[n];
-    if (marked_only && r.mark != mark_) continue;
+    if (which == pick::marked && r.mark != mark_) continue;
+    if (which == pick::cheap && r.op && !r.async) continue;
     ready_.erase(it);
     ready_count_.fetch_sub(1, std::memory_order_seq_cst);
     r.st = state::running;
@@ -204,6 +206,10 @@ void live_run::take_turn(node_id n) noexcept {
     if (!limit->acquire_or_park(*this, n)) return;
     helpers.fetch_sub(1, std::memory_order_relaxed);
   }
+  if (r->async) {
+    start_async(n, *r);  // holds its slot, if any, until its completion
+    return;
+  }
   auto turn = [this, n, r, limit] {
     std::int64_t cpu0 = thread_cpu_ns();
     state outcome = execute(n);
@@ -254,6 +260,42 @@ live_run::state live_run::execute(node_id n) noexcept {
   return outcome;
 }
 
+void live_run::start_async(node_id n, node_rec& r) noexcept {
+  async_slot& s = *r.async;
+  s.prepare(*this, r.op, r.out, n, ticks());
+  // The completion may come from any thread: it counts as a helper until it has settled.
+  helpers.fetch_add(1, std::memory_order_relaxed);
+  r.k->start(r.fn, r.inputs.get(), s);
+  r.op->learn_start(ticks_to_ns(ticks() - s.t0));  // before arriving: s may settle after
+  if (!s.arrive()) return;  // settle() completes it, on the completing thread
+  helpers.fetch_sub(1, std::memory_order_relaxed);  // the completion's arrival was its last touch
+  conclude(n, r, s);
+}
+
+void live_run::settle(async_slot& s) noexcept {
+  node_rec* r;
+  {
+    std::lock_guard lock(mutex_);
+    r = &nodes_[s.node];
+  }
+  conclude(s.node, *r, s);
+  helpers.fetch_sub(1, std::memory_order_release);  // last touch of the run
+}
+
+void live_run::conclude(node_id n, node_rec& r, async_slot& s) noexcept {
+  r.ticks = std::max<std::uint64_t>(ticks() - s.t0, 1);  // start to completion
+  state outcome = r.out ? state::constructed : state::ran;
+  if (s.error()) {
+    if (s.has_value) r.k->destroy(r.out);  // the function threw after completing
+    r.error = s.error();
+    s.start_error = nullptr;
+    s.done_error = nullptr;
+    outcome = state::threw;
+  }
+  if (concurrency_limit* limit = r.op->limit.get()) limit->release();
+  complete(n, outcome);
+}
+
 void live_run::complete(node_id n, state outcome) noexcept {
   std::unique_lock lock(mutex_);
   node_rec& r = nodes_[n];
@@ -292,7 +334,7 @@ void live_run::help() noexcept {
     node_id n;
     {
       std::lock_guard lock(mutex_);
-      n = pop(false);
+      n = pop(pick::any);
     }
     if (n == no_id) return;
     take_turn(n);
@@ -305,7 +347,10 @@ template <class Done>
 void live_run::owner_wait(bool any, Done done) {
   std::unique_lock lock(mutex_);
   while (!done()) {
-    node_id n = pop(!any);
+    node_id n = pop(any ? pick::any : pick::marked);
+    // Before waiting, start what costs next to nothing to start: async ops in flight while
+    // the owner waits, and the operators that feed them.
+    if (n == no_id && !any) n = pop(pick::cheap);
     if (n != no_id) {
       lock.unlock();
       take_turn(n);

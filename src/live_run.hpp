@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "pool.hpp"
+#include "xcs/detail/async.hpp"
 #include "xcs/detail/concurrency_limit.hpp"
 #include "xcs/detail/graph.hpp"
 
@@ -31,8 +32,9 @@ class op_table;
 ///
 /// Every field below the mutex is guarded by it; the node records themselves never move
 /// (a deque grown only at the end), so a thread running a node reads its kernel and inputs
-/// without the lock.
-class live_run final : public job, public slot_waiter {
+/// without the lock. An async node stays running, holding no thread, from its start until its
+/// completion settles it; its dependents then go to the ready queue.
+class live_run final : public job, public slot_waiter, public async_sink {
  public:
   /// `g` is the trace's graph, read only on the owner's thread; `args` the call's arguments.
   live_run(const graph& g, std::span<const void* const> args);
@@ -62,6 +64,8 @@ class live_run final : public job, public slot_waiter {
   void help() noexcept override;
   // slot_waiter
   void slot_granted(std::uint32_t node) noexcept override;
+  // async_sink: an async node's completion came after its start returned.
+  void settle(async_slot& s) noexcept override;
 
  private:
   enum class state : std::uint8_t { pending, ready, running, constructed, ran, threw, skipped };
@@ -70,6 +74,7 @@ class live_run final : public job, public slot_waiter {
     const void* fn = nullptr;
     op_profile* op = nullptr;
     std::unique_ptr<const void*[]> inputs;
+    std::unique_ptr<async_slot> async;  // for an async op's node
     std::uint32_t input_count = 0;
     void* out = nullptr;
     std::vector<node_id> preds;  // distinct producer nodes among the inputs
@@ -94,7 +99,10 @@ class live_run final : public job, public slot_waiter {
 
   // With mutex_ held.
   void make_ready(std::unique_lock<std::mutex>& lock, node_id n);
-  node_id pop(bool owner_only_marked);
+  /// Which ready node to take: any, one the owner's read needs, or one that is cheap to start
+  /// (an async op, which holds no thread once started, or an operator).
+  enum class pick : std::uint8_t { any, marked, cheap };
+  node_id pop(pick which);
   void share(std::unique_lock<std::mutex>& lock);
   void mark_ancestors(node_id target);
   bool settled_before(node_id limit) const;
@@ -102,6 +110,10 @@ class live_run final : public job, public slot_waiter {
   /// Takes node n (popped, state running) through its turn: slot, lane or here, completion.
   void take_turn(node_id n) noexcept;
   state execute(node_id n) noexcept;
+  /// Starts async node n; completes it here if its completion came before the start returned.
+  void start_async(node_id n, node_rec& r) noexcept;
+  /// Records an async node's outcome, frees its slot and completes it.
+  void conclude(node_id n, node_rec& r, async_slot& s) noexcept;
   void complete(node_id n, state outcome) noexcept;
   /// Owner: runs marked ready nodes (or, if `any`, every ready node) until `done()` holds.
   template <class Done>

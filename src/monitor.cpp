@@ -43,8 +43,11 @@ struct alignas(kCacheLine) participant {
   std::atomic<std::uint32_t> generation{0};
   std::atomic<std::uint64_t> seq{0};     // bumped when a node starts and when it ends
   std::atomic<op_profile*> op{nullptr};  // the op running now, or null
-  clockid_t cpu_clock{};
-  int tid = 0;
+  /// Relaxed too: a thread may claim the slot again while the monitor still looks at it with
+  /// the previous thread's `ready`; the monitor sees the new `generation` at its next look,
+  /// and one window measured on the new thread's clock only delays a decision by one tick.
+  std::atomic<clockid_t> cpu_clock{};
+  std::atomic<int> tid{0};
 
   // --- Written by the monitor.
   /// The monitor classified the node running now as waiting. Cleared by the thread when the
@@ -122,10 +125,10 @@ bool claim(participant& p) noexcept {
   }
   p.seq.store(0, std::memory_order_relaxed);
   p.op.store(nullptr, std::memory_order_relaxed);
-  if (pthread_getcpuclockid(pthread_self(), &p.cpu_clock) != 0) {
-    p.cpu_clock = CLOCK_THREAD_CPUTIME_ID;
-  }
-  p.tid = static_cast<int>(gettid());
+  clockid_t clock{};
+  if (pthread_getcpuclockid(pthread_self(), &clock) != 0) clock = CLOCK_THREAD_CPUTIME_ID;
+  p.cpu_clock.store(clock, std::memory_order_relaxed);
+  p.tid.store(static_cast<int>(gettid()), std::memory_order_relaxed);
   p.generation.fetch_add(1, std::memory_order_relaxed);
   p.ready.store(true, std::memory_order_release);
   return true;
@@ -208,7 +211,7 @@ void observe(participant& p, std::int64_t now, census& c) noexcept {
   c.busy = true;
   if (seq != p.seen_seq) {
     p.seen_seq = seq;
-    p.seen_cpu = cpu_ns(p.cpu_clock);
+    p.seen_cpu = cpu_ns(p.cpu_clock.load(std::memory_order_relaxed));
     p.seen_wall = now;
     p.waiting_windows = 0;
     set_waiting(p, false);
@@ -217,10 +220,11 @@ void observe(participant& p, std::int64_t now, census& c) noexcept {
   }
   std::int64_t wall = now - p.seen_wall;
   if (wall >= kWindowNs) {
-    std::int64_t cpu = cpu_ns(p.cpu_clock);
+    std::int64_t cpu = cpu_ns(p.cpu_clock.load(std::memory_order_relaxed));
     std::int64_t used = cpu < 0 ? -1 : cpu - p.seen_cpu;
     // Reading /proc costs: only when the CPU clock alone says the thread waited.
-    bool ready_to_run = used_little_cpu(used, wall) && runnable(p.tid);
+    bool ready_to_run =
+        used_little_cpu(used, wall) && runnable(p.tid.load(std::memory_order_relaxed));
     window_verdict v = classify_window(used, wall, ready_to_run, p.waiting_windows);
     set_waiting(p, v.waiting);
     p.waiting_windows = v.waiting_windows;

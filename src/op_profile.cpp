@@ -8,14 +8,16 @@
 
 namespace xcs::detail {
 
-op_profile::op_profile(std::string op_name, bool hinted_blocking, std::uint32_t max_concurrency)
+op_profile::op_profile(std::string op_name, bool hinted_blocking, std::uint32_t max_concurrency,
+                       bool is_async)
     : name(std::move(op_name)),
       blocking_hint(hinted_blocking),
+      async(is_async),
       limit(max_concurrency ? std::make_unique<concurrency_limit>(max_concurrency) : nullptr) {}
 
 op_profile::~op_profile() = default;
 
-void op_profile::learn(std::uint64_t ns) noexcept {
+void op_profile::fold(std::uint64_t ns) noexcept {
   // A moving average over about four runs: an op's duration drifts (a warm cache, a slower
   // server), and one outlier should not decide alone whether waking a worker pays.
   auto sample = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(ns, 1, 0xffffffffu));

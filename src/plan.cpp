@@ -11,12 +11,18 @@
 namespace xcs::detail {
 
 plan::plan(std::shared_ptr<const graph> g, const analysis& a) : graph_(std::move(g)) {
-  const graph& gr = *graph_;
-  const auto nodes = gr.nodes();
+  in_values_.assign(graph_->input_ids().begin(), graph_->input_ids().end());
+  link_nodes(a);
+  lay_out_results();
+  locate_values();
+  frame_bytes_ = frame::bytes(*this);
+}
+
+void plan::link_nodes(const analysis& a) {
+  const auto nodes = graph_->nodes();
   const std::size_t n = nodes.size();
   nodes_.resize(n);
-  in_values_.assign(gr.input_ids().begin(), gr.input_ids().end());
-
+  // Successor lists are slices of one array: count first, then fill.
   std::vector<std::uint32_t> succ_count(n, 0);
   for (std::size_t i = 0; i < n; ++i) {
     for (node_id p : a.predecessors[i]) ++succ_count[p];
@@ -28,7 +34,6 @@ plan::plan(std::shared_ptr<const graph> g, const analysis& a) : graph_(std::move
     offset += succ_count[i];
   }
   successors_.resize(offset);
-  std::size_t storage = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const node& nd = nodes[i];
     auto& ni = nodes_[i];
@@ -38,22 +43,33 @@ plan::plan(std::shared_ptr<const graph> g, const analysis& a) : graph_(std::move
     ni.first_input = nd.first_input;
     ni.input_count = nd.input_count;
     ni.join = static_cast<std::uint32_t>(a.predecessors[i].size());
+    if (nd.kernel->start) has_async_ = true;
     for (node_id p : a.predecessors[i]) {
       auto& pi = nodes_[p];
       successors_[pi.first_successor + pi.successor_count++] = static_cast<node_id>(i);
     }
     if (ni.join == 0) roots_.push_back(static_cast<node_id>(i));
-    if (nd.kernel->size > 0) {
-      storage = (storage + nd.kernel->align - 1) / nd.kernel->align * nd.kernel->align;
-      ni.storage = static_cast<std::uint32_t>(storage);
-      storage += nd.kernel->size;
+  }
+}
+
+void plan::lay_out_results() {
+  const auto nodes = graph_->nodes();
+  std::size_t storage = 0;
+  for (std::size_t i = 0; i < nodes.size(); ++i) {
+    const kernel& k = *nodes[i].kernel;
+    if (k.size > 0) {
+      storage = (storage + k.align - 1) / k.align * k.align;
+      nodes_[i].storage = static_cast<std::uint32_t>(storage);
+      storage += k.size;
     } else {
-      ni.storage = no_id;
+      nodes_[i].storage = no_id;
     }
   }
   storage_bytes_ = storage;
+}
 
-  const auto values = gr.values();
+void plan::locate_values() {
+  const auto values = graph_->values();
   values_.resize(values.size());
   for (std::size_t v = 0; v < values.size(); ++v) {
     const value& val = values[v];
@@ -61,19 +77,19 @@ plan::plan(std::shared_ptr<const graph> g, const analysis& a) : graph_(std::move
     loc.kind = val.kind;
     switch (val.kind) {
       case value_kind::argument:
-        loc.where = val.index;
+        loc.where = val.position();
         call_values_.push_back(static_cast<value_id>(v));
         break;
       case value_kind::element:
         loc.where = val.parent;
-        loc.element_index = val.index;
+        loc.element_index = val.element_index();
         call_values_.push_back(static_cast<value_id>(v));
         break;
       case value_kind::constant:
-        loc.where = val.index;
+        loc.where = val.constant_slot();
         break;
       case value_kind::result:
-        loc.where = nodes_[val.index].storage;
+        loc.where = nodes_[val.producer()].storage;
         break;
     }
   }
@@ -81,7 +97,6 @@ plan::plan(std::shared_ptr<const graph> g, const analysis& a) : graph_(std::move
     value_kind k = values_[in_values_[slot]].kind;
     if (k == value_kind::argument || k == value_kind::element) call_inputs_.push_back(slot);
   }
-  frame_bytes_ = frame::bytes(*this);
 }
 
 plan::~plan() {

@@ -20,10 +20,16 @@ std::string to_string(const stats& s) {
   if (!s.fallback_reason.empty()) out += fmt::format("\n  fallback_reason: {}", s.fallback_reason);
   if (!s.staged_reason.empty()) out += fmt::format("\n  staged_reason: {}", s.staged_reason);
   if (!s.retrace_reason.empty()) out += fmt::format("\n  retrace_reason: {}", s.retrace_reason);
+  if (s.blocking_threads_peak > 0 || s.fiber_suspensions > 0) {
+    out += fmt::format("\n  runtime: blocking_threads={} (peak {}) fiber_suspensions={}",
+                       s.blocking_threads, s.blocking_threads_peak, s.fiber_suspensions);
+  }
+  if (!s.pool_degradation.empty()) out += fmt::format("\n  pool degraded: {}", s.pool_degradation);
   for (const op_stats& o : s.ops) {
-    out += fmt::format("\n  op {:<16} calls={} errors={} total={:.3f}ms max={:.3f}ms{}", o.name,
+    out += fmt::format("\n  op {:<16} calls={} errors={} total={:.3f}ms max={:.3f}ms{}{}", o.name,
                        o.calls, o.errors, static_cast<double>(o.total_ns) / 1e6,
-                       static_cast<double>(o.max_ns) / 1e6, o.blocking ? " blocking" : "");
+                       static_cast<double>(o.max_ns) / 1e6, o.blocking ? " blocking" : "",
+                       o.async ? " async" : "");
   }
   return out;
 }

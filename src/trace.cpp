@@ -2,6 +2,8 @@
 // The trace context: recording, going staged, reads, and messages that name a value.
 #include <fmt/format.h>
 
+#include <unwind.h>
+
 #include <cstdint>
 
 #if defined(XCS_HAVE_BACKTRACE)
@@ -67,7 +69,7 @@ const void* trace_context::read(value_id v, const std::type_info& as, const void
   if (mode_ != trace_mode::live && !went_staged()) {
     staged_value_ = v;
     staged_type_ = &as;
-    staged_pc_ = pc;
+    staged_site_ = code_site::capture(pc);
   }
   if (mode_ == trace_mode::dry) abort(staged_reason());
   if (mode_ == trace_mode::recording) go_live();
@@ -85,7 +87,7 @@ void trace_context::run_outside(std::string_view what, const void* pc) {
   if (mode_ == trace_mode::live) return;
   if (!went_staged()) {
     staged_what_ = what;
-    staged_pc_ = pc;
+    staged_site_ = code_site::capture(pc);
   }
   if (mode_ == trace_mode::dry) abort(staged_reason());
   go_live();
@@ -101,7 +103,7 @@ void trace_context::fail(std::string reason) {
 }
 
 std::string trace_context::staged_reason(bool with_line) const {
-  std::string line = with_line ? source_line(staged_pc_) : std::string();
+  std::string line = with_line ? source_line(staged_site_) : std::string();
   if (staged_value_ != no_id) {
     return fmt::format("the body reads the value of {}, as {}{}", describe(staged_value_),
                        graph::type_name(*staged_type_), line);
@@ -127,16 +129,16 @@ std::string trace_context::describe(value_id v) const {
   const value& val = graph_.values()[v];
   switch (val.kind) {
     case value_kind::argument:
-      return fmt::format("argument {} ({})", val.index, graph::type_name(*val.type));
+      return fmt::format("argument {} ({})", val.position(), graph::type_name(*val.type));
     case value_kind::element:
-      return fmt::format("element {} of {}", val.index, describe(val.parent));
+      return fmt::format("element {} of {}", val.element_index(), describe(val.parent));
     case value_kind::constant:
       return fmt::format("a constant ({})", graph::type_name(*val.type));
     case value_kind::result: {
-      const node& n = graph_.nodes()[val.index];
+      const node& n = graph_.nodes()[val.producer()];
       std::string what = n.op ? fmt::format("the result of op '{}'", n.name)
                               : fmt::format("the result of operator '{}'", n.name);
-      return fmt::format("{} (node %{}, {}){}", what, val.index, graph::type_name(*val.type),
+      return fmt::format("{} (node %{}, {}){}", what, val.producer(), graph::type_name(*val.type),
                          depends_on(v));
     }
   }
@@ -156,11 +158,11 @@ std::string trace_context::depends_on(value_id v) const {
     seen[x] = true;
     const value& val = g.values()[x];
     if (val.kind == value_kind::argument) {
-      args[val.index] = true;
+      args[val.position()] = true;
     } else if (val.kind == value_kind::element) {
       stack.push_back(val.parent);
     } else if (val.kind == value_kind::result) {
-      for (value_id in : g.inputs(g.nodes()[val.index])) stack.push_back(in);
+      for (value_id in : g.inputs(g.nodes()[val.producer()])) stack.push_back(in);
     }
   }
   std::string out;
@@ -184,40 +186,86 @@ trace_context& context_of(trace_context* ctx, value_id v) {
 
 namespace {
 
+struct unwind_state {
+  code_site* site;
+  const void* from;
+  bool found = false;
+};
+
+_Unwind_Reason_Code on_frame(_Unwind_Context* c, void* data) {
+  auto* st = static_cast<unwind_state*>(data);
+  const void* ip = reinterpret_cast<const void*>(_Unwind_GetIP(c));
+  if (!st->found) {
+    st->found = ip == st->from;  // frames inside xcs until then
+    if (!st->found) return _URC_NO_REASON;
+  }
+  st->site->pcs[st->site->size++] = ip;
+  return st->site->size == code_site::capacity ? _URC_END_OF_STACK : _URC_NO_REASON;
+}
+
 #if defined(XCS_HAVE_BACKTRACE)
+/// The standard library's headers and xcs's own: not the line a user wants named.
+bool library_file(std::string_view file) {
+  return file.find("/c++/") != std::string_view::npos ||
+         file.find("include/xcs/") != std::string_view::npos || file.rfind("/usr/include/", 0) == 0;
+}
+
 struct source_line_info {
   std::string file;
   int line = 0;
+  std::string first_file;  // the innermost line, if every frame is a library's
+  int first_line = 0;
 };
 
 void ignore_error(void*, const char*, int) {}
 
+// Called for each frame at one address, innermost (inlined) first; nonzero stops.
 int on_line(void* data, std::uintptr_t, const char* file, int line, const char*) {
   auto* out = static_cast<source_line_info*>(data);
-  if (file && out->file.empty()) {
-    out->file = file;
-    out->line = line;
+  if (!file) return 0;
+  if (out->first_file.empty()) {
+    out->first_file = file;
+    out->first_line = line;
   }
-  return 0;
+  if (library_file(file)) return 0;
+  out->file = file;
+  out->line = line;
+  return 1;
 }
 #endif
 
 }  // namespace
 
-std::string source_line(const void* pc) {
+code_site code_site::capture(const void* pc) noexcept {
+  code_site site;
+  unwind_state st{&site, pc};
+  _Unwind_Backtrace(&on_frame, &st);
+  if (!st.found) {  // unwinding missed it (no unwind tables): the read's own line, at least
+    site.pcs[0] = pc;
+    site.size = pc ? 1 : 0;
+  }
+  return site;
+}
+
+std::string source_line(const code_site& site) {
 #if defined(XCS_HAVE_BACKTRACE)
-  if (!pc) return "";
+  if (site.size == 0) return "";
   // Created once; libbacktrace's state is thread-safe with threaded = 1 and never freed.
   static backtrace_state* state = backtrace_create_state(nullptr, 1, &ignore_error, nullptr);
   if (!state) return "";
   source_line_info found;
-  // The return address follows the call: step back into the calling line.
-  backtrace_pcinfo(state, reinterpret_cast<std::uintptr_t>(pc) - 1, &on_line, &ignore_error,
-                   &found);
-  if (found.file.empty()) return "";
+  for (std::size_t i = 0; i < site.size && found.file.empty(); ++i) {
+    // A return address follows its call: step back into the calling line.
+    backtrace_pcinfo(state, reinterpret_cast<std::uintptr_t>(site.pcs[i]) - 1, &on_line,
+                     &ignore_error, &found);
+  }
+  if (found.file.empty()) {
+    if (found.first_file.empty()) return "";
+    return fmt::format(" at {}:{}", found.first_file, found.first_line);
+  }
   return fmt::format(" at {}:{}", found.file, found.line);
 #else
-  (void)pc;
+  (void)site;
   return "";
 #endif
 }

@@ -122,23 +122,22 @@ TEST_P(ConcurrencyTest, ManyThreadsShareOneJittedObjectAndItsCopies) {
 
 TEST_P(ConcurrencyTest, ConcurrentCallsOverlapTheirBlockingOps) {
   constexpr int threads = 4;
+  xcs_test::concurrency_meter meter;
   auto fetch = xcs::op(
       "fetch",
-      [](int v) {
-        sleep_ms(50);
+      [&](int v) {
+        xcs_test::concurrency_meter::guard g(meter);
+        meter.await_peak(2 * threads, xcs_test::give_up());
         return v;
       },
       xcs::blocking);
   auto f = xcs::jit([&](auto a, auto b) { return fetch(a) + fetch(b); });
-  f(0, 0);  // trace outside the timing
   std::vector<std::thread> pool;
   std::vector<int> got(threads);
-  double ms = xcs_test::time_ms([&] {
-    for (int t = 0; t < threads; ++t) pool.emplace_back([&, t] { got[t] = f(t, t); });
-    for (auto& th : pool) th.join();
-  });
+  for (int t = 0; t < threads; ++t) pool.emplace_back([&, t] { got[t] = f(t, t); });
+  for (auto& th : pool) th.join();
   for (int t = 0; t < threads; ++t) EXPECT_EQ(got[t], 2 * t);
-  EXPECT_LT(ms, 250.0) << "8 blocking 50 ms ops from 4 concurrent calls";  // serially 400 ms
+  EXPECT_EQ(meter.max(), 2 * threads) << "the blocking ops of 4 concurrent calls did not overlap";
 }
 
 XCS_TEST_POOL_SIZES(ConcurrencyTest);

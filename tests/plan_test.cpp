@@ -17,7 +17,6 @@ namespace {
 using ::testing::HasSubstr;
 using xcs_test::invocation_counter;
 using xcs_test::sleep_ms;
-using xcs_test::time_ms;
 
 /// An op's exception with an id, and the address of the object the op threw, so a test can
 /// check that the caller catches that very object.
@@ -170,33 +169,43 @@ TEST(PlanTest, NonStandardExceptionPassesThrough) {
 }
 
 TEST(PlanTest, EarlierOpStillRunningDecidesTheException) {
-  // op 2 throws at once while op 1 is still running; op 1 then succeeds: op 2's exception.
-  auto slow_ok = xcs::op("slow_ok", [](int v) {
-    sleep_ms(50);
-    return v;
-  });
-  auto fail = xcs::op("fail", [](int id) -> int { throw_failure(id); });
-  std::atomic<bool> slow_finished{false};
-  auto slow_flag = xcs::op("slow_flag", [&](int v) {
-    sleep_ms(60);
+  // `later` throws while `earlier` (before it in program order) still runs: `earlier` holds
+  // until `later` has thrown. Which exception the call throws is decided only when `earlier`
+  // ends: its own if it throws (time order would pick `later`'s), else `later`'s.
+  std::atomic<bool> later_threw{false}, slow_finished{false}, finished_when_later_threw{false};
+  auto earlier = xcs::op("earlier", [&](int id) -> int {
+    for (auto end = xcs_test::give_up(); !later_threw && xcs_test::steady::now() < end;) {
+      sleep_ms(1);
+    }
+    sleep_ms(5);  // still running well after the throw
     slow_finished = true;
-    return v;
+    if (id > 0) throw_failure(id);
+    return id;
+  });
+  auto later = xcs::op("later", [&](int id) -> int {
+    finished_when_later_threw = slow_finished.load();
+    later_threw = true;
+    throw_failure(id);
   });
   auto f = xcs::jit([&](auto a, auto b) {
-    auto x = slow_ok(a);
-    auto y = fail(b);
-    auto z = slow_flag(a);
-    return x + y + z;
+    auto x = earlier(a);
+    auto y = later(b);
+    return x + y;
   });
-  for (int call = 0; call < 2; ++call) {
-    slow_finished = false;
+  for (int earlier_id : {1, 0, 1, 0}) {
+    later_threw = slow_finished = finished_when_later_threw = false;
     try {
-      f(1, 9);
-      FAIL() << "expected op_failure";
+      f(earlier_id, 9);
+      ADD_FAILURE() << "expected op_failure";
     } catch (const op_failure& e) {
-      EXPECT_EQ(e.id, 9);
+      EXPECT_EQ(e.id, earlier_id ? earlier_id : 9) << "earlier op " << earlier_id;
+      EXPECT_EQ(e.origin, &e);
     }
+    EXPECT_TRUE(later_threw.load()) << "the later op did not run beside the earlier one";
+    EXPECT_FALSE(finished_when_later_threw.load()) << "the earlier op had ended already";
+    EXPECT_TRUE(slow_finished.load()) << "the call returned before the earlier op ended";
   }
+  EXPECT_EQ(f.stats().fallback_calls, 0u);
 }
 
 TEST(PlanTest, OpsAfterTheThrowingOneDoNotStartAndStartedOnesAreWaitedFor) {
@@ -227,22 +236,17 @@ TEST(PlanTest, OpsAfterTheThrowingOneDoNotStartAndStartedOnesAreWaitedFor) {
   for (int call = 0; call < 3; ++call) {
     slow_started = false;
     slow_finished = false;
-    double ms = time_ms([&] {
-      try {
-        f(3, 4);
-        ADD_FAILURE() << "expected op_failure";
-      } catch (const op_failure& e) {
-        EXPECT_EQ(e.id, 3);
-        // The call returns only after every started op finished.
-        if (slow_started) {
-          EXPECT_TRUE(slow_finished.load()) << "returned while an op was still running";
-        }
+    try {
+      f(3, 4);
+      ADD_FAILURE() << "expected op_failure";
+    } catch (const op_failure& e) {
+      EXPECT_EQ(e.id, 3);
+      // The call returns only after every started op finished.
+      if (slow_started) {
+        EXPECT_TRUE(slow_finished.load()) << "returned while an op was still running";
       }
-    });
-    if (slow_started) {
-      ++started_calls;
-      EXPECT_GE(ms, 70.0) << "returned before the running op finished";
     }
+    if (slow_started) ++started_calls;
   }
   EXPECT_EQ(later_runs.count(), 0) << "an op after the throwing one was started";
   RecordProperty("calls_where_slow_started", started_calls);

@@ -12,34 +12,27 @@
 #include <thread>
 #include <vector>
 
+#include "test_support.hpp"
 #include "xcs/xcs.hpp"
 
 namespace {
 
 using ::testing::HasSubstr;
 
-/// Counts how many instances run at once.
-struct meter {
-  std::atomic<int> now{0}, peak{0}, runs{0};
-  void enter() {
-    ++runs;
-    int n = ++now;
-    for (int p = peak.load(); n > p && !peak.compare_exchange_weak(p, n);) {
-    }
-  }
-  void leave() { --now; }
-};
+using xcs_test::concurrency_meter;
+using xcs_test::invocation_counter;
 
-void nap(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+void nap(int ms) { xcs_test::sleep_ms(ms); }
 
 TEST(StagedTest, BranchOnAJudgeRunsCandidatesAtOnceAndMatchesTheDirectCall) {
-  meter m;
+  concurrency_meter m;
+  invocation_counter gen_runs;
   auto gen = xcs::op(
       "gen",
       [&](int q, int k) {
-        m.enter();
+        gen_runs.hit();
+        concurrency_meter::guard g(m);
         nap(30);
-        m.leave();
         return q * 10 + k;
       },
       xcs::blocking);
@@ -52,14 +45,14 @@ TEST(StagedTest, BranchOnAJudgeRunsCandidatesAtOnceAndMatchesTheDirectCall) {
   };
   auto f = xcs::jit(body);
   for (int q : {1, 2, 3, 4}) {
-    int runs_before = m.runs.load();
+    int runs_before = gen_runs.count();
     int got = f(q);
-    int jitted_runs = m.runs.load() - runs_before;
+    int jitted_runs = gen_runs.count() - runs_before;
     int want = body(q);
     EXPECT_EQ(got, want) << q;
-    EXPECT_EQ(jitted_runs, m.runs.load() - runs_before - jitted_runs) << "each op exactly once";
+    EXPECT_EQ(jitted_runs, gen_runs.count() - runs_before - jitted_runs) << "each op exactly once";
   }
-  EXPECT_GE(m.peak.load(), 3) << "the three candidates overlap";
+  EXPECT_GE(m.max(), 3) << "the three candidates overlap";
   auto st = f.stats();
   EXPECT_EQ(st.staged_calls, 4u);
   EXPECT_EQ(st.fallback_calls, 0u);
@@ -162,15 +155,14 @@ TEST(StagedTest, AnExceptionNoReadNeedsSurfacesAtTheEnd) {
 }
 
 TEST(StagedTest, LoopingOverAReturnedVectorKeepsItsElementsTraced) {
-  meter m;
+  concurrency_meter m;
   auto list =
       xcs::op("list", [](int n) { return std::vector<int>(static_cast<std::size_t>(n), 7); });
   auto summarize = xcs::op(
       "summarize",
       [&](int v) {
-        m.enter();
+        concurrency_meter::guard g(m);
         nap(20);
-        m.leave();
         return v + 1;
       },
       xcs::blocking);
@@ -183,7 +175,7 @@ TEST(StagedTest, LoopingOverAReturnedVectorKeepsItsElementsTraced) {
   auto f = xcs::jit(body);
   EXPECT_EQ(f(4), (std::vector<int>{8, 8, 8, 8}));
   EXPECT_EQ(f(2), (std::vector<int>{8, 8}));
-  EXPECT_GE(m.peak.load(), 2) << "the elements are summarized at the same time";
+  EXPECT_GE(m.max(), 2) << "the elements are summarized at the same time";
   EXPECT_EQ(f.stats().staged_calls, 2u);
 }
 

@@ -4,12 +4,17 @@
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <xcs/xcs.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -20,7 +25,10 @@
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
+using xcs_test::concurrency_meter;
 using xcs_test::sleep_ms;
+using xcs_test::steady;
 
 TEST(StatsTest, FreshFunctionHasEmptyStats) {
   auto id = xcs::op("id", [](int v) { return v; });
@@ -35,18 +43,34 @@ TEST(StatsTest, FreshFunctionHasEmptyStats) {
   EXPECT_EQ(st.speedup, 0.0);
 }
 
-TEST(StatsTest, MeasuredSpeedupOfTwoParallelSleeps) {
-  auto wait = xcs::op("wait", [](int v) {
-    sleep_ms(50);
+TEST(StatsTest, MeasuredSpeedupIsOpTimeOverWallTime) {
+  // Two waits that overlap (each holds until both run). The run's wall time lies inside the
+  // calls as the caller times them, and each op's time around its body as the op times it, so
+  // the measured speedup is at least (body time) / (call time); with two ops, at most 2.
+  concurrency_meter meter;
+  std::atomic<std::int64_t> body_ns{0};
+  auto wait = xcs::op("wait", [&](int v) {
+    auto t0 = steady::now();
+    {
+      concurrency_meter::guard g(meter);
+      meter.await_peak(2, xcs_test::give_up());
+      sleep_ms(50);
+    }
+    body_ns += std::chrono::duration_cast<std::chrono::nanoseconds>(steady::now() - t0).count();
     return v;
   });
   auto f = xcs::jit([&](auto a, auto b) { return wait(a) + wait(b); });
-  EXPECT_EQ(f(1, 2), 3);
-  EXPECT_EQ(f(3, 4), 7);
+  double call_ms = xcs_test::time_ms([&] {
+    EXPECT_EQ(f(1, 2), 3);
+    EXPECT_EQ(f(3, 4), 7);
+  });
   auto st = f.stats();
+  EXPECT_EQ(meter.max(), 2) << "the two waits did not overlap";
   EXPECT_TRUE(st.optimized);
   EXPECT_EQ(st.plan_runs, 2u);
-  EXPECT_GT(st.speedup, 1.5) << "two 50 ms sleeps side by side; measured " << st.speedup;
+  double floor = static_cast<double>(body_ns.load()) / (call_ms * 1e6);
+  EXPECT_GE(st.speedup, 0.95 * floor) << "op time over wall time; measured " << st.speedup;
+  EXPECT_GT(st.speedup, 1.0) << "two overlapping 50 ms waits; measured " << st.speedup;
   EXPECT_LE(st.speedup, 2.2);                   // two ops cannot give more than 2
   EXPECT_DOUBLE_EQ(st.estimated_speedup, 1.5);  // 3 nodes over a critical path of 2
   EXPECT_EQ(st.nodes, 3u);                      // two waits and a +
@@ -188,5 +212,77 @@ TEST(StatsTest, SameVectorPassedToTwoOpsIsPackedOnce) {
   }
   EXPECT_EQ(packs, 1u) << listing;
 }
+
+// ---- the process's runtime ----------------------------------------------------------------
+
+TEST(StatsTest, RuntimeFiguresShowTheBlockingLane) {
+  concurrency_meter meter;
+  auto fetch = xcs::op(
+      "fetch",
+      [&](int v) {
+        concurrency_meter::guard g(meter);
+        meter.await_peak(3, xcs_test::give_up());
+        return v;
+      },
+      xcs::blocking);
+  auto f = xcs::jit([&](auto a, auto b, auto c) { return fetch(a) + fetch(b) + fetch(c); });
+  EXPECT_EQ(f(1, 2, 3), 6);
+  ASSERT_EQ(meter.max(), 3);
+  xcs::stats st = f.stats();
+  EXPECT_GE(st.blocking_threads_peak, 3u) << "three blocking ops ran at once on the lane";
+  EXPECT_LE(st.blocking_threads, xcs::blocking_thread_limit());
+  EXPECT_TRUE(st.pool_degradation.empty()) << st.pool_degradation;
+  std::string text = fmt::format("{}", st);
+  EXPECT_THAT(text, HasSubstr(fmt::format("(peak {})", st.blocking_threads_peak))) << text;
+  EXPECT_THAT(text, Not(HasSubstr("pool degraded"))) << text;
+  // Process-wide: any function's stats show them.
+  auto id = xcs::op("id", [](int v) { return v; });
+  auto g = xcs::jit([&](auto a) { return id(a); });
+  EXPECT_GE(g.stats().blocking_threads_peak, st.blocking_threads_peak);
+}
+
+#if !defined(XCS_SANITIZE_ADDRESS) && !defined(XCS_SANITIZE_THREAD)
+/// In a child whose address space has no room for another thread's stack: the pool starts no
+/// worker and no monitor, the call still runs (on the caller), and stats() says so.
+int run_degraded_child() {
+  long pages = 0;
+  if (std::FILE* statm = std::fopen("/proc/self/statm", "r")) {
+    if (std::fscanf(statm, "%ld", &pages) != 1) pages = 0;
+    std::fclose(statm);
+  }
+  if (pages <= 0) return 10;
+  rlimit as{};
+  as.rlim_cur = as.rlim_max = static_cast<rlim_t>(pages) * 4096 + (4 << 20);  // < a stack
+  if (setrlimit(RLIMIT_AS, &as) != 0) return 11;
+  auto id = xcs::op("id", [](int v) { return v; });
+  auto f = xcs::jit([&](auto a, auto b) { return id(a) + id(b); });
+  if (f(1, 2) != 3) return 12;
+  xcs::stats st = f.stats();
+  if (st.pool_degradation.find("0 of ") == std::string::npos) return 13;
+  if (st.pool_degradation.find("monitor could not start") == std::string::npos) return 14;
+  if (xcs::to_string(st).find("pool degraded: 0 of ") == std::string::npos) return 15;
+  return 0;
+}
+
+TEST(StatsTest, DegradedPoolIsShown) {
+  // The child is this test again, in a fresh process (exec), so that no thread stack cached
+  // by the C library from earlier tests lets a thread start under the limit.
+  if (std::getenv("XCS_TEST_DEGRADED_CHILD")) _exit(run_degraded_child());
+  std::fflush(nullptr);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    setenv("XCS_TEST_DEGRADED_CHILD", "1", 1);
+    execl("/proc/self/exe", "stats_test", "--gtest_filter=StatsTest.DegradedPoolIsShown",
+          static_cast<char*>(nullptr));
+    _exit(16);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "10-11: no address-space limit, 12: wrong result, "
+                                       "13-15: degradation not shown, 16: exec failed";
+}
+#endif
 
 }  // namespace

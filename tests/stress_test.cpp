@@ -6,17 +6,17 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <cstdio>
-#include <cstdlib>
-#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <vector>
 
+#include "test_support.hpp"
+
 namespace {
+
+using xcs_test::deadline;
 
 #if defined(XCS_SANITIZE_THREAD) || defined(XCS_SANITIZE_ADDRESS)
 constexpr int kCallsPerThread = 150;
@@ -24,35 +24,6 @@ constexpr int kCallsPerThread = 150;
 constexpr int kCallsPerThread = 2000;
 #endif
 constexpr int kThreads = 16;
-
-/// Aborts the process (with a message) if the scope is not left within `seconds`: a deadlock
-/// fails the test instead of hanging CI until the ctest timeout.
-class deadline {
- public:
-  deadline(const char* what, int seconds)
-      : thread_([this, what, seconds] {
-          std::unique_lock lock(mutex_);
-          if (!cv_.wait_for(lock, std::chrono::seconds(seconds), [this] { return done_; })) {
-            std::fprintf(stderr, "deadline: %s did not finish within %d s (deadlock?)\n", what,
-                         seconds);
-            std::abort();
-          }
-        }) {}
-  ~deadline() {
-    {
-      std::lock_guard lock(mutex_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;
-};
 
 std::atomic<long> g_square_calls{0}, g_length_calls{0}, g_total_calls{0};
 
@@ -100,7 +71,7 @@ TEST_P(StressTest, ManyThreadsMixedSignaturesWhileTracing) {
   auto f = xcs::jit(sum_of_squares);
   std::atomic<long> expected_squares{0}, wrong{0};
   std::atomic<int> go{0};
-  deadline guard("ManyThreadsMixedSignaturesWhileTracing", 120);
+  deadline guard(std::chrono::seconds(120), "ManyThreadsMixedSignaturesWhileTracing");
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -164,7 +135,7 @@ TEST_P(StressTest, CacheAtItsBoundEvicts) {
   // Then 16 threads over the same 10 signatures: the cache stays at its bound, every call is
   // right, and each trace either fills a free slot or evicts one.
   std::atomic<long> wrong{0};
-  deadline guard("CacheAtItsBoundEvicts", 120);
+  deadline guard(std::chrono::seconds(120), "CacheAtItsBoundEvicts");
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -211,7 +182,7 @@ auto op2 = xcs::op("op2", [](int x, int y) { return mid(x, y); });
 auto top = xcs::jit([](const auto& x, const auto& y) { return combine(op2(x, y), op2(y, x)); });
 
 TEST_P(StressTest, NestedJitThreeLevelsDeep) {
-  deadline guard("NestedJitThreeLevelsDeep", 120);
+  deadline guard(std::chrono::seconds(120), "NestedJitThreeLevelsDeep");
   g_leaf_calls = 0;
   std::atomic<long> wrong{0};
   std::vector<std::thread> threads;
@@ -261,7 +232,7 @@ TEST_P(StressTest, PoolResizedWhileCallsRun) {
   auto f = xcs::jit(sum_of_squares);
   std::atomic<bool> stop{false};
   std::atomic<long> wrong{0}, calls{0};
-  deadline guard("PoolResizedWhileCallsRun", 120);
+  deadline guard(std::chrono::seconds(120), "PoolResizedWhileCallsRun");
   std::vector<std::thread> threads;
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&, t] {

@@ -34,6 +34,10 @@ double time_ms(Fn&& fn) {
   return ms_since(t0);
 }
 
+/// How long a test waits for something that should happen at once before it gives up and
+/// fails (rather than hang): far beyond any sanitizer's or loaded machine's slowness.
+inline steady::time_point give_up() { return steady::now() + std::chrono::seconds(10); }
+
 /// Waits without using the CPU, like a network call.
 inline void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
@@ -65,6 +69,16 @@ class concurrency_meter {
    private:
     concurrency_meter& m_;
   };
+
+  /// Waits, sleeping as a blocking call would, until `n` guards were alive at once or until
+  /// `give_up`. An op that calls it inside a guard makes its instances overlap whenever the
+  /// scheduler lets `n` of them run at once, however slow the machine; a scheduler that does
+  /// not leaves max() below `n` instead of hanging the test.
+  void await_peak(int n, steady::time_point give_up) const {
+    while (max() < n && steady::now() < give_up) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
 
   int max() const { return max_.load(std::memory_order_acquire); }
   int now() const { return now_.load(std::memory_order_acquire); }

@@ -23,6 +23,7 @@
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using xcs_test::invocation_counter;
 
 // ---- semantic preservation ---------------------------------------------------------------
@@ -590,6 +591,40 @@ TEST(StagedTest, ReasonNamesTheSourceLineOfTheRead) {
   EXPECT_THAT(reason, HasSubstr("trace_test.cpp:" + std::to_string(read_line))) << reason;
 #else
   (void)read_line;
+#endif
+}
+
+TEST(StagedTest, ReadsInsideTheStandardLibraryOrXcsNameTheBodysLine) {
+  // A read inside std::accumulate, inside xcs::map, or in std::invoke converting an argument
+  // for a non-generic lambda names the first line outside both libraries.
+  auto twice = xcs::op("twice", [](int v) { return 2 * v; });
+  auto range =
+      xcs::op("range", [](int n) { return std::vector<int>(static_cast<std::size_t>(n), 1); });
+  constexpr int accumulate_line = __LINE__ + 2;
+  auto sum = xcs::jit([&](const auto& v) {
+    return std::accumulate(v.begin(), v.end(), 0,
+                           [&](int acc, const auto& x) { return acc + twice(x); });
+  });
+  EXPECT_EQ(sum(std::vector<int>{1, 2}), 6);
+  constexpr int map_line = __LINE__ + 1;
+  auto mapped = xcs::jit([&](auto n) { return xcs::map(twice, range(n)); });
+  EXPECT_EQ(mapped(2), (std::vector<int>{2, 2}));
+  auto plain = xcs::jit([&](int n) { return twice(n); });
+  constexpr int call_line = __LINE__ + 1;
+  EXPECT_EQ(plain(4), 8);
+  const std::string reasons[] = {sum.stats().staged_reason, mapped.stats().staged_reason,
+                                 plain.stats().staged_reason};
+  for (const std::string& r : reasons) {
+    EXPECT_THAT(r, Not(HasSubstr("/c++/"))) << r;
+    EXPECT_THAT(r, Not(HasSubstr("include/xcs/"))) << r;
+  }
+#if defined(XCS_TEST_EXPECT_SOURCE_LINES)
+  EXPECT_THAT(reasons[0], HasSubstr("trace_test.cpp:" + std::to_string(accumulate_line)))
+      << reasons[0];
+  EXPECT_THAT(reasons[1], HasSubstr("trace_test.cpp:" + std::to_string(map_line))) << reasons[1];
+  EXPECT_THAT(reasons[2], HasSubstr("trace_test.cpp:" + std::to_string(call_line))) << reasons[2];
+#else
+  (void)accumulate_line, (void)map_line, (void)call_line;
 #endif
 }
 

@@ -24,94 +24,20 @@
 #include "llm_client.hpp"
 #include "local_server.hpp"
 #include "pipeline.hpp"
+#include "test_support.hpp"
 
 extern char** environ;
 
 namespace {
 
 using namespace std::chrono_literals;
-
-// curl_global_init before any test (and any thread) sends a request.
-const llm::curl_session curl_for_all_tests;
+using namespace llm_test;
 
 constexpr int kDelayMs = 200;  // how long the server takes per chat request
-
-std::string expected_member_answer(const std::string& question, int member, int members) {
-  return "Member " + std::to_string(member) + " of " + std::to_string(members) + " says about \"" +
-         question + "\": 42.";
-}
-const std::string kExpectedVerdict = "Answer 1 is the best.";
-std::string expected_final(const std::string& question) {
-  return "Final answer to \"" + question +
-         "\":\nthe ensemble agrees (answer 1 was the best) \u2014 voil\u00e0 \U0001F30D";
-}
 
 // Quotes, a backslash, a tab and non-ASCII letters: they must survive escaping on the way out
 // and decoding on the way back.
 const std::string kQuestion = "Why is the sky \"blue\" \\ not green?\tRéponds, s'il te plaît.";
-
-template <class Fn>
-double millis(Fn&& fn) {
-  auto t0 = std::chrono::steady_clock::now();
-  fn();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
-
-/// Polls nginx's stub_status over one keep-alive connection while requests are in flight, and
-/// keeps the most requests and connections it saw besides its own.
-class status_sampler {
- public:
-  explicit status_sampler(std::string url) : url_(std::move(url)), thread_([this] { run(); }) {
-    while (samples_.load() == 0 && !failed_.load()) std::this_thread::sleep_for(1ms);
-  }
-  ~status_sampler() { stop(); }
-
-  void stop() {
-    stop_.store(true);
-    if (thread_.joinable()) thread_.join();
-  }
-  int max_requests() const { return max_writing_.load(); }
-  int max_connections() const { return max_active_.load(); }
-  int samples() const { return samples_.load(); }
-  bool failed() const { return failed_.load(); }
-
- private:
-  static std::size_t append(char* data, std::size_t size, std::size_t count, void* user) {
-    static_cast<std::string*>(user)->append(data, size * count);
-    return size * count;
-  }
-  void run() {
-    std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> h(curl_easy_init(), &curl_easy_cleanup);
-    std::string page;
-    curl_easy_setopt(h.get(), CURLOPT_URL, url_.c_str());
-    curl_easy_setopt(h.get(), CURLOPT_WRITEFUNCTION, &append);
-    curl_easy_setopt(h.get(), CURLOPT_WRITEDATA, &page);
-    curl_easy_setopt(h.get(), CURLOPT_TIMEOUT_MS, 2000L);
-    curl_easy_setopt(h.get(), CURLOPT_NOSIGNAL, 1L);
-    while (!stop_.load()) {
-      page.clear();
-      if (curl_easy_perform(h.get()) != CURLE_OK) {
-        failed_.store(true);
-        return;
-      }
-      llm::server_status s = llm::parse_status(page);
-      // The status request itself is one of the requests being written, and its connection
-      // one of the active ones.
-      max_writing_.store(std::max(max_writing_.load(), s.writing - 1));
-      max_active_.store(std::max(max_active_.load(), s.active - 1));
-      samples_.fetch_add(1);
-      std::this_thread::sleep_for(2ms);
-    }
-  }
-
-  std::string url_;
-  std::atomic<bool> stop_{false};
-  std::atomic<bool> failed_{false};
-  std::atomic<int> samples_{0};
-  std::atomic<int> max_writing_{0};
-  std::atomic<int> max_active_{0};
-  std::thread thread_;  // last: it starts running in the constructor
-};
 
 struct process_result {
   int exit_code = -1;
@@ -166,35 +92,15 @@ std::map<std::string, std::string> parse_summary(const std::string& output) {
   return out;
 }
 
-/// The exception an llm request threw, if any; other exceptions pass through.
-template <class Fn>
-std::optional<llm::llm_error> llm_error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const llm::llm_error& e) {
-    return e;
-  }
-  return std::nullopt;
-}
-
 /// Each test gets its own nginx on its own port, so tests may run in parallel.
 class LlmHttpTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    llm::local_server_options o;
-    o.nginx = XCS_LLM_NGINX;
-    o.config_template = XCS_LLM_NGINX_TEMPLATE;
-    o.echo_module = XCS_LLM_ECHO_MODULE;
-    o.work_dir = XCS_LLM_WORK_DIR;
-    o.delay_ms = kDelayMs;
-    o.slow_ms = 3000;
-    server_ = std::make_unique<llm::local_server>(o);
+    if (std::string why = server_missing(); !why.empty()) GTEST_SKIP() << why;
+    server_ = start_server(kDelayMs);
   }
   void TearDown() override {
-    std::filesystem::path prefix = server_->prefix();
-    server_->stop();
-    // Keep the config and logs of a failed test for a look.
-    if (!HasFailure()) std::filesystem::remove_all(prefix);
+    if (server_) stop_server(*server_);
   }
 
   llm::client make_client(long timeout_ms = 10000) const {
@@ -206,33 +112,6 @@ class LlmHttpTest : public ::testing::Test {
 
   std::unique_ptr<llm::local_server> server_;
 };
-
-// --- The JSON helpers, without a server ------------------------------------------------
-
-TEST(LlmJsonTest, EscapesWhatJsonRequires) {
-  EXPECT_EQ(llm::json_escape("plain"), "plain");
-  EXPECT_EQ(llm::json_escape("a\"b\\c/d"), "a\\\"b\\\\c/d");
-  EXPECT_EQ(llm::json_escape("\n\r\t\b\f"), "\\n\\r\\t\\b\\f");
-  EXPECT_EQ(llm::json_escape(std::string("\x01\x1f", 2)), "\\u0001\\u001f");
-  EXPECT_EQ(llm::json_escape("caf\u00e9 \U0001F30D"), "caf\u00e9 \U0001F30D");  // UTF-8 as is
-  EXPECT_EQ(llm::request_body("m", "say \"hi\"\n"),
-            R"({"model":"m","messages":[{"role":"user","content":"say \"hi\"\n"}]})");
-}
-
-TEST(LlmJsonTest, ReadsTheFirstChoicesContent) {
-  // Members before and after, nested values to skip, escapes of every kind.
-  const std::string body = R"({"id":"x","weird":{"choices":[1]},"choices":[
-      {"index":0,"message":{"role":"assistant","tool_calls":[{"a":"]}"}],
-       "content":"q\"b\\s\/ \n\t \u00e9 \u2014 \ud83c\udf0d \ud800x"},"finish_reason":"stop"},
-      {"message":{"content":"second"}}],"usage":{"total_tokens":3}})";
-  EXPECT_EQ(llm::reply_content(body), "q\"b\\s/ \n\t \u00e9 \u2014 \U0001F30D \uFFFDx");
-  EXPECT_EQ(llm::reply_content(R"({"choices":[{"message":{"content":""}}]})"), "");
-  EXPECT_EQ(llm::reply_content(R"({"choices":[{"message":{"content":null}}]})"), std::nullopt);
-  EXPECT_EQ(llm::reply_content(R"({"choices":[]})"), std::nullopt);
-  EXPECT_EQ(llm::reply_content("not json"), std::nullopt);
-  EXPECT_EQ(llm::reply_content(R"({"choices":[{"message":{"content":"unterminated)"), std::nullopt);
-  EXPECT_EQ(llm::error_message(R"({"error":{"type":"t","message":"Rate limit"}})"), "Rate limit");
-}
 
 // --- (a) The pipeline and the example against the server -------------------------------
 
@@ -308,6 +187,7 @@ TEST_F(LlmHttpTest, ExampleRunsTheEnsembleAgainstTheServer) {
   auto summary = parse_summary(r.output);
   ASSERT_FALSE(summary.empty()) << r.output;
   EXPECT_EQ(summary["mode"], "single");
+  EXPECT_EQ(summary["client"], "async");  // the default
   EXPECT_EQ(summary["same"], "yes");
   double one_call_ms = std::stod(summary["one_call_ms"]);
   EXPECT_LT(std::stod(summary["ensemble_jitted_ms"]), 2 * one_call_ms) << r.output;
@@ -323,8 +203,9 @@ TEST_F(LlmHttpTest, ExampleBatchModeTakesTheUrlFromTheEnvironment) {
     std::ofstream out(file);
     for (const auto& q : questions) out << q << "\n\n";  // blank lines are skipped
   }
-  process_result r = run_process({XCS_LLM_PIPELINE_EXE, "--batch", file.string(), "--n", "3"},
-                                 {"XCS_LLM_URL=" + server_->chat_url()});
+  process_result r = run_process(
+      {XCS_LLM_PIPELINE_EXE, "--batch", file.string(), "--n", "3", "--client", "blocking"},
+      {"XCS_LLM_URL=" + server_->chat_url()});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const auto& q : questions) {
     EXPECT_NE(r.output.find("question: " + q + "\n"), std::string::npos) << r.output;
@@ -334,6 +215,7 @@ TEST_F(LlmHttpTest, ExampleBatchModeTakesTheUrlFromTheEnvironment) {
   }
   auto summary = parse_summary(r.output);
   EXPECT_EQ(summary["mode"], "batch");
+  EXPECT_EQ(summary["client"], "blocking");
   EXPECT_EQ(summary["questions"], "2");
   EXPECT_EQ(summary["same"], "yes");
   // Direct: 2 x (3 + 2) requests in a row; jitted: three stages.
@@ -345,6 +227,10 @@ TEST_F(LlmHttpTest, ExampleRejectsBadArgumentsAndAMissingEndpoint) {
   process_result r = run_process({XCS_LLM_PIPELINE_EXE, "--url", server_->chat_url(), "--n", "0"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--n expects an integer >= 1, not '0'"), std::string::npos) << r.output;
+  r = run_process({XCS_LLM_PIPELINE_EXE, "--url", server_->chat_url(), "--client", "fast"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--client expects async or blocking, not 'fast'"), std::string::npos)
+      << r.output;
   r = run_process({XCS_LLM_PIPELINE_EXE});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("no endpoint"), std::string::npos) << r.output;
@@ -367,15 +253,6 @@ std::vector<std::string> eight_prompts(int first = 0) {
   return prompts;
 }
 
-template <class Op>
-auto all_requests(const Op& llm) {
-  return [llm](const auto& prompts) {
-    std::vector<decltype(llm(prompts[0]))> out;
-    for (const auto& p : prompts) out.push_back(llm(p));
-    return out;
-  };
-}
-
 TEST_F(LlmHttpTest, WithoutBoundServerSeesAllRequestsAtOnce) {
   // The control for the next tests: the measurements do see more than two when there are.
   llm::client api = make_client();
@@ -390,26 +267,6 @@ TEST_F(LlmHttpTest, WithoutBoundServerSeesAllRequestsAtOnce) {
   EXPECT_EQ(llm::max_overlap(server_->access_log(), "/v1/chat/completions"), 8);
   EXPECT_EQ(api.peak_in_flight(), 8);
   EXPECT_GE(sampler.max_requests(), 6) << sampler.samples() << " samples";
-}
-
-/// Eight requests through an op with max_concurrency(2) took `ms`: four rounds of two, and at
-/// most (and at some point exactly) two in flight by each of three measurements: the server's
-/// own request intervals, its live counters, and the client's.
-template <class Op>
-void expect_two_at_a_time(const llm::local_server& server, const status_sampler& sampler,
-                          const llm::client& api, const Op& llm, double ms, const char* what) {
-  int logged = llm::max_overlap(server.access_log(), "/v1/chat/completions");
-  EXPECT_GE(ms, 4 * kDelayMs * 0.95);
-  EXPECT_EQ(logged, 2);
-  EXPECT_FALSE(sampler.failed());
-  EXPECT_EQ(sampler.max_requests(), 2) << sampler.samples() << " samples";
-  EXPECT_LE(sampler.max_connections(), 2) << sampler.samples() << " samples";
-  EXPECT_EQ(api.peak_in_flight(), 2);
-  EXPECT_EQ(llm.peak_concurrency(), 2u);
-  std::printf(
-      "%s, bound 2: %.1f ms; peak at the server %d (access log), %d requests and %d "
-      "connections (stub_status, %d samples)\n",
-      what, ms, logged, sampler.max_requests(), sampler.max_connections(), sampler.samples());
 }
 
 TEST_F(LlmHttpTest, MaxConcurrencyBoundsRequestsAtTheServer) {
@@ -428,7 +285,7 @@ TEST_F(LlmHttpTest, MaxConcurrencyBoundsRequestsAtTheServer) {
   for (int i = 0; i < 8; ++i) EXPECT_EQ(replies[i], expected_member_answer("q", i, 99));
   EXPECT_EQ(fan_out.stats().fallback_calls, 0u);
   EXPECT_EQ(fan_out.stats().max_parallelism, 8u);
-  expect_two_at_a_time(*server_, sampler, api, llm, ms, "8 requests, one function");
+  expect_two_at_a_time(*server_, sampler, api, llm, ms, kDelayMs, "8 requests, one function");
 }
 
 TEST_F(LlmHttpTest, MaxConcurrencyHoldsAcrossJittedFunctionsOnTwoThreads) {
@@ -467,7 +324,7 @@ TEST_F(LlmHttpTest, MaxConcurrencyHoldsAcrossJittedFunctionsOnTwoThreads) {
   EXPECT_EQ(b[3], expected_member_answer("q", 7, 99));
   EXPECT_EQ(first_four.stats().fallback_calls, 0u);
   EXPECT_EQ(last_four.stats().fallback_calls, 0u);
-  expect_two_at_a_time(*server_, sampler, api, llm, ms,
+  expect_two_at_a_time(*server_, sampler, api, llm, ms, kDelayMs,
                        "2 x 4 requests, two functions on two threads");
 }
 
@@ -487,15 +344,6 @@ auto good_then_bad(const llm::client& api) {
     auto bad = ask(bad_url, prompt);
     return std::make_tuple(good, bad);
   };
-}
-
-void expect_same_error(const std::optional<llm::llm_error>& direct,
-                       const std::optional<llm::llm_error>& jitted) {
-  ASSERT_TRUE(direct.has_value());
-  ASSERT_TRUE(jitted.has_value());
-  EXPECT_EQ(jitted->kind(), direct->kind());
-  EXPECT_EQ(jitted->status(), direct->status());
-  EXPECT_STREQ(jitted->what(), direct->what());
 }
 
 TEST_F(LlmHttpTest, ServerErrorsThrowTheSameFromDirectAndJittedCalls) {

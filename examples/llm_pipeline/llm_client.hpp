@@ -84,18 +84,16 @@ class curl_session {
   curl_session& operator=(const curl_session&) = delete;
 };
 
-/// The request body: {"model": ..., "messages": [{"role": "user", "content": ...}]}.
+/// The request body: {"model": ..., "messages": [{"role": "user", "content": ...}]}, with
+/// bytes of `prompt` that are not UTF-8 replaced by U+FFFD.
 std::string request_body(std::string_view model, std::string_view prompt);
 
-/// `s` as the inside of a JSON string: quotes, backslashes and control characters escaped.
-/// Bytes >= 0x80 pass through (the input is taken to be UTF-8).
-std::string json_escape(std::string_view s);
-
 /// choices[0].message.content of a chat-completions response, decoded; nullopt if the body is
-/// not JSON or has no such string.
-std::optional<std::string> reply_content(std::string_view json);
+/// not JSON (nlohmann/json's parser: RFC 8259, and a \u escape must be a whole code point) or
+/// has no such string.
+std::optional<std::string> reply_content(std::string_view body);
 
 /// error.message of an OpenAI-style error body, decoded; nullopt if there is none.
-std::optional<std::string> error_message(std::string_view json);
+std::optional<std::string> error_message(std::string_view body);
 
 }  // namespace llm

@@ -37,6 +37,7 @@ struct options {
   bool explain = false;
   bool local_server = false;
   int delay_ms = 200;
+  bool async = true;  // the async op on the multi client, or the blocking op
 };
 
 constexpr std::string_view usage = R"(usage: llm_pipeline [options]
@@ -44,6 +45,8 @@ constexpr std::string_view usage = R"(usage: llm_pipeline [options]
   --n N                  ensemble size (default 4)
   --timeout-ms MS        per-request timeout (default 30000)
   --max-concurrency K    requests in flight at once, 0 for no bound (default 8)
+  --client KIND          async (default): requests on one event thread (libcurl multi) through
+                         an xcs::async_op; blocking: one thread per request in flight
   --model NAME           the "model" field of each request (default xcs-demo)
   --question Q           the question (default: why is the sky blue?)
   --questions Q1 Q2 ...  batch mode over these questions
@@ -87,6 +90,12 @@ options parse_options(int argc, char** argv) {
       o.timeout_ms = parse_int(arg, value(), 1L);
     } else if (arg == "--max-concurrency") {
       o.max_concurrency = parse_int(arg, value(), std::uint32_t{0});
+    } else if (arg == "--client") {
+      std::string_view kind = value();
+      if (kind != "async" && kind != "blocking") {
+        fail_usage(fmt::format("--client expects async or blocking, not '{}'", kind));
+      }
+      o.async = kind == "async";
     } else if (arg == "--model") {
       o.model = value();
     } else if (arg == "--question") {
@@ -159,11 +168,21 @@ std::unique_ptr<llm::local_server> start_local_server(const options& o) {
 #endif
 }
 
+/// Whichever client the pipeline's requests go through, for its in-flight counters.
+struct clients {
+  llm::client* blocking;
+  llm::async_client* async;
+  void reset_peak() const { async ? async->reset_peak() : blocking->reset_peak(); }
+  int peak_in_flight() const {
+    return async ? async->peak_in_flight() : blocking->peak_in_flight();
+  }
+};
+
 // Runs `body` directly, then jitted twice (the first call traces), and reports the times.
 // Returns whether the three results agree.
 template <class Body, class Arg>
 bool compare(const char* mode, const Body& body, const Arg& arg, const options& o,
-             const llm::client& api, llm::timeline& log, double one_call_ms) {
+             const clients& api, llm::timeline& log, double one_call_ms) {
   auto jitted = xcs::jit(body);
   decltype(body(arg)) direct, first, cached;
 
@@ -197,11 +216,11 @@ bool compare(const char* mode, const Body& body, const Arg& arg, const options& 
   fmt::print("same result: {}\n\n{}\n", same ? "yes" : "NO", jitted.stats());
   // One line for scripts and tests.
   fmt::print(
-      "summary: mode={} questions={} members={} one_call_ms={:.1f} direct_ms={:.1f} "
+      "summary: mode={} client={} questions={} members={} one_call_ms={:.1f} direct_ms={:.1f} "
       "jitted_first_ms={:.1f} jitted_ms={:.1f} ensemble_direct_ms={:.1f} "
       "ensemble_jitted_ms={:.1f} peak_in_flight={} same={}\n",
-      mode, o.questions.size(), o.members, one_call_ms, direct_ms, first_ms, cached_ms,
-      ensemble_direct_ms, ensemble_jitted_ms, peak, same ? "yes" : "no");
+      mode, o.async ? "async" : "blocking", o.questions.size(), o.members, one_call_ms, direct_ms,
+      first_ms, cached_ms, ensemble_direct_ms, ensemble_jitted_ms, peak, same ? "yes" : "no");
   return same;
 }
 
@@ -222,8 +241,11 @@ int main(int argc, char** argv) {
     co.timeout_ms = o.timeout_ms;
     if (const char* key = std::getenv("XCS_LLM_API_KEY")) co.api_key = key;
     llm::client api(co);
+    std::optional<llm::async_client> async_api;
+    if (o.async) async_api.emplace(co);
+    const clients in_use{&api, async_api ? &*async_api : nullptr};
     llm::timeline log;
-    llm::pipeline_ops ops(api, log, o.members, o.max_concurrency);
+    llm::pipeline_ops ops(api, log, o.members, o.max_concurrency, in_use.async);
     llm::ensemble_pipeline one{&ops};
     llm::batch_pipeline batch{one};
 
@@ -236,13 +258,14 @@ int main(int argc, char** argv) {
       return 0;
     }
 
-    fmt::print("endpoint: {}\nensemble of {}, timeout {} ms\n\n", o.url, o.members, o.timeout_ms);
+    fmt::print("endpoint: {}\nensemble of {}, timeout {} ms, {} client\n\n", o.url, o.members,
+               o.timeout_ms, o.async ? "async (one event thread)" : "blocking");
     // One request on its own: the latency the ensemble stage should take when jitted. It also
     // checks that the endpoint answers before the pipeline starts.
-    double one_call_ms = millis([&] { ops.llm(llm::member_prompt(o.questions.front(), 0, 1)); });
+    double one_call_ms = millis([&] { ops.chat(llm::member_prompt(o.questions.front(), 0, 1)); });
 
-    bool same = o.batch ? compare("batch", batch, o.questions, o, api, log, one_call_ms)
-                        : compare("single", one, o.questions.front(), o, api, log, one_call_ms);
+    bool same = o.batch ? compare("batch", batch, o.questions, o, in_use, log, one_call_ms)
+                        : compare("single", one, o.questions.front(), o, in_use, log, one_call_ms);
     if (server && same) {
       // Keep the server's logs only when something went wrong.
       std::filesystem::path prefix = server->prefix();

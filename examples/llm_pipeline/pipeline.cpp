@@ -77,20 +77,38 @@ std::string chat_fn::operator()(const chat_request& request) const {
   return api->complete(request.prompt);
 }
 
+void chat_async_fn::operator()(const chat_request& request,
+                               xcs::completion<std::string> done) const {
+  api->start(request.prompt,
+             [log = log, step = request.step, start = timeline::clock::now(),
+              complete = completing(std::move(done))](reply_or_error reply) mutable {
+               log->record(step, start, timeline::clock::now());
+               complete(std::move(reply));
+             });
+}
+
 namespace {
 xcs::op_fn<chat_fn> make_llm_op(const client& api, timeline& log, std::uint32_t max_concurrency) {
   // Blocking: the op waits on the network, so it goes straight to xcs's blocking lane.
   if (max_concurrency == 0) return xcs::op("llm", chat_fn{&api, &log}, xcs::blocking);
   return xcs::op("llm", chat_fn{&api, &log}, xcs::blocking, xcs::max_concurrency(max_concurrency));
 }
+xcs::async_op_fn<chat_async_fn, std::string> make_llm_async_op(async_client* api, timeline& log,
+                                                               std::uint32_t max_concurrency) {
+  // The bound holds a slot from the start of a request until its completion.
+  if (max_concurrency == 0) return xcs::async_op("llm", chat_async_fn{api, &log});
+  return xcs::async_op("llm", chat_async_fn{api, &log}, xcs::max_concurrency(max_concurrency));
+}
 }  // namespace
 
 pipeline_ops::pipeline_ops(const client& api, timeline& log, int members_,
-                           std::uint32_t max_concurrency)
+                           std::uint32_t max_concurrency, async_client* async_api)
     : members(members_),
+      use_async(async_api != nullptr),
       ask_prompt(xcs::op("ask_prompt", member_prompt_fn{members_})),
       judge_prompt(xcs::op("judge_prompt", judge_prompt_fn{})),
       synthesis_prompt(xcs::op("synthesis_prompt", synthesis_prompt_fn{})),
-      llm(make_llm_op(api, log, max_concurrency)) {}
+      llm(make_llm_op(api, log, max_concurrency)),
+      llm_async(make_llm_async_op(async_api, log, max_concurrency)) {}
 
 }  // namespace llm

@@ -8,11 +8,13 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <numeric>
 #include <string>
 #include <string_view>
 #include <tuple>
 #include <vector>
 
+#include "async_client.hpp"
 #include "llm_client.hpp"
 
 namespace llm {
@@ -77,16 +79,49 @@ struct chat_fn {
   std::string operator()(const chat_request& request) const;
 };
 
+/// A callback for `async_client::start` that completes `done` with the reply, or fails it with
+/// the request's llm_error, the exception the blocking op throws for the same failure. The
+/// error is moved on, not copied: the event thread keeps no reference to it (libstdc++'s
+/// exception_ptr count is invisible to TSan, which reports a race when the last reference dies
+/// on the event thread after the caller read the exception).
+inline reply_callback completing(xcs::completion<std::string> done) {
+  return [done = std::move(done)](reply_or_error reply) mutable {
+    if (reply.error) {
+      done.fail(std::move(reply.error));
+    } else {
+      done(std::move(reply.text));
+    }
+  };
+}
+
+/// The same op, asynchronous: starts the request on the async client and returns; the client's
+/// event thread completes it, so no thread waits for the reply.
+struct chat_async_fn {
+  async_client* api;
+  timeline* log;
+  void operator()(const chat_request& request, xcs::completion<std::string> done) const;
+};
+
 /// The ops of the pipeline. `max_concurrency` bounds the requests in flight at once across
-/// every jitted function and thread that uses these ops (0: no bound).
+/// every jitted function and thread that uses these ops (0: no bound). Requests go through
+/// `llm_async` when the ops are made with an async client, else through `llm`.
 struct pipeline_ops {
-  pipeline_ops(const client& api, timeline& log, int members, std::uint32_t max_concurrency);
+  pipeline_ops(const client& api, timeline& log, int members, std::uint32_t max_concurrency,
+               async_client* async_api = nullptr);
 
   int members;
+  bool use_async;
   xcs::op_fn<member_prompt_fn> ask_prompt;
   xcs::op_fn<judge_prompt_fn> judge_prompt;
   xcs::op_fn<synthesis_prompt_fn> synthesis_prompt;
-  xcs::op_fn<chat_fn> llm;
+  xcs::op_fn<chat_fn> llm;                                 ///< blocks a lane thread
+  xcs::async_op_fn<chat_async_fn, std::string> llm_async;  ///< holds no thread
+
+  /// One request through the op in use: a traced reply while tracing, else the reply.
+  template <class Request>
+  auto chat(const Request& request) const {
+    return use_async ? llm_async(request) : llm(request);
+  }
 };
 
 /// The answers of the ensemble, the judge's verdict and the final answer.
@@ -99,15 +134,14 @@ struct ensemble_pipeline {
 
   template <class Question>
   auto operator()(const Question& question) const {
-    using answer = decltype(ops->llm(ops->ask_prompt(question, 0)));
-    std::vector<answer> answers;
-    for (int m = 0; m < ops->members; ++m) {
-      answers.push_back(ops->llm(ops->ask_prompt(question, m)));
-    }
+    std::vector<int> members(static_cast<std::size_t>(ops->members));
+    std::iota(members.begin(), members.end(), 0);
+    auto answers =
+        xcs::map([&](int m) { return ops->chat(ops->ask_prompt(question, m)); }, members);
     // While tracing, answers is a std::vector<xcs::traced<std::string>>; passed to an op it
     // becomes one std::vector<std::string> made when all the answers are in.
-    auto verdict = ops->llm(ops->judge_prompt(question, answers));
-    auto final_answer = ops->llm(ops->synthesis_prompt(question, answers, verdict));
+    auto verdict = ops->chat(ops->judge_prompt(question, answers));
+    auto final_answer = ops->chat(ops->synthesis_prompt(question, answers, verdict));
     return std::make_tuple(answers, verdict, final_answer);
   }
 };
@@ -118,9 +152,7 @@ struct batch_pipeline {
 
   template <class Questions>
   auto operator()(const Questions& questions) const {
-    std::vector<decltype(one(questions[0]))> results;
-    for (const auto& question : questions) results.push_back(one(question));
-    return results;
+    return xcs::map(one, questions);
   }
 };
 

@@ -30,6 +30,21 @@ unsigned thread_count();
 ///   // default workers: n - 1, at least 1
 unsigned available_cpus() noexcept;
 
+/// Sets the most threads the blocking lane may have alive at once (default 1024). Blocking ops
+/// (xcs::blocking, or seen waiting by the pool's monitor) run on lane threads, made as needed
+/// on top of the CPU workers; once `n` are alive, further blocking ops wait for one of them to
+/// finish its op. A lane thread idle for 500 ms retires, so the lane shrinks back after a
+/// burst. Lowering the limit takes effect as threads finish their current op; raising it gives
+/// waiting ops a thread at once. Throws xcs::error for 0. Thread-safe; may be called before or
+/// after the lane starts, and a child after fork() keeps the setting.
+///
+///   xcs::set_blocking_thread_limit(64);  // at most 64 requests in flight
+///   auto fetch_all = xcs::jit(...);      // 200 blocking fetches: 64 at a time
+void set_blocking_thread_limit(unsigned n);
+
+/// The limit set by xcs::set_blocking_thread_limit(), 1024 by default. Never throws.
+unsigned blocking_thread_limit() noexcept;
+
 /// True once some plan needed the pool. Functions that only fall back, or whose graphs have
 /// no parallelism, never start it.
 bool pool_started() noexcept;

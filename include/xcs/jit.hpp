@@ -5,7 +5,6 @@
 
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -96,13 +95,24 @@ class jitted {
 
   template <class... Args>
   decltype(auto) operator()(Args&&... args) const {
-    if constexpr ((std::is_array_v<std::remove_reference_t<Args>> || ...)) {
+    if constexpr (!std::is_invocable_v<F&, Args&&...>) {
+      if constexpr (std::is_invocable_v<F&, std::remove_cvref_t<Args>&&...>) {
+        static_assert(detail::always_false_v<F>,
+                      "xcs::jit: an argument is an lvalue the callable takes by value but cannot "
+                      "copy (a std::unique_ptr?); pass std::move(x), or take it by const "
+                      "reference");
+      } else {
+        static_assert(detail::always_false_v<F>,
+                      "xcs::jit: the callable cannot be called with these arguments, as the "
+                      "direct call could not; check their number and types");
+      }
+    } else if constexpr ((std::is_array_v<std::remove_reference_t<Args>> || ...)) {
       // A string literal or C array argument is passed on as the pointer it decays to, as a
       // by-value parameter of the body would receive it.
       return (*this)(detail::decay_array(std::forward<Args>(args))...);
     } else if constexpr ((detail::is_trace_input_v<Args> || ...)) {
       // Called from a body being traced: the inner body records into the outer trace.
-      return std::invoke(s_->fn, std::forward<Args>(args)...);
+      return detail::invoke_callable(s_->fn, std::forward<Args>(args)...);
     } else {
       return call(std::forward<Args>(args)...);
     }
@@ -178,11 +188,12 @@ class jitted {
       }
     } else {
       if (t.kind == detail::call_kind::trace) {
-        core.publish_fallback(t, sig, detail::static_fallback_reason<F, R, Args...>());
+        core.publish_fallback(t, sig, detail::fallback_cause::untraceable,
+                              detail::static_fallback_reason<F, R, Args...>());
       }
     }
     core.count_direct(t);
-    return std::invoke(s_->fn, std::forward<Args>(args)...);
+    return detail::invoke_callable(s_->fn, std::forward<Args>(args)...);
   }
 
   /// The first call of a signature (recording; it goes staged at its first read), or a call
@@ -207,13 +218,17 @@ class jitted {
           return detail::build_result<R>(r.recipe(), r);
         }
       } else {
-        core.publish_fallback(t, sig,
-                              !o.why.empty() ? std::move(o.why)
-                              : o.error      ? detail::body_threw(o.error)
-                                             : ctx.reason());
+        std::string why = !o.why.empty() ? std::move(o.why)
+                          : o.error      ? detail::body_threw(o.error)
+                                         : ctx.reason();
+        // No reason: an allocation failed (body_threw says nothing for std::bad_alloc, so as
+        // not to allocate), and a later call traces again.
+        const detail::fallback_cause cause = why.empty() ? detail::fallback_cause::out_of_memory
+                                                         : detail::fallback_cause::untraceable;
+        core.publish_fallback(t, sig, cause, std::move(why));
       }
       core.count_direct(t);
-      return std::invoke(s_->fn, std::forward<Args>(args)...);
+      return detail::invoke_callable(s_->fn, std::forward<Args>(args)...);
     }
     // Staged: ops ran, so the call cannot fall back. The direct call would have run every op
     // recorded before the body's end, so they all run; an op's exception precedes whatever

@@ -2,7 +2,6 @@
 // xcs::op: a unit of work the tracer records as one node.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -88,7 +87,7 @@ class op_fn {
         outside.emplace();
       }
       detail::direct_slot slot(*state_);
-      return std::invoke(state_->fn, std::forward<A>(a)...);
+      return detail::invoke_callable(state_->fn, std::forward<A>(a)...);
     }
   }
 

@@ -17,9 +17,11 @@ struct op_stats {
   std::string name;
   std::uint64_t calls = 0;
   std::uint64_t errors = 0;  ///< runs that threw
+  /// Time in the op; for an async op, from its start to its completion.
   std::uint64_t total_ns = 0;
   std::uint64_t max_ns = 0;
   bool blocking = false;  ///< runs on the blocking lane (hinted, or seen waiting)
+  bool async = false;     ///< an xcs::async_op: waits for its completion holding no thread
 };
 
 /// A snapshot of `jitted::stats()`. Counters are exact; the analysis fields describe the most
@@ -52,6 +54,16 @@ struct stats {
   /// any run).
   double speedup = 0.0;
   std::vector<op_stats> ops;  ///< per op name, by total time, largest first
+
+  // The process's runtime, the same in every function's stats:
+  /// Empty when the pool runs as configured; else what it lacks, in one sentence (say, "the
+  /// blocking monitor could not start; blocking ops are found only by hint").
+  std::string pool_degradation;
+  std::uint32_t blocking_threads = 0;       ///< blocking-lane threads alive now
+  std::uint32_t blocking_threads_peak = 0;  ///< the most blocking-lane threads alive at once
+  /// Waits for a nested run on a CPU worker that suspended the waiting fiber, so that the
+  /// worker ran other work meanwhile instead of holding its thread.
+  std::uint64_t fiber_suspensions = 0;
 };
 
 /// Multi-line human-readable form.

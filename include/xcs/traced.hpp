@@ -5,6 +5,8 @@
 #include <array>
 #include <cstddef>
 #include <memory>
+#include <string_view>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -265,4 +267,73 @@ template <class T>
 requires std::is_invocable_v<const detail::negate_fn&, const T&>
 auto operator-(const traced<T>& a) { return detail::record_operator<detail::negate_fn>("neg", a); }
 
+// ---- tuples, pairs and arrays: xcs::get and structured bindings -------------------------
+
+namespace detail {
+
+/// Element I of a tuple, pair or array, copied out: the node behind `xcs::get<I>`.
+template <std::size_t I>
+struct get_fn {
+  template <class T>
+  auto operator()(const T& t) const -> std::decay_t<decltype(std::get<I>(t))> {
+    return std::get<I>(t);
+  }
+  /// "get<I>", as the node's name in listings.
+  static constexpr auto spelling = [] {
+    std::array<char, 32> s{'g', 'e', 't', '<'};
+    std::size_t digits = 1;
+    for (std::size_t v = I; v >= 10; v /= 10) ++digits;
+    for (std::size_t i = 0, v = I; i < digits; ++i, v /= 10)
+      s[4 + digits - 1 - i] = char('0' + v % 10);
+    s[4 + digits] = '>';
+    return s;
+  }();
+};
+
+}  // namespace detail
+
+/// Element `I` of a tuple, pair or array, traced or plain, so that one body compiles both
+/// ways. On a traced value it records a node that copies the element out (no read: the call
+/// does not go staged) and returns a traced value; on a plain one it is `std::get<I>`.
+/// Structured bindings on traced tuples, pairs and arrays use it.
+///
+///     auto [text, tokens] = generate(prompt);       // generate returns std::pair<string, int>
+///     auto score = judge(xcs::get<0>(draft), text);  // the same as std::get on plain values
+template <std::size_t I, class T>
+requires detail::is_tuple_like<T>::value auto get(const traced<T>& t) {
+  static_assert(I < std::tuple_size_v<T>, "xcs::get: the index is out of range for the tuple");
+  return detail::record_operator<detail::get_fn<I>>(
+      std::string_view(detail::get_fn<I>::spelling.data()), t);
+}
+template <std::size_t I, class T, std::size_t N>
+traced<T> get(const traced<std::array<T, N>>& a) {
+  static_assert(I < N, "xcs::get: the index is out of range for the array");
+  return a[I];
+}
+template <std::size_t I, class T>
+requires(!detail::is_traced<std::remove_cvref_t<T>>::value) decltype(auto) get(T&& t) {
+  return std::get<I>(std::forward<T>(t));
+}
+
 }  // namespace xcs
+
+// Structured bindings: `auto [a, b] = op(x);` gives one traced value per element.
+template <class... T>
+struct std::tuple_size<xcs::traced<std::tuple<T...>>>
+    : std::integral_constant<std::size_t, sizeof...(T)> {};
+template <std::size_t I, class... T>
+struct std::tuple_element<I, xcs::traced<std::tuple<T...>>> {
+  using type = xcs::traced<std::decay_t<std::tuple_element_t<I, std::tuple<T...>>>>;
+};
+template <class A, class B>
+struct std::tuple_size<xcs::traced<std::pair<A, B>>> : std::integral_constant<std::size_t, 2> {};
+template <std::size_t I, class A, class B>
+struct std::tuple_element<I, xcs::traced<std::pair<A, B>>> {
+  using type = xcs::traced<std::decay_t<std::tuple_element_t<I, std::pair<A, B>>>>;
+};
+template <class T, std::size_t N>
+struct std::tuple_size<xcs::traced<std::array<T, N>>> : std::integral_constant<std::size_t, N> {};
+template <std::size_t I, class T, std::size_t N>
+struct std::tuple_element<I, xcs::traced<std::array<T, N>>> {
+  using type = xcs::traced<T>;
+};

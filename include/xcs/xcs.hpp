@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
-// The one header users include: jit, op and its options, traced values, stats, errors and the
-// executor controls. The pipeline's internals (xcs::detail) are not part of it.
+// The one header users include: jitted functions, ops and async ops, traced values, xcs::map and
+// xcs::get, statistics, errors and the executor controls. Everything under xcs/detail/ is internal.
 #pragma once
 
+#include "xcs/async_op.hpp"
 #include "xcs/error.hpp"
 #include "xcs/executor.hpp"
 #include "xcs/jit.hpp"
+#include "xcs/map.hpp"
 #include "xcs/op.hpp"
 #include "xcs/stats.hpp"
 #include "xcs/traced.hpp"

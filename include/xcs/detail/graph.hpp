@@ -28,6 +28,7 @@ enum class value_kind : std::uint8_t {
 };
 
 struct op_profile;
+struct async_slot;
 
 /// How a node runs, type-erased: `invoke(fn, inputs, n, out)` calls the op on `n` typed inputs
 /// and constructs its result at `out` (unused for void ops). One static instance per
@@ -38,20 +39,41 @@ struct kernel {
   std::size_t size;
   std::size_t align;
   const std::type_info* result_type;  ///< typeid(void) for void ops
+  /// Async ops only, else null: calls the op's function on the inputs with a completion for
+  /// `slot` and returns once the function does (recording what it throws in the slot), while
+  /// the work goes on elsewhere. `invoke` of such a kernel starts the op and waits for it.
+  void (*start)(const void* fn, const void* const* inputs, async_slot& slot) noexcept;
 };
 
 /// Address of element `index` of a container value, type-erased.
 using element_address = const void* (*)(const void* container, std::size_t index);
 
-/// One value of the IR.
-struct value {
+/// One value of the IR: where it comes from (`kind`) and, through the accessor for that kind,
+/// which one (an accessor of another kind answers no_id).
+class value {
+ public:
   value_kind kind;
-  /// argument: its position; element: its index in `parent`; constant: slot in
-  /// graph::constants(); result: the producing node.
-  std::uint32_t index;
-  value_id parent = no_id;  ///< the container, for elements
+  value_id parent = no_id;  ///< for elements: the container
   const std::type_info* type = nullptr;
   detail::element_address element = nullptr;  ///< for elements: how to find it in `parent`
+
+  /// argument: its position among the call's arguments.
+  std::uint32_t position() const noexcept { return of(value_kind::argument); }
+  /// element: its index in `parent`.
+  std::uint32_t element_index() const noexcept { return of(value_kind::element); }
+  /// constant: its slot in graph::constant().
+  std::uint32_t constant_slot() const noexcept { return of(value_kind::constant); }
+  /// result: the node that produces it.
+  std::uint32_t producer() const noexcept { return of(value_kind::result); }
+
+ private:
+  friend class graph;
+  value(value_kind k, std::uint32_t which, value_id container, const std::type_info* t,
+        detail::element_address e) noexcept
+      : kind(k), parent(container), type(t), element(e), which_(which) {}
+  std::uint32_t of(value_kind k) const noexcept { return kind == k ? which_ : no_id; }
+
+  std::uint32_t which_;  // the position, element index, constant slot or node, by kind
 };
 
 /// One op call (or operator) of the IR.
@@ -95,9 +117,7 @@ class graph {
     return v;
   }
   /// The node producing `v`, or no_id if `v` is not a node result.
-  node_id producer(value_id v) const {
-    return values_[v].kind == value_kind::result ? values_[v].index : no_id;
-  }
+  node_id producer(value_id v) const { return values_[v].producer(); }
 
   /// One line per node: `%3 = summarize(%0) -> std::string`.
   std::string listing() const;

@@ -26,6 +26,13 @@ enum class call_kind : std::uint8_t {
   direct,  ///< call the callable directly (the fallback)
 };
 
+/// Why a signature runs the callable directly.
+enum class fallback_cause : std::uint8_t {
+  untraceable,     ///< the body cannot run traced (XCS_STRICT=1 throws for it)
+  no_parallelism,  ///< traced, but nothing to run at the same time: direct is as fast
+  out_of_memory,   ///< no memory to trace or compile; a later call traces again
+};
+
 /// One call's claim on a cache entry.
 struct call_ticket {
   call_kind kind = call_kind::direct;
@@ -84,13 +91,15 @@ class jit_core {
   /// A trace that ran to its end: analyzes and compiles it, and turns `t` into a plan call
   /// or, when the graph has nothing to run at the same time or memory runs out, a direct one.
   void publish_trace(call_ticket& t, const signature& sig, trace_output&& out) noexcept;
-  /// A trace that could not finish: the signature falls back for good with `reason` (an empty
-  /// reason: out of memory, and a later call traces again).
-  void publish_fallback(call_ticket& t, const signature& sig, std::string reason) noexcept;
+  /// The signature runs directly, for `cause`, with `reason` (ignored for out of memory: an
+  /// out-of-memory entry serves the calls waiting on it, then a later call traces again).
+  void publish_fallback(call_ticket& t, const signature& sig, fallback_cause cause,
+                        std::string reason) noexcept;
   /// The first call of the signature went staged (a read, or work outside the graph).
   void publish_staged(call_ticket& t, const signature& sig, const trace_context& ctx) noexcept;
 
-  /// Counts a direct call; in strict mode (XCS_STRICT=1) a fallback throws xcs::error.
+  /// Counts a direct call. In strict mode (XCS_STRICT=1) a call whose body could not be traced
+  /// (or ran out of memory) throws xcs::error; a graph with nothing to run in parallel does not.
   void count_direct(const call_ticket& t);
   /// Counts a staged call of `ctx` (its live run drained) that took `wall_ns`.
   void count_staged(const trace_context& ctx, std::uint64_t wall_ns) noexcept;
@@ -108,7 +117,7 @@ class jit_core {
 
   /// XCS_LOG=1: one line per trace, retrace, fallback, staged signature and compile.
   static bool log_enabled() noexcept;
-  /// XCS_STRICT=1: fallbacks throw.
+  /// XCS_STRICT=1: calls that could not be traced throw.
   static bool strict() noexcept;
 
  private:

@@ -16,7 +16,8 @@ class concurrency_limit;
 /// update it, and `stats()` reads it. Fields are atomics read and written relaxed: each is a
 /// hint for a scheduling decision, never used to synchronize.
 struct op_profile {
-  op_profile(std::string op_name, bool hinted_blocking, std::uint32_t max_concurrency);
+  op_profile(std::string op_name, bool hinted_blocking, std::uint32_t max_concurrency,
+             bool is_async = false);
   op_profile(const op_profile&) = delete;
   op_profile& operator=(const op_profile&) = delete;
   virtual ~op_profile();
@@ -24,6 +25,10 @@ struct op_profile {
   const std::string name;
   /// The user said the op blocks (I/O, sleep); it runs on the blocking lane from the start.
   const bool blocking_hint;
+  /// An `xcs::async_op`: its function starts the work and returns, and a completion ends it.
+  /// Never blocking; its learned duration is the cost of a start, since the time from start
+  /// to completion occupies no thread.
+  const bool async;
   /// Set by xcs::max_concurrency: at most this many instances run at once, process-wide.
   /// Null when unbounded.
   const std::unique_ptr<concurrency_limit> limit;
@@ -36,8 +41,15 @@ struct op_profile {
   bool blocking() const noexcept {
     return blocking_hint || observed_blocking.load(std::memory_order_relaxed);
   }
-  /// Folds one measured duration into est_ns.
-  void learn(std::uint64_t ns) noexcept;
+  /// Folds one measured duration (start to end) into est_ns; ignored for an async op.
+  void learn(std::uint64_t ns) noexcept {
+    if (!async) fold(ns);
+  }
+  /// Folds what one start of an async op cost (its function's run) into est_ns.
+  void learn_start(std::uint64_t ns) noexcept { fold(ns); }
+
+ private:
+  void fold(std::uint64_t ns) noexcept;
 };
 
 /// Takes a slot of `p`'s concurrency limit for a direct call, blocking until one is free;

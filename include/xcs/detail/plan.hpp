@@ -75,6 +75,10 @@ class plan {
   std::size_t frame_bytes() const noexcept { return frame_bytes_; }
 
  private:
+  // The constructor's three steps.
+  void link_nodes(const analysis& a);  // kernels, join counts, successor lists, roots
+  void lay_out_results();              // each result's offset in a frame's storage
+  void locate_values();                // where each value is found at run time
   friend class frame;
   friend class result;
 
@@ -114,6 +118,7 @@ class plan {
   std::vector<std::uint32_t> call_inputs_;
   std::size_t storage_bytes_ = 0;
   std::size_t frame_bytes_ = 0;
+  bool has_async_ = false;  // some node is an async op's
 
   /// One frame kept without a lock: the common case of one call at a time.
   mutable std::atomic<frame*> cached_frame_{nullptr};

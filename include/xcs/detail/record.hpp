@@ -4,7 +4,6 @@
 
 #include <array>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -44,12 +43,13 @@ void destroy_value(void* p) noexcept {
 }
 
 template <class R>
-constexpr kernel make_kernel(void (*invoke)(const void*, const void* const*, std::uint32_t,
-                                            void*)) {
+constexpr kernel make_kernel(void (*invoke)(const void*, const void* const*, std::uint32_t, void*),
+                             void (*start)(const void*, const void* const*,
+                                           async_slot&) noexcept = nullptr) {
   if constexpr (std::is_void_v<R>) {
-    return kernel{invoke, nullptr, 0, 1, &typeid(void)};
+    return kernel{invoke, nullptr, 0, 1, &typeid(void), start};
   } else {
-    return kernel{invoke, &destroy_value<R>, sizeof(R), alignof(R), &typeid(R)};
+    return kernel{invoke, &destroy_value<R>, sizeof(R), alignof(R), &typeid(R), start};
   }
 }
 
@@ -62,9 +62,9 @@ struct op_kernel {
   template <std::size_t... I>
   static void call(const Fn& f, const void* const* in, void* out, std::index_sequence<I...>) {
     if constexpr (std::is_void_v<R>) {
-      std::invoke(f, *static_cast<const U*>(in[I])...);
+      invoke_callable(f, *static_cast<const U*>(in[I])...);
     } else {
-      ::new (out) R(std::invoke(f, *static_cast<const U*>(in[I])...));
+      ::new (out) R(invoke_callable(f, *static_cast<const U*>(in[I])...));
     }
   }
   static inline const kernel value = make_kernel<R>(&invoke);
@@ -125,11 +125,14 @@ value_id input_of(trace_context& ctx, const A& a) {
     s->text = std::string(a);
     s->ptr = s->text.c_str();
     return ctx.ir().add_constant(std::shared_ptr<const void>(s, &s->ptr), typeid(const char*));
+  } else if constexpr (!std::is_copy_constructible_v<std::decay_t<A>>) {
+    static_assert(always_false_v<A>,
+                  "xcs: a plain value passed to an op in a traced body becomes a constant of the "
+                  "plan, so it must be copyable; pass it to the jitted function as an argument, "
+                  "or hold it in a std::shared_ptr");
+    return no_id;
   } else {
     using T = std::decay_t<A>;
-    static_assert(std::is_copy_constructible_v<T>,
-                  "xcs: a plain value passed to an op while tracing becomes a constant of the "
-                  "plan and must be copyable");
     return ctx.ir().add_constant(std::make_shared<const T>(a), typeid(T));
   }
 }
@@ -153,23 +156,48 @@ trace_context& context_of_inputs(const A&... a) {
   return *ctx;
 }
 
-/// Records a call of `fn` (an op's callable, or an operator functor) on `a...`.
-template <class Fn, class... A>
-auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<op_profile> op,
-                 const A&... a) {
-  static_assert(std::is_invocable_v<const Fn&, const input_type_t<A>&...>,
-                "xcs::op: while a plan runs, an op receives its inputs as const lvalues and may "
-                "run on several threads at once; it must be callable as const with const T& "
-                "arguments (take them by value or by const reference, and avoid `mutable`)");
-  using R = op_result_t<std::invoke_result_t<const Fn&, const input_type_t<A>&...>>;
+/// Records a node that runs kernel `k` (result type R) of callable `fn` on `a...`, and returns
+/// a proxy of its result.
+template <class R, class... A>
+traced<R> record_node(std::string_view name, const kernel& k, const void* fn,
+                      std::shared_ptr<op_profile> op, const A&... a) {
   trace_context& ctx = context_of_inputs(a...);
   std::array<value_id, sizeof...(A)> ids{input_of(ctx, a)...};
-  value_id r =
-      ctx.add_node(name, ids, op_kernel<Fn, R, input_type_t<A>...>::value, fn, std::move(op));
+  value_id r = ctx.add_node(name, ids, k, fn, std::move(op));
   if constexpr (std::is_void_v<R>) {
     return traced_access::make<R>(&ctx, static_cast<node_id>(ctx.ir().nodes().size() - 1));
   } else {
     return traced_access::make<R>(&ctx, r);
+  }
+}
+
+/// Records a call of `fn` (an op's callable, or an operator functor) on `a...`.
+template <class Fn, class... A>
+auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<op_profile> op,
+                 const A&... a) {
+  if constexpr (!std::is_invocable_v<const Fn&, const input_type_t<A>&...>) {
+    if constexpr (std::is_invocable_v<Fn&, const input_type_t<A>&...>) {
+      static_assert(always_false_v<Fn>,
+                    "xcs::op: the op's callable is not callable as const (a `mutable` lambda, or "
+                    "a non-const operator()); ops may run on several threads at once, so make "
+                    "it const and keep its state behind a mutex or in an atomic");
+    } else if constexpr (std::is_invocable_v<const Fn&, input_type_t<A>&...>) {
+      static_assert(always_false_v<Fn>,
+                    "xcs::op: the op takes an argument by non-const reference; an op receives "
+                    "its inputs as const T&, so take them by value or by const reference");
+    } else {
+      static_assert(always_false_v<Fn>,
+                    "xcs::op: the op cannot be called with these argument types (it receives "
+                    "each traced value's type as const T&); check the op's parameters");
+    }
+    // Never runs: a traced<void> keeps the rest of the error short (dependent on Fn, so that
+    // it is looked at only in this branch).
+    using none = std::conditional_t<always_false_v<Fn>, Fn, void>;
+    return traced_access::make<none>(nullptr, no_id);
+  } else {
+    using R = op_result_t<std::invoke_result_t<const Fn&, const input_type_t<A>&...>>;
+    return record_node<R>(name, op_kernel<Fn, R, input_type_t<A>...>::value, fn, std::move(op),
+                          a...);
   }
 }
 

@@ -4,6 +4,8 @@
 // the live run and answers reads of traced values with their computed values.
 #pragma once
 
+#include <array>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -29,6 +31,18 @@ struct staged_hook {
   jit_core* core;
   call_ticket* ticket;
   const signature* sig;
+};
+
+/// Where the body was when it did something worth naming (a read): the return addresses of
+/// its stack, innermost first, kept as numbers so that the lines are looked up only if a
+/// message is read. Taking one unwinds the stack (microseconds); it is done once per trace.
+struct code_site {
+  static constexpr std::size_t capacity = 32;
+  std::array<const void*, capacity> pcs{};
+  std::size_t size = 0;
+
+  /// The stack from `pc` (a return address into the caller of the xcs function) outward.
+  static code_site capture(const void* pc) noexcept;
 };
 
 /// Thrown through the user's body to stop a trace. Deliberately not a std::exception, so a
@@ -101,7 +115,7 @@ class trace_context {
   /// Why the trace went staged ("the body reads ... at f.cpp:12"), built lazily; empty if it
   /// did not. The code address is kept so that the line is looked up only when asked for.
   std::string staged_reason(bool with_line = true) const;
-  const void* staged_pc() const noexcept { return staged_pc_; }
+  const code_site& staged_site() const noexcept { return staged_site_; }
   bool went_staged() const noexcept { return staged_value_ != no_id || !staged_what_.empty(); }
 
   /// Staged call, after the body: runs what is left and waits for every node; returns the
@@ -127,11 +141,11 @@ class trace_context {
   std::string reason_;
   std::unique_ptr<live_run> live_;
   // What made the call staged: a read of `staged_value_` as `staged_type_`, or work outside
-  // the graph (`staged_what_`), at `staged_pc_`.
+  // the graph (`staged_what_`), at `staged_site_`.
   value_id staged_value_ = no_id;
   const std::type_info* staged_type_ = nullptr;
   std::string staged_what_;
-  const void* staged_pc_ = nullptr;
+  code_site staged_site_;
 };
 
 /// The value `v` of `ctx`, read by the body at code address `pc` (see trace_context::read).
@@ -153,8 +167,10 @@ class untraced_scope {
 /// The trace that `v` belongs to must be this thread's current one.
 trace_context& context_of(trace_context* ctx, value_id v);
 
-/// " at file.cpp:42" for a code address in the body, or "" without debug information.
-/// Slow the first time (it reads the debug information): call it only when a message is read.
-std::string source_line(const void* pc);
+/// " at file.cpp:42": the first line of `site` outside the standard library and outside xcs,
+/// so a read inside std::accumulate or xcs::map names the body's own line; "" without debug
+/// information. Slow the first time (it reads the debug information): call it only when a
+/// message is read.
+std::string source_line(const code_site& site);
 
 }  // namespace xcs::detail

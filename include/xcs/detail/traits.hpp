@@ -88,6 +88,20 @@ requires is_traced_pack<A>::value struct input_type<A> {
 template <class A>
 using input_type_t = typename input_type<std::remove_cvref_t<A>>::type;
 
+/// Calls `f(a...)`. For the callables xcs accepts (function objects and function pointers;
+/// not member pointers) this is std::invoke, without the cost of including <functional> in
+/// every translation unit.
+template <class F, class... A>
+constexpr decltype(auto) invoke_callable(F&& f, A&&... a) {
+  static_assert(!std::is_member_pointer_v<std::remove_cvref_t<F>>,
+                "xcs: a member pointer is not a callable xcs takes; wrap it in a lambda");
+  return static_cast<F&&>(f)(static_cast<A&&>(a)...);
+}
+
+/// False, but only once instantiated: for `static_assert` in a discarded `if constexpr` branch.
+template <class...>
+inline constexpr bool always_false_v = false;
+
 /// An array argument as the pointer it decays to (a by-value parameter would receive that);
 /// anything else forwarded unchanged.
 template <class A>

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: MIT
+// One chat-completions request as a CURL easy handle, and how its end becomes a reply or an
+// llm_error; shared by the blocking client and the async (multi) client, so both report a
+// failure with the same error.
+#pragma once
+
+#include <curl/curl.h>
+
+#include <memory>
+#include <string>
+
+#include "llm_client.hpp"
+
+namespace llm {
+
+/// A request ready to run: the easy handle with every option set, and the buffers it points
+/// into. Not movable: curl holds pointers to its members.
+class transfer {
+ public:
+  /// Throws llm_error (transport) if curl cannot make a handle.
+  transfer(const client_options& options, std::string url, const std::string& prompt);
+  transfer(const transfer&) = delete;
+  transfer& operator=(const transfer&) = delete;
+
+  CURL* handle() const noexcept { return handle_.get(); }
+  const std::string& url() const noexcept { return url_; }
+
+  /// Records the HTTP status and cleans the handle up, which closes its connection unless a
+  /// multi handle keeps it for reuse. Call once the request is over (and, in a multi handle,
+  /// removed from it).
+  void close() noexcept;
+
+  /// What the request came to, given curl's result: choices[0].message.content, or throws
+  /// the llm_error for the failure. Call after close().
+  std::string reply(CURLcode rc) const;
+
+  /// The same, as an exception_ptr (null on success) and the text, without throwing.
+  std::exception_ptr outcome(CURLcode rc, std::string& text) const noexcept;
+
+ private:
+  std::string url_;
+  long timeout_ms_;
+  std::string body_;
+  std::string auth_;
+  std::string response_;
+  long status_ = 0;
+  char detail_[CURL_ERROR_SIZE] = {};
+  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> headers_{nullptr,
+                                                                       &curl_slist_free_all};
+  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> handle_{nullptr, &curl_easy_cleanup};
+};
+
+}  // namespace llm

@@ -1,0 +1,10 @@
+// expect: xcs::op: the op takes an argument by non-const reference
+#include <string>
+
+#include "xcs/xcs.hpp"
+
+int main() {
+  auto append = xcs::op("append", [](std::string& s) { return s += "!"; });
+  auto f = xcs::jit([&](auto s) { return append(s); });
+  return static_cast<int>(f(std::string("a")).size());
+}
