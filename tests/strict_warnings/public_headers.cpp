@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Users build with strict warnings: this program includes <xcs/xcs.hpp> and instantiates what
-// a body commonly uses (ops with options, operators, containers, reads, nesting, stats). The
+// a body commonly uses (ops with options, async ops, operators, containers, xcs::map and
+// structured bindings, reads, nesting, stats). The
 // test strict_warnings_<compiler> compiles it with -Werror -Wall -Wextra -Wpedantic -Wshadow
 // -Wconversion for each compiler found, then runs it.
 #include <xcs/xcs.hpp>
@@ -33,6 +34,8 @@ auto deref = xcs::op("deref", [](const std::unique_ptr<int>& p) { return *p; });
 auto log_line = xcs::op("log", [](const std::string&) {});
 auto unnamed = xcs::op([](int x) { return x + 1; });
 auto inc = xcs::op("inc", increment);  // a function pointer
+auto later = xcs::async_op("later", [](int x, xcs::completion<int> done) { done(x * 10); });
+auto both = xcs::op("both", [](int x) { return std::make_pair(x, std::to_string(x)); });
 
 int check(bool ok, const char* what) {
   if (!ok) std::cerr << "strict_warnings: wrong result: " << what << "\n";
@@ -81,6 +84,14 @@ int main() {
     return total;
   });
   failures += check(staged(2, 3) == 11, "staged");
+
+  auto mapped = xcs::jit([](const auto& v, auto k) {
+    auto [number, digits] = both(k);
+    auto twice_v = xcs::map(twice, v);
+    return std::make_tuple(xcs::map(later, twice_v), number + xcs::get<0>(both(k)), shout(digits));
+  });
+  auto [tens, sum, shouted] = mapped(std::vector<int>{1, 2}, 3);
+  failures += check(tens == std::vector<int>{20, 40} && sum == 6 && shouted == "3!", "map");
 
   auto inner = xcs::jit([](auto a) { return twice(a) + twice(a); });
   auto outer = xcs::jit([&](auto a, auto b) { return inner(a) + inner(b); });
