@@ -165,7 +165,8 @@ TEST(StatsTest, FirstCallOpTimesAreNotLessThanTheOpsOwnClock) {
       EXPECT_GE(in_stats, measured * 0.9995)
           << what << ", call " << call << ": stats " << in_stats / 1e6 << " ms, the ops measured "
           << measured / 1e6 << " ms";
-      EXPECT_LE(in_stats, measured + 5e6) << what << ", call " << call;
+      // Above: only by the call's overhead, and by a preemption on a loaded machine.
+      EXPECT_LE(in_stats, measured * 1.02 + 50e6) << what << ", call " << call;
     }
   };
   check(planned, "plan");
