@@ -41,8 +41,8 @@ auto compare_body = [](const auto& url_a, const auto& url_b) {
   return std::make_tuple(a, b, score(a, b));
 };
 
-// Reads the value of a traced double in an `if`: the value is not known at trace time, so
-// the trace stops and every call with this signature runs the body directly.
+// Reads the value of a traced double in an `if`: the signature runs staged. The body runs on
+// every call, and the `if` waits for score (and only for what score depends on).
 auto branchy_body = [](const auto& url_a, const auto& url_b) {
   auto a = summarize(fetch(url_a));
   auto b = summarize(fetch(url_b));
@@ -50,7 +50,7 @@ auto branchy_body = [](const auto& url_a, const auto& url_b) {
   return b;
 };
 
-// Sums the pages of a list of URLs; the list's size is part of the cache key.
+// Fetches the pages of a list of URLs; the list's size is part of the cache key.
 auto total_body = [](const auto& urls) { return xcs::map(fetch, urls); };
 
 }  // namespace

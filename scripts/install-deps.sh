@@ -4,10 +4,11 @@
 # missing ones, so a second run costs a few dpkg queries.
 #
 # Usage: scripts/install-deps.sh [bench] [http] [clang]
-#   (no argument)  compiler toolchain, CMake, Ninja, Boost.Context, fmt, GoogleTest,
-#                  Google Benchmark, clang-format
+#   (no argument)  compiler toolchain (g++, and clang++ for the strict-warnings test), CMake,
+#                  Ninja, Boost.Context, fmt, GoogleTest, Google Benchmark, clang-format
 #   bench          adds oneTBB, the baseline the benchmarks compare against
-#   clang          adds clang++ and its sanitizer runtimes, for scripts/check-user-flags.sh
+#   clang          adds clang's sanitizer runtimes (clang++ is in the base set), for
+#                  scripts/check-user-flags.sh
 #   http           adds libcurl, nlohmann/json, nginx and its echo module, for the HTTP
 #                  example (examples/llm_pipeline) and its tests
 #
@@ -15,13 +16,13 @@
 # and exits 0, so that CMake's configure step reports the precise missing piece.
 set -euo pipefail
 
-packages=(cmake g++ make ninja-build pkg-config clang-format
+packages=(cmake g++ clang make ninja-build pkg-config clang-format
           libboost-context-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev)
 for set_name in "$@"; do
   case "$set_name" in
     bench) packages+=(libtbb-dev) ;;
     http) packages+=(libcurl4-openssl-dev nlohmann-json3-dev nginx libnginx-mod-http-echo) ;;
-    clang) packages+=(clang libclang-rt-dev) ;;
+    clang) packages+=(libclang-rt-dev) ;;
     *) echo "install-deps.sh: unknown package set '$set_name' (expected: bench, http, clang)" >&2
        exit 2 ;;
   esac

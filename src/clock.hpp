@@ -30,8 +30,8 @@ inline std::int64_t now_ns() noexcept {
       .count();
 }
 
-/// Nanoseconds per tick, calibrated against steady_clock over the process's lifetime so far
-/// (the first milliseconds use a rougher figure). Thread-safe.
+/// Nanoseconds per tick, measured against steady_clock from the program's start to now
+/// (refined until a second has passed, then fixed). Thread-safe.
 double ns_per_tick() noexcept;
 
 /// CPU time of the calling thread in nanoseconds (-1 if the clock cannot be read).

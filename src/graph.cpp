@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace xcs::detail {
 
@@ -50,6 +51,87 @@ value_id graph::add_node(std::string_view name, std::span<const value_id> inputs
   return nodes_.back().result;
 }
 
+namespace {
+
+bool is_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+         c == ':';
+}
+
+/// Where the type that ends just before `end` begins: a qualified name with its template
+/// arguments, or a builtin of several words ("unsigned long").
+std::size_t type_start(const std::string& s, std::size_t end) {
+  std::size_t p = end;
+  for (;;) {
+    if (p > 0 && s[p - 1] == '>') {
+      int depth = 0;
+      while (p > 0) {
+        char c = s[--p];
+        if (c == '>') ++depth;
+        if (c == '<' && --depth == 0) break;
+      }
+    }
+    while (p > 0 && is_name_char(s[p - 1])) --p;
+    // "unsigned long", "long long", "signed char": one type of several words.
+    static constexpr std::string_view kPrefixes[] = {"unsigned ", "signed ", "long ", "short "};
+    bool more = false;
+    for (std::string_view w : kPrefixes) {
+      if (p >= w.size() && s.compare(p - w.size(), w.size(), w) == 0 &&
+          (p == w.size() || !is_name_char(s[p - w.size() - 1]))) {
+        p -= w.size();
+        more = true;
+        break;
+      }
+    }
+    if (!more) return p;
+  }
+}
+
+/// "int const*" -> "const int*", as a C++ programmer writes it. A const that follows a `*` or
+/// `&` qualifies the pointer and stays where it is.
+void const_first(std::string& s) {
+  constexpr std::string_view kConst = " const";
+  for (std::size_t p = 0; (p = s.find(kConst, p)) != std::string::npos;) {
+    std::size_t after = p + kConst.size();
+    bool ends = after == s.size() || !is_name_char(s[after]);
+    bool names_type = p > 0 && (is_name_char(s[p - 1]) || s[p - 1] == '>');
+    if (!ends || !names_type) {
+      p = after;
+      continue;
+    }
+    std::size_t start = type_start(s, p);
+    s.erase(p, kConst.size());
+    s.insert(start, "const ");
+    p = after;
+  }
+}
+
+/// "std::span<int, 18446744073709551615ul>" -> "std::span<int>": the dynamic extent is the
+/// default, and nobody writes it.
+void drop_dynamic_extent(std::string& s) {
+  constexpr std::string_view kSpan = "std::span<";
+  for (std::size_t p = 0; (p = s.find(kSpan, p)) != std::string::npos;) {
+    std::size_t open = p + kSpan.size() - 1;
+    int depth = 0;
+    std::size_t close = open;
+    for (; close < s.size(); ++close) {
+      if (s[close] == '<') ++depth;
+      if (s[close] == '>' && --depth == 0) break;
+    }
+    if (close >= s.size()) return;
+    std::size_t comma = s.rfind(", ", close);
+    if (comma != std::string::npos && comma > open) {
+      std::string_view extent(s.data() + comma + 2, close - comma - 2);
+      if (extent == "18446744073709551615ul" || extent == "4294967295u") {
+        s.erase(comma, close - comma);
+      }
+    }
+    p = open;
+  }
+}
+
+}  // namespace
+
 std::string graph::type_name(const std::type_info& type) {
   int status = 0;
   // Owned at once: building `name` below may throw std::bad_alloc.
@@ -79,6 +161,8 @@ std::string graph::type_name(const std::type_info& type) {
     name.erase(p, end - p);
   }
   for (std::size_t p; (p = name.find(" >")) != std::string::npos;) name.erase(p, 1);
+  drop_dynamic_extent(name);
+  const_first(name);
   return name;
 }
 

@@ -32,7 +32,7 @@ enum class kind : std::uint8_t {
   arg_sum,      // i[dst] = sum(tag, mode, std::vector(v.begin(), v.end()))
   arg_element,  // i[dst] = v[k % v.size()]  (no-op if v is empty)
   nested,       // i[dst] = inner(i[a], i[b]);  a jitted function called inside the body
-  branch,       // if (i[a] > k) i[dst] = mix2(...) else i[dst] = mix2(...);  forces a fallback
+  branch,       // if (i[a] > k) i[dst] = mix2(...) else i[dst] = mix2(...);  the call runs staged
   user_throw,   // throw std::invalid_argument(...) from the body itself (not an op)
   count_
 };

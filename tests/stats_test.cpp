@@ -134,6 +134,45 @@ TEST(StatsTest, PerOpStatsMeasureTime) {
   EXPECT_GE(st.ops.front().max_ns, 9'000'000u);
 }
 
+// An op's time in stats covers its whole call, so it is never less than what the op measures
+// of itself, on the first call as on later ones, whether the call runs a plan or staged.
+TEST(StatsTest, FirstCallOpTimesAreNotLessThanTheOpsOwnClock) {
+  std::atomic<std::int64_t> inside_ns{0};
+  auto wait = xcs::op("wait", [&](int v) {
+    auto t0 = std::chrono::steady_clock::now();
+    sleep_ms(20);
+    inside_ns +=
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    return v;
+  });
+  auto planned = xcs::jit([&](auto a, auto b) { return wait(a) + wait(b); });
+  auto staged = xcs::jit([&](auto a, auto b) {
+    auto x = wait(a), y = wait(b);
+    return x > y ? x : y;  // a read: the call runs staged
+  });
+  auto check = [&](auto& f, const char* what) {
+    for (int call = 1; call <= 2; ++call) {
+      std::uint64_t before = 0;
+      for (const auto& o : f.stats().ops) before += o.total_ns;
+      inside_ns = 0;
+      f(1, 2);
+      std::uint64_t total = 0;
+      for (const auto& o : f.stats().ops) total += o.total_ns;
+      auto in_stats = static_cast<double>(total - before);
+      auto measured = static_cast<double>(inside_ns.load());
+      // 0.05% of 40 ms (20 µs) for the two clocks' reads; a call's overhead only adds.
+      EXPECT_GE(in_stats, measured * 0.9995)
+          << what << ", call " << call << ": stats " << in_stats / 1e6 << " ms, the ops measured "
+          << measured / 1e6 << " ms";
+      // Above: only by the call's overhead, and by a preemption on a loaded machine.
+      EXPECT_LE(in_stats, measured * 1.02 + 50e6) << what << ", call " << call;
+    }
+  };
+  check(planned, "plan");
+  check(staged, "staged");
+}
+
 TEST(StatsTest, RunsThatThrowAreCounted) {
   auto ok = xcs::op("ok", [](int v) { return v; });
   auto fail = xcs::op("fail", [](int v) -> int {

@@ -10,6 +10,7 @@
 #include <mutex>
 #include <numeric>
 #include <set>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "test_support.hpp"
+#include "xcs/detail/pipeline.hpp"
 
 namespace {
 
@@ -332,6 +334,29 @@ TEST(TraceTest, ExplainListsNodesAndRunsNoOp) {
   // explain() does not fill the cache.
   EXPECT_EQ(f.stats().traces, 0u);
   EXPECT_EQ(f.stats().cache_entries, 0u);
+}
+
+TEST(TraceTest, ExplainSpellsTypesAsTheyAreWritten) {
+  auto sum =
+      xcs::op("sum", [](std::span<const int> s) { return std::accumulate(s.begin(), s.end(), 0); });
+  auto f = xcs::jit([&](auto a, auto b) { return sum(a) + sum(b); });
+  const std::vector<int> v{1, 2, 3};
+  const std::span<const int> s(v);
+  EXPECT_EQ(f(s, s), 12);
+  std::string report = f.explain(s, s);
+  EXPECT_THAT(report, HasSubstr("signature: (std::span<const int>, std::span<const int>)"))
+      << report;
+  EXPECT_THAT(report, HasSubstr("= sum(arg0) -> int")) << report;
+  // const goes first, as written; a const pointer keeps its const after the `*`.
+  using xcs::detail::graph;
+  EXPECT_EQ(graph::type_name(typeid(std::span<const std::string>)), "std::span<const std::string>");
+  EXPECT_EQ(graph::type_name(typeid(std::span<int, 4>)), "std::span<int, 4ul>");
+  EXPECT_EQ(graph::type_name(typeid(const char*)), "const char*");
+  EXPECT_EQ(graph::type_name(typeid(const char* const*)), "const char* const*");
+  EXPECT_EQ(graph::type_name(typeid(std::vector<const unsigned long*>)),
+            "std::vector<const unsigned long*>");
+  EXPECT_EQ(graph::type_name(typeid(std::pair<const std::vector<int>, int>)),
+            "std::pair<const std::vector<int>, int>");
 }
 
 TEST(TraceTest, DotYieldsGraphviz) {

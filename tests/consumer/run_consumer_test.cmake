@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 # Run by ctest as consumer_find_package (cmake -P): installs the xcs build into a
-# scratch prefix, then builds and runs tests/consumer/main.cpp against it, first
-# through find_package(xcs CONFIG), then through pkg-config alone.
+# scratch prefix, checks that the package links no absolute path, moves the prefix elsewhere,
+# then builds and runs tests/consumer/main.cpp against it, first through
+# find_package(xcs CONFIG), then through pkg-config alone.
 #
 # Inputs (-D): XCS_BUILD_DIR, XCS_BUILD_CONFIG, CONSUMER_SOURCE_DIR, WORK_DIR,
 #              GENERATOR, MAKE_PROGRAM, CXX_COMPILER, PKG_CONFIG
@@ -33,6 +34,22 @@ endfunction()
 # 1. Install, as a user would.
 run("install" "${CMAKE_COMMAND}" --install "${XCS_BUILD_DIR}" --prefix "${prefix}"
     --config "${XCS_BUILD_CONFIG}")
+
+# The package names no file outside its prefix (the build machine's GCC, say): no absolute
+# path in what it hands a consumer's link line.
+file(GLOB_RECURSE package_files "${prefix}/*.cmake" "${prefix}/*.pc")
+foreach(file IN LISTS package_files)
+  file(STRINGS "${file}" link_lines REGEX "INTERFACE_LINK_LIBRARIES|^Libs")
+  foreach(line IN LISTS link_lines)
+    if(line MATCHES "(^|[ ;\":])(/[^ ;\"]*)")
+      message(FATAL_ERROR "consumer: ${file} links an absolute path, '${CMAKE_MATCH_2}': ${line}")
+    endif()
+  endforeach()
+endforeach()
+
+# And it works wherever it is moved to.
+file(RENAME "${prefix}" "${WORK_DIR}/moved-prefix")
+set(prefix "${WORK_DIR}/moved-prefix")
 
 # 2. find_package(xcs CONFIG) from that prefix.
 set(configure_args -S "${CONSUMER_SOURCE_DIR}" -B "${build}" -G "${GENERATOR}"

@@ -50,9 +50,9 @@ class finished_run final : public finished_values {
  public:
   using value_fn = void* (*)(void* run, value_id v);
   using release_fn = void (*)(void* run, const void* owner) noexcept;
-  finished_run(void* run, value_fn value, release_fn release, const void* owner,
+  finished_run(void* run, value_fn value_at, release_fn release_run, const void* owner,
                const result_recipe& recipe) noexcept
-      : run_(run), value_(value), release_(release), owner_(owner), recipe_(&recipe) {}
+      : run_(run), value_(value_at), release_(release_run), owner_(owner), recipe_(&recipe) {}
   finished_run(const finished_run&) = delete;
   finished_run& operator=(const finished_run&) = delete;
   ~finished_run() {

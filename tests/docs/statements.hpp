@@ -1,0 +1,17 @@
+// SPDX-License-Identifier: MIT
+// Included first by every `statements` block of the documentation: what a short fragment may
+// use without showing its #includes.
+#pragma once
+
+#include <fmt/core.h>
+#include <xcs/xcs.hpp>
+
+#include <array>
+#include <chrono>
+#include <iostream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
