@@ -23,6 +23,9 @@
 
 namespace {
 
+using xcs_bench::process_threads;
+using xcs_bench::rss_mib;
+
 constexpr int kThreads = 4;
 
 long soak_calls() {
@@ -31,21 +34,6 @@ long soak_calls() {
     if (n > 0) return n;
   }
   return 1'000'000;
-}
-
-double rss_mib() {
-  long pages = 0, resident = 0;
-  if (std::FILE* f = std::fopen("/proc/self/statm", "r")) {
-    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
-    std::fclose(f);
-  }
-  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / (1 << 20);
-}
-
-int thread_count() {
-  int n = 0;
-  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
-  return n;
 }
 
 struct op_failure : std::runtime_error {
@@ -169,13 +157,13 @@ void soak(benchmark::State& state) {
     };
     phase(0, warm);
     double rss_warm = rss_mib();
-    int threads_warm = thread_count();
+    int threads_warm = process_threads();
     phase(warm, calls);
     double rss_end = rss_mib();
-    int threads_end = thread_count();
+    int threads_end = process_threads();
     state.PauseTiming();
     std::this_thread::sleep_for(std::chrono::seconds(1));
-    int threads_settled = thread_count();
+    int threads_settled = process_threads();
     state.ResumeTiming();
     state.counters["calls"] = static_cast<double>(calls);
     state.counters["rss_warm_MiB"] = rss_warm;

@@ -202,7 +202,8 @@ void fiber_worker::suspend(fiber_waiter& w) {
   switch_to(std::move(next), [&w, this](fiber_context&& me) {
     // `me` is the context that suspends.
     w.cont = std::move(me);
-    if (w.state.exchange(1, std::memory_order_acq_rel) == 2) {
+    if (w.state.exchange(waiter_state::suspended, std::memory_order_acq_rel) ==
+        waiter_state::signalled) {
       // Signalled before it got here: ready at once.
       push_ready(std::move(w.cont));
     }
@@ -213,7 +214,10 @@ void fiber_worker::suspend(fiber_waiter& w) {
 
 void fiber_worker::signal(fiber_waiter& w) noexcept {
   fiber_worker* fw = w.worker;
-  if (w.state.exchange(2, std::memory_order_acq_rel) != 1) return;  // not suspended yet
+  if (w.state.exchange(waiter_state::signalled, std::memory_order_acq_rel) !=
+      waiter_state::suspended) {
+    return;  // not suspended yet
+  }
   try {
     fw->push_ready(std::move(w.cont));
   } catch (...) {

@@ -35,11 +35,17 @@ struct fiber_context {
   explicit operator bool() const noexcept { return static_cast<bool>(fiber); }
 };
 
+/// Where a fiber_waiter is. The exchange that moves it decides who makes the context ready:
+/// the signaller (suspended -> signalled) or the waiter itself (signalled -> suspended).
+enum class waiter_state : int {
+  running,    ///< not suspended yet
+  suspended,  ///< suspended, `cont` set
+  signalled,  ///< signalled
+};
+
 /// A context waiting to be signalled. Lives on the waiting context's stack.
 struct fiber_waiter {
-  /// 0: still running; 1: suspended (`cont` set); 2: signalled. The exchange that moves it
-  /// decides who makes the context ready: the signaller (1 -> 2) or the waiter itself (2 -> 1).
-  std::atomic<int> state{0};
+  std::atomic<waiter_state> state{waiter_state::running};
   fiber_worker* worker = nullptr;
   fiber_context cont;
 };

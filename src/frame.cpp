@@ -60,7 +60,7 @@ void frame::slot_granted(std::uint32_t n) noexcept {
   state_[n] = has_slot;
   push(n);
   shared_work(kUnknownNs, true);
-  helpers.fetch_sub(1, std::memory_order_release);  // taken when the node parked
+  helpers_inside.fetch_sub(1, std::memory_order_release);  // taken when the node parked
 }
 
 std::uint64_t frame::estimate(node_id n) const noexcept {
@@ -185,13 +185,13 @@ node_id frame::start_async(node_id n) noexcept {
   async_slot& s = async_[n];
   s.prepare(*this, ni.op, ni.storage == no_id ? nullptr : storage_ + ni.storage, n, ticks());
   // The completion may come from any thread: it counts as a helper until it has settled.
-  helpers.fetch_add(1, std::memory_order_relaxed);
+  helpers_inside.fetch_add(1, std::memory_order_relaxed);
   ni.kernel->start(ni.fn, in_ptrs_.data() + ni.first_input, s);
   ni.op->learn_start(ticks_to_ns(ticks() - s.t0));  // before arriving: s may settle after
   if (!s.arrive()) return pop();  // settle() finishes it, on the completing thread
   // Completed (or failed, or dropped) before the start returned: on as after a plain op. The
   // completion's arrival was its last touch of the frame.
-  helpers.fetch_sub(1, std::memory_order_relaxed);
+  helpers_inside.fetch_sub(1, std::memory_order_relaxed);
   conclude(n, s);
   node_id next = release(n, true);
   finish_one();
@@ -225,7 +225,7 @@ void frame::settle(async_slot& s) noexcept {
     owner_.wake_if_parked();  // after push()'s seq_cst store (see run_waiter)
   }
   finish_one();
-  helpers.fetch_sub(1, std::memory_order_release);  // last touch of the frame
+  helpers_inside.fetch_sub(1, std::memory_order_release);  // last touch of the frame
 }
 
 void frame::run_chain(node_id n) noexcept {
@@ -241,12 +241,12 @@ void frame::run_chain(node_id n) noexcept {
       if (limit && state_[n] != has_slot) {
         // Once parked, the node may be handed back by another thread at any time: count
         // that thread as a helper from now on.
-        helpers.fetch_add(1, std::memory_order_relaxed);
+        helpers_inside.fetch_add(1, std::memory_order_relaxed);
         if (!limit->acquire_or_park(*this, n)) {
           n = pop();
           continue;
         }
-        helpers.fetch_sub(1, std::memory_order_relaxed);
+        helpers_inside.fetch_sub(1, std::memory_order_relaxed);
       }
       if (p_.nodes_[n].kernel->start) {
         n = start_async(n);  // holds its slot, if any, until its completion
@@ -346,15 +346,15 @@ void frame::offload(node_id n, concurrency_limit* limit) noexcept {
     release(n, false);
     finish_one();
   };
-  helpers.fetch_add(1, std::memory_order_relaxed);
+  helpers_inside.fetch_add(1, std::memory_order_relaxed);
   try {
     run_blocking([this, turn] {
       turn();
-      helpers.fetch_sub(1, std::memory_order_release);  // last touch of the frame
+      helpers_inside.fetch_sub(1, std::memory_order_release);  // last touch of the frame
     });
   } catch (...) {
     // No thread or memory for the lane: take the turn here.
-    helpers.fetch_sub(1, std::memory_order_relaxed);
+    helpers_inside.fetch_sub(1, std::memory_order_relaxed);
     turn();
   }
 }
@@ -376,7 +376,7 @@ void frame::run_to_end() {
   if (offered_.load(std::memory_order_relaxed)) {
     pool::instance().retract(*this);
   } else {
-    while (helpers.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    while (helpers_inside.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   }
   account();
   if (error_) {

@@ -202,9 +202,9 @@ void live_run::take_turn(node_id n) noexcept {
   if (limit && !r->has_slot) {
     // Once parked, the node may be handed back by another thread at any time: count that
     // thread as a helper from now on.
-    helpers.fetch_add(1, std::memory_order_relaxed);
+    helpers_inside.fetch_add(1, std::memory_order_relaxed);
     if (!limit->acquire_or_park(*this, n)) return;
-    helpers.fetch_sub(1, std::memory_order_relaxed);
+    helpers_inside.fetch_sub(1, std::memory_order_relaxed);
   }
   if (r->async) {
     start_async(n, *r);  // holds its slot, if any, until its completion
@@ -226,15 +226,15 @@ void live_run::take_turn(node_id n) noexcept {
     complete(n, outcome);
   };
   if (r->op && r->op->blocking() && !on_blocking_lane()) {
-    helpers.fetch_add(1, std::memory_order_relaxed);
+    helpers_inside.fetch_add(1, std::memory_order_relaxed);
     try {
       run_blocking([this, turn] {
         turn();
-        helpers.fetch_sub(1, std::memory_order_release);  // last touch of the run
+        helpers_inside.fetch_sub(1, std::memory_order_release);  // last touch of the run
       });
       return;
     } catch (...) {
-      helpers.fetch_sub(1, std::memory_order_relaxed);  // no thread for the lane: run here
+      helpers_inside.fetch_sub(1, std::memory_order_relaxed);  // no thread for the lane: run here
     }
   }
   turn();
@@ -264,11 +264,12 @@ void live_run::start_async(node_id n, node_rec& r) noexcept {
   async_slot& s = *r.async;
   s.prepare(*this, r.op, r.out, n, ticks());
   // The completion may come from any thread: it counts as a helper until it has settled.
-  helpers.fetch_add(1, std::memory_order_relaxed);
+  helpers_inside.fetch_add(1, std::memory_order_relaxed);
   r.k->start(r.fn, r.inputs.get(), s);
   r.op->learn_start(ticks_to_ns(ticks() - s.t0));  // before arriving: s may settle after
   if (!s.arrive()) return;  // settle() completes it, on the completing thread
-  helpers.fetch_sub(1, std::memory_order_relaxed);  // the completion's arrival was its last touch
+  helpers_inside.fetch_sub(
+      1, std::memory_order_relaxed);  // the completion's arrival was its last touch
   conclude(n, r, s);
 }
 
@@ -279,7 +280,7 @@ void live_run::settle(async_slot& s) noexcept {
     r = &nodes_[s.node];
   }
   conclude(s.node, *r, s);
-  helpers.fetch_sub(1, std::memory_order_release);  // last touch of the run
+  helpers_inside.fetch_sub(1, std::memory_order_release);  // last touch of the run
 }
 
 void live_run::conclude(node_id n, node_rec& r, async_slot& s) noexcept {
@@ -320,7 +321,7 @@ void live_run::slot_granted(std::uint32_t n) noexcept {
     --running_;
     make_ready(lock, n);
   }
-  helpers.fetch_sub(1, std::memory_order_release);  // taken when the node parked
+  helpers_inside.fetch_sub(1, std::memory_order_release);  // taken when the node parked
 }
 
 // ---- the pool's side ----------------------------------------------------------------------
@@ -413,7 +414,7 @@ std::exception_ptr live_run::drain() noexcept {
     pool::instance().retract(*this);
     offered_ = false;
   } else {
-    while (helpers.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    while (helpers_inside.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   }
   std::lock_guard lock(mutex_);
   return first_error_ == no_id ? nullptr : nodes_[first_error_].error;

@@ -192,7 +192,7 @@ void pool::retract(job& j) noexcept {
   }
   // Helpers still inside only find the job drained and leave; they may have been preempted,
   // so yield rather than spin hard.
-  while (j.helpers.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  while (j.helpers_inside.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 }
 
 void pool::fiber_ready() noexcept {
@@ -219,7 +219,7 @@ void pool::wake() noexcept {
 job* pool::take_job() noexcept {
   for (job* j = head_; j; j = j->next_) {
     if (!j->has_work()) continue;
-    j->helpers.fetch_add(1, std::memory_order_relaxed);
+    j->helpers_inside.fetch_add(1, std::memory_order_relaxed);
     // Rotate so that concurrent runs share the workers fairly.
     if (j != tail_) {
       (j->prev_ ? j->prev_->next_ : head_) = j->next_;
@@ -336,7 +336,7 @@ void pool::run_job(job& j) noexcept {
   searching_.fetch_sub(1, std::memory_order_seq_cst);
   if (j.has_work()) wake();
   j.help();
-  j.helpers.fetch_sub(1, std::memory_order_release);
+  j.helpers_inside.fetch_sub(1, std::memory_order_release);
   searching_.fetch_add(1, std::memory_order_seq_cst);
 }
 

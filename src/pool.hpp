@@ -26,7 +26,7 @@ class job {
 
   /// Threads other than the owner that may touch the job. A helper's decrement (release) is
   /// its last access; retract() waits (acquire) for zero before the owner may free the job.
-  std::atomic<std::uint32_t> helpers{0};
+  std::atomic<std::uint32_t> helpers_inside{0};
 
  private:
   friend class pool;

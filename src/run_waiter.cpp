@@ -23,7 +23,8 @@ void run_waiter::park(bool (*keep_waiting)(void*) noexcept, void* context) noexc
         fw->suspend(w);  // wake() took fiber_waiter_ and signalled us
       } else if (fiber_waiter_.exchange(nullptr, std::memory_order_seq_cst) != &w) {
         // A waker took `w` and is about to signal it; it must not find it gone.
-        while (w.state.load(std::memory_order_acquire) != 2) std::this_thread::yield();
+        while (w.state.load(std::memory_order_acquire) != waiter_state::signalled)
+          std::this_thread::yield();
       }
     } else {
       idle.thread_sleeps();

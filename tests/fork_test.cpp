@@ -63,8 +63,10 @@ int run_in_child() {
   // (with the parent's pool they would run one after the other), the blocking ops on two
   // threads of its new lane. With one worker, the blocking ops may wait for a thread to take
   // them until the CPU ops are done: about 60 ms in all.
+  // Two instances overlapped if the second started before the first could have ended: start
+  // times closer than the op's own duration (40 ms blocking, 20 ms CPU), in microseconds.
   auto apart = [&](int a, int b) { return std::abs(started[a].load() - started[b].load()); };
-  if (apart(0, 1) > 10'000 || apart(2, 3) > 10'000) {
+  if (apart(0, 1) >= 40'000 || apart(2, 3) >= 20'000) {
     for (auto& st : started) {
       std::fprintf(stderr, "child: op started at %lld us\n", static_cast<long long>(st.load()));
     }
