@@ -3,20 +3,15 @@
 // staged, in a fresh process (where finding source lines used to read the debug information
 // on the call: 73-130 ms). Target: at most 2 ms more than the direct call. Source lines are
 // now looked up only when a reason is read (stats(), explain(), XCS_LOG), timed separately.
-#include <benchmark/benchmark.h>
-#include <xcs/xcs.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <thread>
 
+#include "bench_support.hpp"
+
 namespace {
 
-std::int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+using xcs_bench::now_ns;
 
 auto work = xcs::op("work", [](int x) {
   std::this_thread::sleep_for(std::chrono::milliseconds(10));

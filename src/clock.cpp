@@ -22,30 +22,6 @@ constexpr std::int64_t kMinSpanNs = 50'000;
 /// Past this span the ratio is as good as it gets, and is no longer refined.
 constexpr std::int64_t kSettledNs = 1'000'000'000;
 
-/// A steady-clock reading and the tick count at the same instant.
-struct clock_pair {
-  std::uint64_t ticks;
-  std::int64_t ns;
-};
-
-/// The steady-clock read bracketed by two tick reads, the tightest of a few tries, so that
-/// a preemption or a slow read (the first one of a process resolves the symbol and faults in
-/// the vDSO page: microseconds) does not skew the pair.
-clock_pair read_pair() noexcept {
-  clock_pair best{};
-  std::uint64_t best_gap = ~std::uint64_t{0};
-  for (int i = 0; i < 4; ++i) {
-    std::uint64_t before = ticks();
-    std::int64_t ns = now_ns();
-    std::uint64_t after = ticks();
-    if (after - before < best_gap) {
-      best_gap = after - before;
-      best = {before + (after - before) / 2, ns};
-    }
-  }
-  return best;
-}
-
 /// The ratio is measured from an anchor taken when the program starts. So the durations of
 /// the first run are converted over a span at least as long as that run, not over a short
 /// calibration window taken when the first duration is converted: over 50 µs, a skew of a

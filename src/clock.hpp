@@ -30,6 +30,30 @@ inline std::int64_t now_ns() noexcept {
       .count();
 }
 
+/// A steady-clock reading and the tick count at the same instant.
+struct clock_pair {
+  std::uint64_t ticks;
+  std::int64_t ns;
+};
+
+/// The steady-clock read bracketed by two tick reads, the tightest of `tries`, so that a
+/// preemption or a slow read (the first one of a process resolves the symbol and faults in
+/// the vDSO page: microseconds) does not skew the pair.
+inline clock_pair read_pair(int tries = 4) noexcept {
+  clock_pair best{};
+  std::uint64_t best_gap = ~std::uint64_t{0};
+  for (int i = 0; i < tries; ++i) {
+    std::uint64_t before = ticks();
+    std::int64_t ns = now_ns();
+    std::uint64_t after = ticks();
+    if (after - before < best_gap) {
+      best_gap = after - before;
+      best = {before + (after - before) / 2, ns};
+    }
+  }
+  return best;
+}
+
 /// Nanoseconds per tick, measured against steady_clock from the program's start to now
 /// (refined until a second has passed, then fixed). Thread-safe.
 double ns_per_tick() noexcept;

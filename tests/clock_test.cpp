@@ -11,39 +11,20 @@
 
 namespace {
 
-using xcs::detail::now_ns;
-using xcs::detail::ticks;
 using xcs::detail::ticks_to_ns;
 
-/// A steady-clock reading and the ticks at the same instant: the read bracketed by two tick
-/// reads, the tightest of a few tries, so that a preemption between two reads (the machine
-/// runs other tests meanwhile) does not skew the reference.
-struct instant {
-  std::uint64_t ticks;
-  std::int64_t ns;
-};
-instant now() {
-  instant best{};
-  std::uint64_t best_gap = ~std::uint64_t{0};
-  for (int i = 0; i < 8; ++i) {
-    std::uint64_t before = ticks();
-    std::int64_t ns = now_ns();
-    std::uint64_t after = ticks();
-    if (after - before < best_gap) {
-      best_gap = after - before;
-      best = {before + (after - before) / 2, ns};
-    }
-  }
-  return best;
-}
+/// A steady-clock reading and the ticks at the same instant, the tightest of 8 tries, so that
+/// a preemption between two reads (the machine runs other tests meanwhile) does not skew the
+/// reference.
+xcs::detail::clock_pair now() { return xcs::detail::read_pair(8); }
 
 // First in this file, so that it is the process's first conversion also when the whole binary
 // runs (ctest runs each test in a process of its own). It used to be calibrated over 50 µs when
 // it was first needed, and read 0.5-15% low.
 TEST(ClockTest, FirstConversionAgreesWithSteadyClock) {
-  instant a = now();
+  xcs::detail::clock_pair a = now();
   std::this_thread::sleep_for(std::chrono::milliseconds(30));
-  instant b = now();
+  xcs::detail::clock_pair b = now();
   // A while later, as when a run's op times are added up after the run: the calibration
   // must not depend on when the first conversion happens to come.
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -55,9 +36,9 @@ TEST(ClockTest, FirstConversionAgreesWithSteadyClock) {
 
 TEST(ClockTest, LaterConversionsAgreeWithSteadyClock) {
   for (int i = 0; i < 3; ++i) {
-    instant a = now();
+    xcs::detail::clock_pair a = now();
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    instant b = now();
+    xcs::detail::clock_pair b = now();
     auto steady = static_cast<double>(b.ns - a.ns);
     EXPECT_NEAR(static_cast<double>(ticks_to_ns(b.ticks - a.ticks)), steady, steady * 0.0005);
   }
