@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Staged execution: bodies that read their values keep their parallelism, run every op
-// exactly once, and return and throw what the direct call does.
+// exactly once, return and throw what the direct call does, and say which read (and source
+// line) made them staged.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -18,6 +19,7 @@
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 using xcs_test::concurrency_meter;
 using xcs_test::invocation_counter;
@@ -228,6 +230,201 @@ TEST(StagedTest, ExplainRunsNoOpAndNamesTheRead) {
   EXPECT_THAT(e, HasSubstr("staged"));
   EXPECT_THAT(e, HasSubstr("operator '>'"));
   EXPECT_THAT(e, HasSubstr("%1 = id"));
+}
+
+int plain_twice(int v) { return 2 * v; }
+
+TEST(StagedTest, IfOnTracedValueRunsStagedWithCorrectResult) {
+  invocation_counter runs;
+  auto id = xcs::op("id", [&](int v) {
+    runs.hit();
+    return v;
+  });
+  auto body = [&](auto a, auto b) {
+    auto x = id(a);
+    auto y = id(b);
+    if (x > y) return x - y;
+    return y - x;
+  };
+  auto f = xcs::jit(body);
+  EXPECT_EQ(f(10, 3), 7);
+  EXPECT_EQ(runs.count(), 2) << "each op runs exactly once, the first call included";
+  EXPECT_EQ(f(3, 10), 7);
+  EXPECT_EQ(f(-1, -1), 0);
+  EXPECT_EQ(runs.count(), 6);
+  auto st = f.stats();
+  EXPECT_TRUE(st.optimized);
+  EXPECT_EQ(st.traces, 1u) << "staged is remembered per signature";
+  EXPECT_EQ(st.calls, 3u);
+  EXPECT_EQ(st.staged_calls, 3u);
+  EXPECT_EQ(st.fallback_calls, 0u);
+  EXPECT_GE(st.syncs, 1u);
+  EXPECT_THAT(st.staged_reason, HasSubstr("operator '>'"));
+}
+
+TEST(StagedTest, ConversionToPlainTypeRunsStaged) {
+  auto id = xcs::op("lookup", [](int v) { return v + 1; });
+  auto body = [&](auto a, auto b) {
+    int x = id(a);  // reads the value
+    return id(b) + x;
+  };
+  auto f = xcs::jit(body);
+  EXPECT_EQ(f(1, 2), body(1, 2));
+  EXPECT_EQ(f(5, 5), 12);
+  auto st = f.stats();
+  EXPECT_EQ(st.staged_calls, 2u);
+  EXPECT_EQ(st.fallback_calls, 0u);
+  EXPECT_EQ(st.traces, 1u);
+  EXPECT_THAT(st.staged_reason, HasSubstr("lookup"));
+}
+
+TEST(StagedTest, PassingTracedValueToPlainFunctionRunsStaged) {
+  auto id = xcs::op("id", [](int v) { return v; });
+  auto body = [&](auto a, auto b) { return id(a) + plain_twice(id(b)); };
+  auto f = xcs::jit(body);
+  EXPECT_EQ(f(1, 2), 5);
+  EXPECT_EQ(f.stats().staged_calls, 1u);
+  EXPECT_FALSE(f.stats().staged_reason.empty());
+}
+
+// The contract asks the reason to name the argument where it can: `b > 0` depends on argument
+// 1 alone, so the reason should say so, not only "the result of op '>'".
+TEST(StagedTest, ReadingAnArgumentNamesIt) {
+  auto id = xcs::op("id", [](int v) { return v; });
+  auto f = xcs::jit([&](auto a, auto b) {
+    if (b > 0) return id(a) + id(b);
+    return id(a) - id(b);
+  });
+  EXPECT_EQ(f(1, 2), 3);
+  EXPECT_EQ(f(1, -2), 3);
+  EXPECT_THAT(f.stats().staged_reason, HasSubstr("argument 1"));
+}
+
+TEST(StagedTest, CallableTakingPlainTypesRunsStaged) {
+  auto id = xcs::op("id", [](int v) { return v; });
+  auto body = [&](int a, int b) { return id(a) * id(b); };
+  auto f = xcs::jit(body);
+  EXPECT_EQ(f(6, 7), 42);
+  EXPECT_EQ(f(2, 3), 6);
+  auto st = f.stats();
+  // Taking `int` converts each traced argument: a read of a value known at once.
+  EXPECT_EQ(st.staged_calls, 2u);
+  EXPECT_EQ(st.fallback_calls, 0u);
+  EXPECT_EQ(st.traces, 1u);
+  // Which argument converts first is up to the compiler.
+  EXPECT_THAT(st.staged_reason, HasSubstr("argument "));
+}
+
+TEST(StagedTest, OpCalledWithOnlyPlainArgumentsRunsInPlace) {
+  invocation_counter runs;
+  auto get = xcs::op("get", [&](int v) {
+    runs.hit();
+    return v * 10;
+  });
+  auto body = [&](auto a) { return get(a) + get(5); };
+  auto f = xcs::jit(body);
+  EXPECT_EQ(f(1), 60);
+  EXPECT_EQ(runs.count(), 2) << "get(5) runs once, in place, as in the direct call";
+  EXPECT_EQ(f(2), 70);
+  EXPECT_EQ(runs.count(), 4);
+  EXPECT_EQ(f.stats().staged_calls, 2u);
+  EXPECT_THAT(f.stats().staged_reason, HasSubstr("'get'"));
+}
+
+TEST(StagedTest, CatchAllAroundAReadGetsTheValue) {
+  auto id = xcs::op("id", [](int v) { return v; });
+  auto body = [&](auto a, auto b) {
+    auto x = id(a);
+    auto y = id(b);
+    int bonus = 0;
+    try {
+      if (x > y) bonus = 1;
+    } catch (...) {
+      // swallows whatever happens
+    }
+    return x + y + bonus;
+  };
+  auto f = xcs::jit(body);
+  EXPECT_EQ(f(5, 1), 7);
+  EXPECT_EQ(f(1, 5), 6);
+  EXPECT_EQ(f.stats().staged_calls, 2u) << "a plan would always return bonus 0";
+}
+
+TEST(StagedTest, OnlyTheReadingSignatureRunsStaged) {
+  auto id = xcs::op("id", [](int v) { return v; });
+  auto f = xcs::jit([&](const auto& items) {
+    std::vector<decltype(id(items[0]))> out;
+    for (const auto& it : items) out.push_back(id(it));
+    if (items.size() == 1) {
+      int v = out[0];  // reads a value: this signature runs staged
+      (void)v;
+    }
+    return out;
+  });
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(f(std::vector<int>{7}), (std::vector<int>{7}));
+    EXPECT_EQ(f(std::vector<int>{1, 2}), (std::vector<int>{1, 2}));
+  }
+  auto st = f.stats();
+  EXPECT_TRUE(st.optimized);
+  EXPECT_EQ(st.traces, 2u);
+  EXPECT_EQ(st.calls, 6u);
+  EXPECT_EQ(st.staged_calls, 3u);
+  EXPECT_EQ(st.plan_runs, 3u);
+  EXPECT_FALSE(st.staged_reason.empty());
+}
+
+TEST(StagedTest, ReasonNamesTheSourceLineOfTheRead) {
+  // Where the build can map code addresses to lines (libbacktrace found, debug information
+  // on), the reason says which line of the body read the traced value.
+  auto twice = xcs::op("twice", [](int v) { return 2 * v; });
+  constexpr int read_line = __LINE__ + 2;
+  auto f = xcs::jit([&](auto a, auto b) {
+    if (twice(a) > twice(b)) return twice(a) + 1;
+    return twice(b) + 1;
+  });
+  EXPECT_EQ(f(3, 2), 7);
+  const std::string reason = f.stats().staged_reason;
+  EXPECT_THAT(reason, HasSubstr("operator '>'"));
+#if defined(XCS_TEST_EXPECT_SOURCE_LINES)
+  EXPECT_THAT(reason, HasSubstr("staged_test.cpp:" + std::to_string(read_line))) << reason;
+#else
+  (void)read_line;
+#endif
+}
+
+TEST(StagedTest, ReadsInsideTheStandardLibraryOrXcsNameTheBodysLine) {
+  // A read inside std::accumulate, inside xcs::map, or in std::invoke converting an argument
+  // for a non-generic lambda names the first line outside both libraries.
+  auto twice = xcs::op("twice", [](int v) { return 2 * v; });
+  auto range =
+      xcs::op("range", [](int n) { return std::vector<int>(static_cast<std::size_t>(n), 1); });
+  constexpr int accumulate_line = __LINE__ + 2;
+  auto sum = xcs::jit([&](const auto& v) {
+    return std::accumulate(v.begin(), v.end(), 0,
+                           [&](int acc, const auto& x) { return acc + twice(x); });
+  });
+  EXPECT_EQ(sum(std::vector<int>{1, 2}), 6);
+  constexpr int map_line = __LINE__ + 1;
+  auto mapped = xcs::jit([&](auto n) { return xcs::map(twice, range(n)); });
+  EXPECT_EQ(mapped(2), (std::vector<int>{2, 2}));
+  auto plain = xcs::jit([&](int n) { return twice(n); });
+  constexpr int call_line = __LINE__ + 1;
+  EXPECT_EQ(plain(4), 8);
+  const std::string reasons[] = {sum.stats().staged_reason, mapped.stats().staged_reason,
+                                 plain.stats().staged_reason};
+  for (const std::string& r : reasons) {
+    EXPECT_THAT(r, Not(HasSubstr("/c++/"))) << r;
+    EXPECT_THAT(r, Not(HasSubstr("include/xcs/"))) << r;
+  }
+#if defined(XCS_TEST_EXPECT_SOURCE_LINES)
+  EXPECT_THAT(reasons[0], HasSubstr("staged_test.cpp:" + std::to_string(accumulate_line)))
+      << reasons[0];
+  EXPECT_THAT(reasons[1], HasSubstr("staged_test.cpp:" + std::to_string(map_line))) << reasons[1];
+  EXPECT_THAT(reasons[2], HasSubstr("staged_test.cpp:" + std::to_string(call_line))) << reasons[2];
+#else
+  (void)accumulate_line, (void)map_line, (void)call_line;
+#endif
 }
 
 }  // namespace
