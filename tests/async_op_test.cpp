@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -143,26 +144,57 @@ TEST(AsyncOpTest, PlanRunsAsyncOpsAtOnceAndReturnsTheirValues) {
   EXPECT_EQ(s.fallback_calls, 0u);
 }
 
+// A void async op has no value to pass on: what depends on it is the call itself, which must
+// not return before its completion, while the op itself waits for the op that makes its input.
 TEST(AsyncOpTest, VoidAsyncOpsOrderTheirDependents) {
   timer_thread t;
-  std::atomic<int> log{0};
+  std::mutex m;
+  std::vector<std::string> events;
+  auto note = [&](std::string e) {
+    std::lock_guard lock(m);
+    events.push_back(std::move(e));
+  };
+  auto make = xcs::async_op("make", [&](const int& x, xcs::completion<int> done) {
+    auto d = std::make_shared<xcs::completion<int>>(std::move(done));
+    t.after(10ms, [&note, x, d] {
+      note("make " + std::to_string(x));
+      (*d)(x);
+    });
+  });
   auto write = xcs::async_op("write", [&](const int& v, xcs::completion<void> done) {
+    note("write " + std::to_string(v) + " starts");
     auto d = std::make_shared<xcs::completion<void>>(std::move(done));
-    t.after(20ms, [&log, v, d] {
-      log += v;
+    t.after(20ms, [&note, v, d] {
+      note("write " + std::to_string(v) + " done");
       (*d)();
     });
   });
-  auto read = xcs::op("read", [&](int) { return log.load(); });
   auto f = xcs::jit([&](auto x) {
-    write(x);
-    write(x * 10);
-    return read(x);  // reads after nothing: independent of the writes
+    auto v = make(x);
+    write(v);
+    write(v * 10);
+    return make(x + 1);
   });
-  (void)f(1);
-  log = 0;
-  (void)f(2);
-  EXPECT_EQ(log.load(), 22) << "both void async ops completed before the call returned";
+  for (int x : {1, 2}) {
+    {
+      std::lock_guard lock(m);
+      events.clear();
+    }
+    EXPECT_EQ(f(x), x + 1);
+    note("returned");
+    std::lock_guard lock(m);
+    auto at = [&](const std::string& e) {
+      auto it = std::find(events.begin(), events.end(), e);
+      if (it == events.end()) ADD_FAILURE() << "no event '" << e << "' (call with " << x << ")";
+      return it - events.begin();
+    };
+    const std::string a = std::to_string(x), b = std::to_string(10 * x);
+    EXPECT_LT(at("make " + a), at("write " + a + " starts")) << "call with " << x;
+    EXPECT_LT(at("make " + a), at("write " + b + " starts")) << "call with " << x;
+    EXPECT_LT(at("write " + a + " done"), at("returned")) << "call with " << x;
+    EXPECT_LT(at("write " + b + " done"), at("returned")) << "call with " << x;
+  }
+  EXPECT_EQ(f.stats().fallback_calls, 0u);
 }
 
 TEST(AsyncOpTest, CompletionCalledInsideTheFunctionActsLikeAPlainOp) {
@@ -175,19 +207,36 @@ TEST(AsyncOpTest, CompletionCalledInsideTheFunctionActsLikeAPlainOp) {
   EXPECT_GE(staged.stats().staged_calls, 10u);
 }
 
+// The late path: each completion arrives once the op's function has returned, so the
+// completing thread settles the node, and the call waits for all three.
 TEST(AsyncOpTest, CompletionFromAnotherThreadAfterTheFunctionReturned) {
+  deadline guard(60s, "completion from another thread");
   std::vector<std::thread> threads;
   std::mutex m;
+  std::atomic<int> late{0}, early{0};
   auto op = xcs::async_op("thread", [&](const int& x, xcs::completion<int> done) {
+    auto returned = std::make_shared<std::atomic<bool>>(false);
+    // Set as the function's scope ends, after everything else it does.
+    struct on_return {
+      std::shared_ptr<std::atomic<bool>> flag;
+      ~on_return() { flag->store(true); }
+    } mark{returned};
     std::lock_guard lock(m);
-    threads.emplace_back([x, d = std::move(done)]() mutable {
-      std::this_thread::sleep_for(5ms);
+    threads.emplace_back([&late, &early, returned, x, d = std::move(done)]() mutable {
+      auto give_up = xcs_test::give_up();
+      while (!returned->load() && xcs_test::steady::now() < give_up) {
+        std::this_thread::sleep_for(1ms);
+      }
+      std::this_thread::sleep_for(2ms);  // past the last instructions of the return
+      ++(returned->load() ? late : early);
       d(x * 3);
     });
   });
   auto f = xcs::jit([&](auto x) { return op(x) + op(x + 1) + op(x + 2); });
   EXPECT_EQ(f(1), 3 + 6 + 9);
   EXPECT_EQ(f(2), 6 + 9 + 12);
+  EXPECT_EQ(late.load(), 6) << "completions that came after their function returned";
+  EXPECT_EQ(early.load(), 0);
   std::lock_guard lock(m);
   for (auto& th : threads) th.join();
 }
