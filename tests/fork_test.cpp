@@ -92,6 +92,9 @@ TEST(ForkTest, ChildGetsAFreshPoolWhileParentThreadsRunPlans) {
     return v * 2;
   });
   auto f = xcs::jit([&](auto a) { return fetch(a) + fetch(a + 1) + crunch(a) + crunch(a + 1); });
+  // The parent's callers must keep finishing calls before and after the fork; if they stop
+  // (a pool the fork broke), the waits below would never end: fail with a message instead.
+  xcs_test::deadline guard(std::chrono::seconds(60), "ForkTest: the parent's calls stopped");
   std::atomic<bool> stop{false};
   std::atomic<int> calls{0}, wrong{0};
   std::vector<std::thread> callers;
