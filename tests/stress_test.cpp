@@ -229,30 +229,45 @@ TEST_P(StressTest, NestedJitThreeLevelsDeep) {
 }
 
 TEST_P(StressTest, PoolResizedWhileCallsRun) {
+  constexpr int kCallers = 8;
   auto f = xcs::jit(sum_of_squares);
   std::atomic<bool> stop{false};
   std::atomic<long> wrong{0}, calls{0};
+  // started: calls begun; calls: calls ended. A call that began before a resize returned and
+  // ended after it began overlapped it.
+  std::atomic<long> started{0};
+  xcs_test::concurrency_meter in_call;
   deadline guard(std::chrono::seconds(120), "PoolResizedWhileCallsRun");
   std::vector<std::thread> threads;
-  for (int t = 0; t < 8; ++t) {
+  for (int t = 0; t < kCallers; ++t) {
     threads.emplace_back([&, t] {
       std::mt19937 rng(static_cast<unsigned>(t));
       while (!stop.load()) {
         std::vector<int> v(1 + rng() % 6, t);
-        if (f(v, t) != expected(v, t)) ++wrong;
+        ++started;
+        {
+          xcs_test::concurrency_meter::guard g(in_call);
+          if (f(v, t) != expected(v, t)) ++wrong;
+        }
         ++calls;
       }
     });
   }
+  // Resize only once every caller is inside a call.
+  in_call.await_peak(kCallers, xcs_test::give_up());
+  EXPECT_EQ(in_call.max(), kCallers) << "the callers never were all in a call at once";
+  int resizes_alone = 0;
   for (int i = 0; i < 20; ++i) {
+    long ended_before = calls.load();
     xcs::set_thread_count(1 + static_cast<unsigned>(i % 2));
+    if (started.load() - ended_before == 0) ++resizes_alone;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   stop = true;
   for (auto& th : threads) th.join();
   xcs::set_thread_count(GetParam());
   EXPECT_EQ(wrong.load(), 0);
-  EXPECT_GT(calls.load(), 0);
+  EXPECT_EQ(resizes_alone, 0) << "resizes during which no call ran";
   EXPECT_EQ(xcs::thread_count(), GetParam());
 }
 
