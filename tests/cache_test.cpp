@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <xcs/xcs.hpp>
 
+#include <algorithm>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -63,6 +64,26 @@ TEST(CacheTest, VectorSizeChangesTheKey) {
   EXPECT_EQ(st.retraces, 2u);
   EXPECT_EQ(st.cache_entries, 3u);
   EXPECT_FALSE(st.retrace_reason.empty()) << "stats should say why it retraced";
+}
+
+// std::vector<bool> is not traced element by element (it has no element addresses): it is one
+// value, like a string, so its size is not part of the key and every size shares one plan.
+TEST(CacheTest, VectorOfBoolSizeDoesNotChangeTheKey) {
+  auto count = xcs::op("count", [](const std::vector<bool>& v) {
+    return static_cast<int>(std::count(v.begin(), v.end(), true));
+  });
+  auto f = xcs::jit([&](const auto& a, const auto& b) { return count(a) + count(b); });
+  for (std::size_t n = 0; n < 6; ++n) {
+    std::vector<bool> a(n, true), b(n + 1, false);
+    b[0] = true;
+    EXPECT_EQ(f(a, b), static_cast<int>(n) + 1) << n;
+  }
+  auto st = f.stats();
+  EXPECT_EQ(st.traces, 1u);
+  EXPECT_EQ(st.retraces, 0u);
+  EXPECT_EQ(st.plan_runs, 6u);
+  EXPECT_THAT(f.explain(std::vector<bool>(3), std::vector<bool>(1)),
+              HasSubstr("(std::vector<bool>, std::vector<bool>)"));
 }
 
 TEST(CacheTest, NestedContainerSizesChangeTheKey) {

@@ -21,7 +21,8 @@ struct type_list {
 
 /// The cache key of a call: the decayed argument types plus the size of every `std::vector`
 /// argument (and of vectors nested in container arguments), in order. Values never take part,
-/// so a thousand different ints trace once; nor do the sizes of strings, maps or spans.
+/// so a thousand different ints trace once; nor do the sizes of strings, maps or spans, nor
+/// that of a `std::vector<bool>`, which is traced whole, like a string (sequence_traits).
 class signature {
  public:
   template <class... Args>
