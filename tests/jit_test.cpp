@@ -68,10 +68,10 @@ TEST(JitTest, BlockingCallsOverlapWithoutHint) {
 }
 
 TEST(JitTest, CpuBoundOpsDoNotOversubscribeCores) {
-  // The CPU workers and the calling thread, and one more: the monitor's count of threads that
-  // wait (in ops, or parked owners) is up to a tick old, so a stand-in worker may take a node
-  // just as the thread it stood in for runs again (one extra was seen after a blocking burst,
-  // in 2 runs of 40 on a 2-CPU machine at load 9). Four times as many ops as CPU threads, so that
+  // The CPU workers and the calling thread, and one more (as the old `cores + 1` allowed): the
+  // monitor's count of waiting threads is up to a tick old, so a stand-in worker can take a
+  // node just as the thread it stood in for runs again. One extra was seen after a blocking
+  // burst (2 runs in 40, 2-CPU machine at load 9). Four times as many ops as CPU threads, so
   // the bound can be exceeded whatever the number of CPUs.
   const int cpu_threads = static_cast<int>(xcs::thread_count()) + 1;
   const std::size_t n = 4 * static_cast<std::size_t>(cpu_threads);
