@@ -17,10 +17,11 @@
 #include <vector>
 
 #include "blocking_lane.hpp"
+#include "clock.hpp"
 #include "compile.hpp"
 #include "fiber.hpp"
-#include "live_run.hpp"
 #include "pool.hpp"
+#include "run.hpp"
 #include "xcs/detail/op_table.hpp"
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/error.hpp"
@@ -28,20 +29,70 @@
 
 namespace xcs::detail {
 
+/// The runs one signature's calls reuse: one kept without a lock (the common case of one
+/// call at a time), a few more in a list.
+class run_pool {
+ public:
+  run_pool() = default;
+  run_pool(const run_pool&) = delete;
+  run_pool& operator=(const run_pool&) = delete;
+  ~run_pool() {
+    delete cached_.load(std::memory_order_acquire);
+    for (run* r : free_) delete r;
+  }
+  template <class Make>
+  run* take(Make make) {
+    if (run* r = cached_.exchange(nullptr, std::memory_order_acquire)) return r;
+    {
+      std::lock_guard lock(mutex_);
+      if (!free_.empty()) {
+        run* r = free_.back();
+        free_.pop_back();
+        return r;
+      }
+    }
+    return make();
+  }
+  void give(run* r) noexcept {
+    r->destroy_results();
+    run* empty = nullptr;
+    if (cached_.compare_exchange_strong(empty, r, std::memory_order_release)) return;
+    try {
+      std::lock_guard lock(mutex_);
+      // Keep a few runs: enough for the threads that call one signature at once.
+      if (free_.size() < 16) {
+        free_.push_back(r);
+        return;
+      }
+    } catch (...) {
+    }
+    delete r;
+  }
+
+ private:
+  std::atomic<run*> cached_{nullptr};
+  std::mutex mutex_;  // guards free_
+  std::vector<run*> free_;
+};
+
 /// One signature's cache slot: how its calls run.
 struct cache_entry {
   std::mutex mutex;  // with ready_cv: for threads that wait for the trace
   std::condition_variable ready_cv;
-  /// Set (release) once the fields below are final; read (acquire) on every call.
+  /// Set (release) once `kind` and the fields below are final; read (acquire) on every call.
   std::atomic<bool> ready{false};
-  std::atomic<std::uint64_t> last_use{0};  // relaxed: LRU hint
+  /// How calls run. Final once `ready`, except that a staged signature whose first call
+  /// recorded no node becomes direct (release; `cause` and `reason` are written before).
+  std::atomic<call_kind> kind{call_kind::direct};
   // Written once before `ready`, read-only after.
-  call_kind kind = call_kind::direct;
   std::shared_ptr<const plan> compiled;
   result_recipe recipe;
   std::vector<op_counters*> counters;                  // per plan node: its op's counters, or null
   fallback_cause cause = fallback_cause::untraceable;  // direct: why, in short
   std::string reason;                                  // direct: why, in words
+  run_pool runs;  // declared after `compiled`: a plan's runs go first
+  /// Relaxed: LRU hint, written on every call, so on a line of its own.
+  alignas(64) std::atomic<std::uint64_t> last_use{0};
 };
 
 namespace {
@@ -64,15 +115,35 @@ void log(MakeLine&& make_line) noexcept {
   }
 }
 
-void* live_value(void* run, value_id v) { return static_cast<live_run*>(run)->value(v); }
+/// The counters a call updates, sharded by thread so that calls from several threads do not
+/// share a cache line. Relaxed: read only for reporting, as sums.
+struct alignas(64) call_counters {
+  std::atomic<std::uint64_t> calls{0}, fallback_calls{0}, plan_runs{0}, staged_calls{0}, syncs{0},
+      serial_reads{0}, op_ns{0}, wall_ns{0};
+};
+constexpr std::size_t kShards = 8;
+
+std::size_t shard_index() noexcept {
+  static std::atomic<std::size_t> next{0};
+  thread_local const std::size_t mine = next.fetch_add(1, std::memory_order_relaxed) % kShards;
+  return mine;
+}
 
 }  // namespace
 
 struct jit_core::impl {
-  // Counters: relaxed, read only for reporting.
-  std::atomic<std::uint64_t> calls{0}, traces{0}, retraces{0}, evictions{0}, fallback_calls{0},
-      plan_runs{0}, staged_calls{0}, syncs{0}, op_ns{0}, wall_ns{0};
+  call_counters shards[kShards];
+  call_counters& mine() noexcept { return shards[shard_index()]; }
+  template <class Field>
+  std::uint64_t sum(Field field) const noexcept {
+    std::uint64_t t = 0;
+    for (const call_counters& c : shards) t += (c.*field).load(std::memory_order_relaxed);
+    return t;
+  }
+  // Counters of rare events: relaxed, read only for reporting.
+  std::atomic<std::uint64_t> traces{0}, retraces{0}, evictions{0};
   std::atomic<bool> optimized{false};
+  std::atomic<bool> serial_read_named{false};  // the first serial read's line is taken
 
   mutable std::shared_mutex cache_mutex;  // guards map, capacity, last_sig
   std::unordered_map<signature, std::shared_ptr<cache_entry>> map;
@@ -85,6 +156,9 @@ struct jit_core::impl {
   std::string retrace_reason;
   std::string staged_text;  // the last staged signature's read, without its source line
   code_site staged_site;
+  std::string serial_text;  // the first serial read, without its source line
+  std::string serial_advice;
+  code_site serial_site;
   std::size_t nodes = 0, groups = 0, widest = 0, critical = 0;
   double estimated = 1.0;
   op_table ops;
@@ -92,6 +166,8 @@ struct jit_core::impl {
   void evict_to(std::size_t n);  // with cache_mutex held: drops LRU entries down to n
   std::shared_ptr<cache_entry> find_or_add(const signature& sig, std::uint64_t now, bool& fresh);
   void finish(cache_entry& e, call_kind kind);
+  /// Counts a drained staged call of `nodes` nodes (as a fallback if it `falls_back`).
+  void record_staged(const run& r, std::size_t nodes, bool falls_back) noexcept;
   void forget(const signature& sig, const cache_entry& e) noexcept;
 };
 
@@ -159,7 +235,7 @@ void jit_core::impl::evict_to(std::size_t n) {
 void jit_core::impl::finish(cache_entry& e, call_kind kind) {
   {
     std::lock_guard lock(e.mutex);
-    e.kind = kind;
+    e.kind.store(kind, std::memory_order_relaxed);
     e.ready.store(true, std::memory_order_release);
   }
   e.ready_cv.notify_all();
@@ -177,7 +253,8 @@ void jit_core::impl::forget(const signature& sig, const cache_entry& e) noexcept
 }
 
 call_ticket jit_core::begin(const signature& sig) noexcept {
-  std::uint64_t now = impl_->calls.fetch_add(1, std::memory_order_relaxed);
+  impl_->mine().calls.fetch_add(1, std::memory_order_relaxed);
+  const std::uint64_t now = ticks();  // the LRU's clock
   call_ticket t;
   try {
     bool fresh = false;
@@ -191,7 +268,7 @@ call_ticket jit_core::begin(const signature& sig) noexcept {
       std::unique_lock lock(e.mutex);
       e.ready_cv.wait(lock, [&] { return e.ready.load(std::memory_order_acquire); });
     }
-    t.kind = e.kind;
+    t.kind = e.kind.load(std::memory_order_acquire);
   } catch (...) {
     // No memory for a cache entry (or to wait for one): run directly, counted as a fallback.
     t.entry.reset();
@@ -266,44 +343,37 @@ void jit_core::publish_fallback(call_ticket& t, const signature& sig, fallback_c
   t.kind = call_kind::direct;
 }
 
-void jit_core::publish_staged(call_ticket& t, const signature& sig,
-                              const trace_context& ctx) noexcept {
-  if (t.kind != call_kind::trace) return;
-  try {
-    std::string text = ctx.staged_reason(false);
-    std::lock_guard info(impl_->info_mutex);
-    impl_->staged_text = std::move(text);
-    impl_->staged_site = ctx.staged_site();
-  } catch (...) {
-  }
-  log([&] { return fmt::format("staged {}: {}", sig.to_string(), ctx.staged_reason()); });
-  impl_->optimized.store(true, std::memory_order_relaxed);
-  impl_->finish(*t.entry, call_kind::staged);
-  t.kind = call_kind::staged;
-}
-
 // ---- running ------------------------------------------------------------------------------
 
 finished_run jit_core::run_plan(const call_ticket& t, std::span<const void* const> args) {
-  const cache_entry& e = *t.entry;
-  plan::run_times times;
+  cache_entry& e = *t.entry;
+  run* r = e.runs.take([&] { return new run(*e.compiled); });
+  r->reset(e.compiled->ir(), args, e.counters, nullptr);
   auto record = [&] {
-    impl_->plan_runs.fetch_add(1, std::memory_order_relaxed);
-    impl_->op_ns.fetch_add(times.op_ns, std::memory_order_relaxed);
-    impl_->wall_ns.fetch_add(times.wall_ns, std::memory_order_relaxed);
+    call_counters& mine = impl_->mine();
+    mine.plan_runs.fetch_add(1, std::memory_order_relaxed);
+    mine.op_ns.fetch_add(r->times().op_ns, std::memory_order_relaxed);
+    mine.wall_ns.fetch_add(r->times().wall_ns, std::memory_order_relaxed);
   };
   try {
-    plan::result r = e.compiled->run(args, times, e.counters);
-    record();
-    return finished_run(r.release(), &plan::value_of, &plan::recycle, e.compiled.get(), e.recipe);
+    r->run_to_end();
   } catch (...) {
     record();  // an op threw: the run still counts
+    e.runs.give(r);
     throw;
   }
+  record();
+  return finished_run(*r, &e, e.recipe);
 }
 
+finished_run::~finished_run() {
+  if (home_) home_->runs.give(run_);
+}
+
+void* finished_run::value(value_id v) const { return run_->value(v); }
+
 void jit_core::count_direct(const call_ticket& t) {
-  impl_->fallback_calls.fetch_add(1, std::memory_order_relaxed);
+  impl_->mine().fallback_calls.fetch_add(1, std::memory_order_relaxed);
   if (!strict()) return;
   if (!t.entry || t.entry->cause == fallback_cause::out_of_memory) {
     throw error(std::string("xcs (XCS_STRICT): the call fell back: ") + kOutOfMemory);
@@ -313,20 +383,154 @@ void jit_core::count_direct(const call_ticket& t) {
   }
 }
 
-void jit_core::count_staged(const trace_context& ctx, std::uint64_t wall_ns) noexcept {
-  const live_run& run = *ctx.run();
-  impl_->staged_calls.fetch_add(1, std::memory_order_relaxed);
-  impl_->syncs.fetch_add(run.syncs(), std::memory_order_relaxed);
-  impl_->op_ns.fetch_add(run.op_ns(), std::memory_order_relaxed);
-  impl_->wall_ns.fetch_add(wall_ns, std::memory_order_relaxed);
+void jit_core::impl::record_staged(const run& r, std::size_t node_count, bool falls_back) noexcept {
+  call_counters& c = mine();
+  if (!falls_back) c.staged_calls.fetch_add(1, std::memory_order_relaxed);
+  c.syncs.fetch_add(r.syncs(), std::memory_order_relaxed);
+  c.op_ns.fetch_add(r.times().op_ns, std::memory_order_relaxed);
+  c.wall_ns.fetch_add(r.times().wall_ns, std::memory_order_relaxed);
+  if (node_count == 0) return;
+  optimized.store(true, std::memory_order_relaxed);
+  std::lock_guard info(info_mutex);
+  nodes = node_count;
+  groups = 0;
+  widest = r.times().peak_in_flight;
+  critical = r.times().deepest;
+  estimated = 1.0;
+}
+
+// ---- a traced call: the trace's sink ------------------------------------------------------
+
+namespace {
+
+/// Why a staged signature whose call recorded no node falls back.
+std::string nothing_recorded(const trace_context& ctx) {
+  std::string types;
+  bool read_an_argument = false;
+  for (const value& v : ctx.ir().values()) {
+    if (v.kind != value_kind::argument) continue;
+    types += fmt::format("{}{}", types.empty() ? "" : ", ", graph::type_name(*v.type));
+  }
+  const std::string why = ctx.staged_reason(false);
+  read_an_argument = why.find("reads the value of argument") != std::string::npos ||
+                     why.find("reads the value of element") != std::string::npos;
+  if (read_an_argument) {
+    return fmt::format(
+        "the callable takes plain types ({}): its parameters convert at entry, so every op "
+        "runs in place; write `auto` parameters",
+        types);
+  }
+  return fmt::format(
+      "the body recorded no op ({}): every op ran in place, on plain values; pass the jitted "
+      "function's (traced) arguments, or op results, to the ops",
+      why);
+}
+
+}  // namespace
+
+void staged_call::went_staged(const trace_context& ctx) {
+  ctx_ = &ctx;
+  cache_entry& e = *ticket_.entry;
+  run_ = e.runs.take([] { return new run(); });
+  run_->reset(ctx.ir(), args_, {}, &core_.impl_->ops);
+  for (node_id n = 0; n < ctx.ir().nodes().size(); ++n) run_->append(n);
+  if (ticket_.kind != call_kind::trace) return;
+  // The first call of the signature: the calls waiting for its trace run staged too, at once.
+  jit_core::impl& m = *core_.impl_;
   try {
-    run.account(impl_->ops);
+    std::string text = ctx.staged_reason(false);
+    std::lock_guard info(m.info_mutex);
+    m.staged_text = std::move(text);
+    m.staged_site = ctx.staged_site();
   } catch (...) {
+  }
+  log([&] { return fmt::format("staged {}: {}", sig_.to_string(), ctx.staged_reason()); });
+  m.finish(e, call_kind::staged);
+  ticket_.kind = call_kind::staged;
+  first_of_signature_ = true;
+}
+
+void staged_call::node_added(node_id n) { run_->append(n); }
+
+const void* staged_call::read(value_id v, const std::type_info&, const void* pc) {
+  bool serial = false;
+  auto note = [&] {
+    if (!serial) return;
+    ++serial_reads_;
+    jit_core::impl& m = *core_.impl_;
+    if (m.serial_read_named.exchange(true, std::memory_order_relaxed)) return;
+    try {
+      std::string text = fmt::format(
+          "the read of {} waited with no other op in flight, so the body ran serially there",
+          ctx_->describe(v));
+      std::string advice =
+          "; start the ops before reading any result: xcs::map over a vector, a vector of op "
+          "results built before the first read, or the read moved into an op";
+      code_site site = code_site::capture(pc);
+      log([&] { return text + source_line(site) + advice; });
+      std::lock_guard info(m.info_mutex);
+      m.serial_text = std::move(text);
+      m.serial_advice = std::move(advice);
+      m.serial_site = site;
+    } catch (...) {
+    }
+  };
+  try {
+    const void* a = run_->wait_value(v, serial);
+    note();
+    return a;
+  } catch (...) {
+    note();
+    throw;
   }
 }
 
-finished_run jit_core::live_values(trace_context& ctx, const result_recipe& recipe) {
-  return finished_run(ctx.run(), &live_value, nullptr, nullptr, recipe);
+std::exception_ptr staged_call::drain() noexcept {
+  if (!run_ || drained_once_) return drained_;
+  drained_once_ = true;
+  drained_ = run_->drain();
+  jit_core::impl& m = *core_.impl_;
+  const std::size_t nodes = ctx_->ir().nodes().size();
+  m.mine().serial_reads.fetch_add(serial_reads_, std::memory_order_relaxed);
+  m.record_staged(*run_, nodes, nodes == 0 && first_of_signature_);
+  if (nodes == 0 && first_of_signature_) {
+    // Nothing ran in parallel, nor could: the signature falls back, so its later calls cost
+    // what a direct call costs.
+    try {
+      cache_entry& e = *ticket_.entry;
+      std::string why = nothing_recorded(*ctx_);
+      log([&] { return fmt::format("fallback for {}: {}", sig_.to_string(), why); });
+      {
+        std::lock_guard info(m.info_mutex);
+        m.fallback_reason = why;
+        m.out_of_memory = false;
+      }
+      e.cause = fallback_cause::untraceable;
+      e.reason = std::move(why);
+      e.kind.store(call_kind::direct, std::memory_order_release);
+      fell_back_ = true;
+    } catch (...) {
+    }
+  }
+  return drained_;
+}
+
+finished_run staged_call::values(const result_recipe& recipe) {
+  return finished_run(*run_, nullptr, recipe);
+}
+
+void staged_call::finish_fallback() {
+  if (!fell_back_) return;
+  core_.impl_->mine().fallback_calls.fetch_add(1, std::memory_order_relaxed);
+  if (jit_core::strict()) {
+    throw error("xcs (XCS_STRICT): the call fell back: " + ticket_.entry->reason);
+  }
+}
+
+staged_call::~staged_call() {
+  if (!run_) return;
+  (void)drain();
+  ticket_.entry->runs.give(run_);
 }
 
 // ---- reports ------------------------------------------------------------------------------
@@ -344,6 +548,11 @@ std::string jit_core::explain(const signature& sig, const trace_context& ctx,
     s += fmt::format("staged: {}\n", ctx.staged_reason());
     s += fmt::format("nodes before the read: {}\n", ctx.ir().nodes().size());
     s += ctx.ir().listing();
+    xcs::stats st = stats();
+    if (st.serial_reads > 0) {
+      s += fmt::format("serial reads so far: {}\nfirst serial read: {}\n", st.serial_reads,
+                       st.serial_read);
+    }
     return s;
   }
   if (!out) return s + fmt::format("fallback: {}\n", ctx.reason());
@@ -390,26 +599,26 @@ void jit_core::set_capacity(std::size_t n) {
 xcs::stats jit_core::stats() const {
   const impl& m = *impl_;
   xcs::stats s;
-  s.calls = m.calls.load(std::memory_order_relaxed);
+  s.calls = m.sum(&call_counters::calls);
   s.traces = m.traces.load(std::memory_order_relaxed);
   s.retraces = m.retraces.load(std::memory_order_relaxed);
   s.evictions = m.evictions.load(std::memory_order_relaxed);
-  s.fallback_calls = m.fallback_calls.load(std::memory_order_relaxed);
-  s.plan_runs = m.plan_runs.load(std::memory_order_relaxed);
-  s.staged_calls = m.staged_calls.load(std::memory_order_relaxed);
-  s.syncs = m.syncs.load(std::memory_order_relaxed);
+  s.fallback_calls = m.sum(&call_counters::fallback_calls);
+  s.plan_runs = m.sum(&call_counters::plan_runs);
+  s.staged_calls = m.sum(&call_counters::staged_calls);
+  s.syncs = m.sum(&call_counters::syncs);
+  s.serial_reads = m.sum(&call_counters::serial_reads);
   s.optimized = m.optimized.load(std::memory_order_relaxed);
-  std::uint64_t wall = m.wall_ns.load(std::memory_order_relaxed);
-  s.speedup = wall ? static_cast<double>(m.op_ns.load(std::memory_order_relaxed)) /
-                         static_cast<double>(wall)
-                   : 0.0;
+  std::uint64_t wall = m.sum(&call_counters::wall_ns);
+  s.speedup =
+      wall ? static_cast<double>(m.sum(&call_counters::op_ns)) / static_cast<double>(wall) : 0.0;
   {
     std::shared_lock lock(m.cache_mutex);
     s.cache_entries = m.map.size();
     s.cache_capacity = m.capacity;
   }
-  std::string text;
-  code_site site;
+  std::string text, serial_text, serial_advice;
+  code_site site, serial_site;
   {
     std::lock_guard info(m.info_mutex);
     s.fallback_reason = m.out_of_memory ? kOutOfMemory : m.fallback_reason;
@@ -421,9 +630,13 @@ xcs::stats jit_core::stats() const {
     s.estimated_speedup = m.estimated;
     text = m.staged_text;
     site = m.staged_site;
+    serial_text = m.serial_text;
+    serial_advice = m.serial_advice;
+    serial_site = m.serial_site;
   }
   // The source line is looked up here, when the reason is read, not on the call.
   if (!text.empty()) s.staged_reason = text + source_line(site);
+  if (!serial_text.empty()) s.serial_read = serial_text + source_line(serial_site) + serial_advice;
   // Ops are grouped by name: two ops may share one.
   m.ops.for_each([&](const op_counters& c) {
     auto it = std::find_if(s.ops.begin(), s.ops.end(),
@@ -474,12 +687,6 @@ std::string body_threw(const std::exception_ptr& e) {
   } catch (...) {
     return "the body threw a non-standard exception at trace time";
   }
-}
-
-std::uint64_t wall_clock_ns() noexcept {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::steady_clock::now().time_since_epoch())
-                                        .count());
 }
 
 }  // namespace xcs::detail

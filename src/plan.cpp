@@ -1,12 +1,9 @@
 // SPDX-License-Identifier: MIT
-// Plan compilation, and running a plan on a frame (see frame.hpp).
+// Plan compilation: a graph laid out as a frozen node table (see run.hpp for running it).
 #include "xcs/detail/plan.hpp"
 
 #include <algorithm>
 #include <vector>
-
-#include "clock.hpp"
-#include "frame.hpp"
 
 namespace xcs::detail {
 
@@ -15,7 +12,6 @@ plan::plan(std::shared_ptr<const graph> g, const analysis& a) : graph_(std::move
   link_nodes(a);
   lay_out_results();
   locate_values();
-  frame_bytes_ = frame::bytes(*this);
 }
 
 void plan::link_nodes(const analysis& a) {
@@ -57,6 +53,7 @@ void plan::lay_out_results() {
   std::size_t storage = 0;
   for (std::size_t i = 0; i < nodes.size(); ++i) {
     const kernel& k = *nodes[i].kernel;
+    storage_align_ = std::max(storage_align_, k.align);
     if (k.size > 0) {
       storage = (storage + k.align - 1) / k.align * k.align;
       nodes_[i].storage = static_cast<std::uint32_t>(storage);
@@ -99,76 +96,13 @@ void plan::locate_values() {
   }
 }
 
-plan::~plan() {
-  delete cached_frame_.load(std::memory_order_acquire);
-  for (frame* f : free_frames_) delete f;
-}
-
 std::size_t plan::bytes_per_node() const noexcept {
   if (nodes_.empty()) return 0;
-  std::size_t bytes = nodes_.size() * sizeof(node_info) + in_values_.size() * sizeof(value_id) +
+  std::size_t bytes = nodes_.size() * sizeof(node_layout) + in_values_.size() * sizeof(value_id) +
                       successors_.size() * sizeof(node_id) + roots_.size() * sizeof(node_id) +
                       values_.size() * sizeof(value_loc) +
                       (call_values_.size() + call_inputs_.size()) * sizeof(std::uint32_t);
   return bytes / nodes_.size();
-}
-
-frame* plan::acquire_frame() const {
-  if (frame* f = cached_frame_.exchange(nullptr, std::memory_order_acquire)) return f;
-  {
-    std::lock_guard lock(frames_mutex_);
-    if (!free_frames_.empty()) {
-      frame* f = free_frames_.back();
-      free_frames_.pop_back();
-      return f;
-    }
-  }
-  return new frame(*this);
-}
-
-void plan::release_frame(frame* f) const noexcept {
-  f->destroy_results();
-  frame* empty = nullptr;
-  if (cached_frame_.compare_exchange_strong(empty, f, std::memory_order_release)) return;
-  try {
-    std::lock_guard lock(frames_mutex_);
-    // Keep a few frames per plan: enough for the threads that call it at once.
-    if (free_frames_.size() < 16) {
-      free_frames_.push_back(f);
-      return;
-    }
-  } catch (...) {
-  }
-  delete f;
-}
-
-plan::result::~result() {
-  if (frame_) plan_->release_frame(frame_);
-}
-
-void* plan::result::value(value_id v) const noexcept { return frame_->value(v); }
-
-void* plan::value_of(void* f, value_id v) noexcept { return static_cast<frame*>(f)->value(v); }
-
-void plan::recycle(void* f, const void* p) noexcept {
-  static_cast<const plan*>(p)->release_frame(static_cast<frame*>(f));
-}
-
-plan::result plan::run(std::span<const void* const> args, run_times& times,
-                       std::span<op_counters* const> counters) const {
-  frame* f = acquire_frame();
-  result r(*this, f);
-  std::int64_t t0 = now_ns();
-  auto stop_clock = [&] { times = {f->op_ns(), static_cast<std::uint64_t>(now_ns() - t0)}; };
-  f->start(args, counters);
-  try {
-    f->run_to_end();
-  } catch (...) {
-    stop_clock();
-    throw;  // `r` recycles the frame
-  }
-  stop_clock();
-  return r;
 }
 
 }  // namespace xcs::detail

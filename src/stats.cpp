@@ -11,14 +11,15 @@ namespace xcs {
 std::string to_string(const stats& s) {
   std::string out = fmt::format(
       "xcs stats: calls={} traces={} retraces={} cache_entries={}/{} evictions={}\n"
-      "  optimized={} plan_runs={} staged_calls={} syncs={} fallback_calls={}\n"
+      "  optimized={} plan_runs={} staged_calls={} syncs={} serial_reads={} fallback_calls={}\n"
       "  nodes={} parallel_groups={} max_parallelism={} critical_path={}\n"
-      "  estimated_speedup={:.2f} speedup={:.2f} (measured: op time / wall time)",
+      "  estimated_speedup={:.2f} speedup={:.2f} (measured: op work / wall time)",
       s.calls, s.traces, s.retraces, s.cache_entries, s.cache_capacity, s.evictions, s.optimized,
-      s.plan_runs, s.staged_calls, s.syncs, s.fallback_calls, s.nodes, s.parallel_groups,
-      s.max_parallelism, s.critical_path, s.estimated_speedup, s.speedup);
+      s.plan_runs, s.staged_calls, s.syncs, s.serial_reads, s.fallback_calls, s.nodes,
+      s.parallel_groups, s.max_parallelism, s.critical_path, s.estimated_speedup, s.speedup);
   if (!s.fallback_reason.empty()) out += fmt::format("\n  fallback_reason: {}", s.fallback_reason);
   if (!s.staged_reason.empty()) out += fmt::format("\n  staged_reason: {}", s.staged_reason);
+  if (!s.serial_read.empty()) out += fmt::format("\n  serial_read: {}", s.serial_read);
   if (!s.retrace_reason.empty()) out += fmt::format("\n  retrace_reason: {}", s.retrace_reason);
   if (s.blocking_threads_peak > 0 || s.fiber_suspensions > 0) {
     out += fmt::format("\n  runtime: blocking_threads={} (peak {}) fiber_suspensions={}",

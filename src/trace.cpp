@@ -10,8 +10,6 @@
 #include XCS_BACKTRACE_HEADER  // GCC's backtrace.h, by full path (see CMakeLists.txt)
 #endif
 
-#include "live_run.hpp"
-#include "xcs/detail/jit_core.hpp"
 #include "xcs/detail/result.hpp"
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/error.hpp"
@@ -29,20 +27,22 @@ trace_context::scope::~scope() { t_current = saved_; }
 untraced_scope::untraced_scope() noexcept : saved_(std::exchange(t_current, nullptr)) {}
 untraced_scope::~untraced_scope() { t_current = saved_; }
 
-trace_context::trace_context(trace_mode mode, std::span<const void* const> args,
-                             const staged_hook* hook)
-    : mode_(mode), args_(args), hook_(hook) {
-  if (mode == trace_mode::live) go_live();
+trace_context::trace_context(trace_mode mode, trace_sink* sink) : mode_(mode), sink_(sink) {
+  if (mode == trace_mode::live) {
+    mode_ = trace_mode::recording;
+    go_live();
+  }
 }
 
-// The live run (declared after the graph) goes first: its destructor waits for the nodes
-// still running, which read the graph's constants.
-trace_context::~trace_context() = default;
+// The staged run must end before the graph goes: its nodes read the graph's constants.
+trace_context::~trace_context() {
+  if (mode_ == trace_mode::live) (void)drain();
+}
 
 value_id trace_context::add_node(std::string_view name, std::span<const value_id> inputs,
                                  const kernel& k, const void* fn, std::shared_ptr<op_profile> op) {
   value_id r = graph_.add_node(name, inputs, k, fn, std::move(op));
-  if (live_) live_->append(static_cast<node_id>(graph_.nodes().size() - 1));
+  if (mode_ == trace_mode::live) sink_->node_added(static_cast<node_id>(graph_.nodes().size() - 1));
   return r;
 }
 
@@ -59,13 +59,12 @@ value_id trace_context::pack(const std::type_info& type, std::span<const value_i
 }
 
 void trace_context::go_live() {
-  live_ = std::make_unique<live_run>(graph_, args_);
   mode_ = trace_mode::live;
-  for (node_id n = 0; n < graph_.nodes().size(); ++n) live_->append(n);
-  if (hook_) hook_->core->publish_staged(*hook_->ticket, *hook_->sig, *this);
+  sink_->went_staged(*this);
 }
 
 const void* trace_context::read(value_id v, const std::type_info& as, const void* pc) {
+  ++reads_;
   if (mode_ != trace_mode::live && !went_staged()) {
     staged_value_ = v;
     staged_type_ = &as;
@@ -75,12 +74,13 @@ const void* trace_context::read(value_id v, const std::type_info& as, const void
   if (mode_ == trace_mode::recording) go_live();
   // The owner may run nodes while it waits: their ops are plain calls, not part of the trace.
   untraced_scope outside;
-  return live_->wait_value(v);
+  return sink_->read(v, as, pc);
 }
 
 std::exception_ptr trace_context::drain() noexcept {
+  if (mode_ != trace_mode::live) return nullptr;
   untraced_scope outside;
-  return live_ ? live_->drain() : nullptr;
+  return sink_->drain();
 }
 
 void trace_context::run_outside(std::string_view what, const void* pc) {
@@ -213,8 +213,6 @@ bool library_file(std::string_view file) {
 struct source_line_info {
   std::string file;
   int line = 0;
-  std::string first_file;  // the innermost line, if every frame is a library's
-  int first_line = 0;
 };
 
 void ignore_error(void*, const char*, int) {}
@@ -222,12 +220,7 @@ void ignore_error(void*, const char*, int) {}
 // Called for each frame at one address, innermost (inlined) first; nonzero stops.
 int on_line(void* data, std::uintptr_t, const char* file, int line, const char*) {
   auto* out = static_cast<source_line_info*>(data);
-  if (!file) return 0;
-  if (out->first_file.empty()) {
-    out->first_file = file;
-    out->first_line = line;
-  }
-  if (library_file(file)) return 0;
+  if (!file || library_file(file)) return 0;
   out->file = file;
   out->line = line;
   return 1;
@@ -248,25 +241,25 @@ code_site code_site::capture(const void* pc) noexcept {
 }
 
 std::string source_line(const code_site& site) {
+  static constexpr const char* kNoLine = " (no line information: build with -g)";
 #if defined(XCS_HAVE_BACKTRACE)
-  if (site.size == 0) return "";
+  if (site.size == 0) return kNoLine;
   // Created once; libbacktrace's state is thread-safe with threaded = 1 and never freed.
   static backtrace_state* state = backtrace_create_state(nullptr, 1, &ignore_error, nullptr);
-  if (!state) return "";
+  if (!state) return kNoLine;
   source_line_info found;
   for (std::size_t i = 0; i < site.size && found.file.empty(); ++i) {
     // A return address follows its call: step back into the calling line.
     backtrace_pcinfo(state, reinterpret_cast<std::uintptr_t>(site.pcs[i]) - 1, &on_line,
                      &ignore_error, &found);
   }
-  if (found.file.empty()) {
-    if (found.first_file.empty()) return "";
-    return fmt::format(" at {}:{}", found.first_file, found.first_line);
-  }
+  // Only library lines (the standard library's, libc's, xcs's): the body's own frames have
+  // no debug information.
+  if (found.file.empty()) return kNoLine;
   return fmt::format(" at {}:{}", found.file, found.line);
 #else
   (void)site;
-  return "";
+  return kNoLine;
 #endif
 }
 

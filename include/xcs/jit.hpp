@@ -3,6 +3,7 @@
 // plan] -> run -> result, or, for a body that reads its values, a staged run.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -18,6 +19,7 @@
 #include "xcs/detail/result.hpp"
 #include "xcs/detail/signature.hpp"
 #include "xcs/detail/trace_context.hpp"
+#include "xcs/op.hpp"
 #include "xcs/stats.hpp"
 #include "xcs/traced.hpp"
 
@@ -29,7 +31,6 @@ std::string unmappable_result(const std::type_info& body_returns,
                               const std::type_info& call_returns);
 std::string assigned_argument(std::size_t position);
 std::string body_threw(const std::exception_ptr& e);
-std::uint64_t wall_clock_ns() noexcept;
 
 /// Whether `F` can run traced on `Args` and give the direct call's `R`, by the types alone.
 template <class F, class R, class... Args>
@@ -111,8 +112,7 @@ class jitted {
       // by-value parameter of the body would receive it.
       return (*this)(detail::decay_array(std::forward<Args>(args))...);
     } else if constexpr ((detail::is_trace_input_v<Args> || ...)) {
-      // Called from a body being traced: the inner body records into the outer trace.
-      return detail::invoke_callable(s_->fn, std::forward<Args>(args)...);
+      return call_traced(std::forward<Args>(args)...);
     } else {
       return call(std::forward<Args>(args)...);
     }
@@ -130,7 +130,7 @@ class jitted {
     if constexpr ((std::is_array_v<Args> || ...)) {
       return explain(detail::decay_array(args)...);
     } else {
-      detail::trace_context ctx(detail::trace_mode::dry, {});
+      detail::trace_context ctx(detail::trace_mode::dry);
       detail::trace_output out;
       bool finished = dry_trace<std::invoke_result_t<F&, const Args&...>>(ctx, out, args...);
       return s_->core.explain(detail::signature::of(args...), ctx, finished ? &out : nullptr);
@@ -145,7 +145,7 @@ class jitted {
     if constexpr ((std::is_array_v<Args> || ...)) {
       return dot(detail::decay_array(args)...);
     } else {
-      detail::trace_context ctx(detail::trace_mode::dry, {});
+      detail::trace_context ctx(detail::trace_mode::dry);
       detail::trace_output out;
       bool finished = dry_trace<std::invoke_result_t<F&, const Args&...>>(ctx, out, args...);
       return detail::jit_core::dot(ctx, finished ? &out : nullptr);
@@ -157,11 +157,71 @@ class jitted {
   void set_cache_capacity(std::size_t n) const { s_->core.set_capacity(n); }
 
  private:
-  struct state {
-    explicit state(F f) : fn(std::move(f)) {}
+  struct state;
+  /// This function as the callable of one node of an outer body (see call_traced).
+  struct nested_call {
+    state* s;
+    template <class... A>
+    auto operator()(const A&... a) const {
+      return jitted(s->shared_from_this())(a...);
+    }
+  };
+  struct state : std::enable_shared_from_this<state> {
+    explicit state(F f) : fn(std::move(f)), as_node("jitted function", nested_call{this}, {}) {}
     F fn;
     detail::jit_core core;
+    /// A call of this function inlined into an outer body read a value: the body branches,
+    /// so later calls from outer bodies are nodes of their own (relaxed: a hint).
+    std::atomic<bool> reads{false};
+    detail::op_state<nested_call> as_node;
   };
+  explicit jitted(std::shared_ptr<state> s) noexcept : s_(std::move(s)) {}
+
+  /// Whether a call on `Args` (some traced) may be recorded as a node: the node's result is
+  /// the same proxy type that the inlined body returns.
+  template <class... Args>
+  static constexpr bool nests_as_node() {
+    if constexpr (!std::is_invocable_v<F&, const detail::input_type_t<Args>&...>) {
+      return false;
+    } else {
+      using direct = std::invoke_result_t<F&, const detail::input_type_t<Args>&...>;
+      if constexpr (std::is_reference_v<direct> || std::is_void_v<direct>) {
+        return false;
+      } else {
+        return std::is_same_v<std::remove_cvref_t<std::invoke_result_t<F&, Args&&...>>,
+                              traced<detail::op_result_t<direct>>>;
+      }
+    }
+  }
+
+  /// Called with traced values from an outer body. A body that records only ops is inlined
+  /// into the outer trace, so its ops join the outer graph. A body that reads values would
+  /// make the outer body wait at each of its reads: once one inlined call has read, the calls
+  /// are recorded as nodes, each a whole call of this function that runs (staged) on the pool
+  /// while the outer body goes on.
+  template <class... Args>
+  decltype(auto) call_traced(Args&&... args) const {
+    if constexpr (nests_as_node<Args...>()) {
+      if (s_->reads.load(std::memory_order_relaxed)) {
+        std::shared_ptr<detail::op_profile> owner(s_, &s_->as_node);
+        return detail::record_call(s_->as_node.name, &s_->as_node.fn, std::move(owner), args...);
+      }
+      detail::trace_context& ctx = detail::context_of_inputs(args...);
+      const std::uint64_t before = ctx.reads();
+      struct read_check {
+        detail::trace_context& ctx;
+        std::uint64_t before;
+        std::atomic<bool>& reads;
+        ~read_check() {
+          if (ctx.reads() != before) reads.store(true, std::memory_order_relaxed);
+        }
+      } check{ctx, before, s_->reads};
+      return detail::invoke_callable(s_->fn, std::forward<Args>(args)...);
+    } else {
+      // Called from a body being traced: the inner body records into the outer trace.
+      return detail::invoke_callable(s_->fn, std::forward<Args>(args)...);
+    }
+  }
 
   template <class... Args>
   decltype(auto) call(Args&&... args) const {
@@ -202,11 +262,10 @@ class jitted {
   R run_traced(detail::call_ticket& t, const detail::signature& sig,
                std::span<const void* const> arg_ptrs, Args&&... args) const {
     detail::jit_core& core = s_->core;
-    const std::uint64_t t0 = detail::wall_clock_ns();
-    const detail::staged_hook hook{&core, &t, &sig};
+    detail::staged_call staged(core, t, sig, arg_ptrs);
     detail::trace_context ctx(t.kind == detail::call_kind::staged ? detail::trace_mode::live
                                                                   : detail::trace_mode::recording,
-                              arg_ptrs, &hook);
+                              &staged);
     detail::result_recipe recipe;
     detail::body_outcome o = run_body<R>(ctx, recipe, std::index_sequence_for<Args...>{}, args...);
     if (!ctx.live()) {
@@ -234,13 +293,13 @@ class jitted {
     // recorded before the body's end, so they all run; an op's exception precedes whatever
     // the body threw after it in program order.
     std::exception_ptr op_error = ctx.drain();
-    core.count_staged(ctx, detail::wall_clock_ns() - t0);
     if (op_error) std::rethrow_exception(op_error);
     if (o.error) std::rethrow_exception(o.error);
     if (!o.finished) throw error("xcs: " + ctx.reason());
     if (!o.why.empty()) throw error("xcs: " + o.why);
+    staged.finish_fallback();
     recipe.plan_moves(ctx.ir());
-    detail::finished_run r = detail::jit_core::live_values(ctx, recipe);
+    detail::finished_run r = staged.values(recipe);
     return detail::build_result<R>(recipe, r);
   }
 

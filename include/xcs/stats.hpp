@@ -34,7 +34,8 @@ struct stats {
   std::size_t cache_entries = 0;
   std::size_t cache_capacity = 0;
   std::uint64_t evictions = 0;
-  bool optimized = false;            ///< some signature runs a parallel plan or staged
+  /// Some signature ran a parallel plan, or a staged call that recorded op nodes.
+  bool optimized = false;
   std::uint64_t fallback_calls = 0;  ///< calls that ran the callable directly
   std::string fallback_reason;       ///< the last fallback's reason; empty if none
   std::uint64_t plan_runs = 0;
@@ -43,15 +44,23 @@ struct stats {
   std::uint64_t staged_calls = 0;
   /// Reads in staged calls that found their value not yet computed and waited for it.
   std::uint64_t syncs = 0;
+  /// Reads of staged calls that waited while no other op of their call was in flight: the
+  /// body ran serially there (a `push_back` of each op's result in a loop, say).
+  std::uint64_t serial_reads = 0;
+  /// The first serial read: where it is and what to write instead. Empty if none.
+  std::string serial_read;
   /// What made the last staged signature staged ("the body reads ... at file.cpp:12").
   std::string staged_reason;
+  /// The last compiled plan's graph, or the last staged call's: its nodes, its widest level
+  /// (for a staged call, the most nodes seen in flight at once) and its longest chain.
   std::size_t nodes = 0;
-  std::size_t parallel_groups = 0;
+  std::size_t parallel_groups = 0;  ///< plans only
   std::size_t max_parallelism = 0;
   std::size_t critical_path = 0;   ///< nodes on the longest chain
   double estimated_speedup = 1.0;  ///< nodes / critical path of the last plan
-  /// Measured: sum of op run times over wall time of the plan runs and staged calls (0 before
-  /// any run).
+  /// Measured: the time the direct call would have spent in the ops over the wall time of the
+  /// plan runs and staged calls (0 before any run). An op that computes counts its thread CPU
+  /// time, not the time it sat descheduled; an op that waits (blocking, async) its wall time.
   double speedup = 0.0;
   std::vector<op_stats> ops;  ///< per op name, by total time, largest first
 

@@ -11,12 +11,12 @@
 #include "xcs/detail/graph.hpp"
 #include "xcs/detail/result.hpp"
 #include "xcs/detail/signature.hpp"
+#include "xcs/detail/trace_context.hpp"
 #include "xcs/stats.hpp"
 
 namespace xcs::detail {
 
 struct cache_entry;
-class trace_context;
 
 /// How one call runs, as the cache decides it.
 enum class call_kind : std::uint8_t {
@@ -45,28 +45,63 @@ struct trace_output {
   result_recipe recipe;
 };
 
-/// The values of a finished run (a plan's frame or a live run), until destroyed.
+class run;
+class jit_core;
+
+/// The values of a finished run, until destroyed; then a plan's run goes back to its entry.
 class finished_run final : public finished_values {
  public:
-  using value_fn = void* (*)(void* run, value_id v);
-  using release_fn = void (*)(void* run, const void* owner) noexcept;
-  finished_run(void* run, value_fn value_at, release_fn release_run, const void* owner,
-               const result_recipe& recipe) noexcept
-      : run_(run), value_(value_at), release_(release_run), owner_(owner), recipe_(&recipe) {}
+  /// `home`: the entry whose plan `r` ran (it takes the run back), or null for a staged
+  /// call's run, which the call gives back itself.
+  finished_run(run& r, cache_entry* home, const result_recipe& recipe) noexcept
+      : run_(&r), home_(home), recipe_(&recipe) {}
   finished_run(const finished_run&) = delete;
   finished_run& operator=(const finished_run&) = delete;
-  ~finished_run() {
-    if (release_) release_(run_, owner_);
-  }
-  void* value(value_id v) const override { return value_(run_, v); }
+  ~finished_run();
+  void* value(value_id v) const override;
   const result_recipe& recipe() const noexcept { return *recipe_; }
 
  private:
-  void* run_;
-  value_fn value_;
-  release_fn release_;
-  const void* owner_;
+  run* run_;
+  cache_entry* home_;
   const result_recipe* recipe_;
+};
+
+/// One traced call (recording, or staged from the start): the trace's sink. Once the trace
+/// goes staged it takes a run from the signature's entry and feeds it the body's nodes and
+/// reads; at the end it counts the call and gives the run back.
+class staged_call final : public trace_sink {
+ public:
+  staged_call(jit_core& core, call_ticket& t, const signature& sig,
+              std::span<const void* const> args) noexcept
+      : core_(core), ticket_(t), sig_(sig), args_(args) {}
+  staged_call(const staged_call&) = delete;
+  staged_call& operator=(const staged_call&) = delete;
+  ~staged_call();
+
+  void went_staged(const trace_context& ctx) override;
+  void node_added(node_id n) override;
+  const void* read(value_id v, const std::type_info& as, const void* pc) override;
+  std::exception_ptr drain() noexcept override;
+
+  /// After drain(): the values of the call, for building its result.
+  finished_run values(const result_recipe& recipe);
+  /// After drain(): if the call recorded no node, its signature now falls back; this counts
+  /// the call as a fallback, and in strict mode (XCS_STRICT=1) throws xcs::error.
+  void finish_fallback();
+
+ private:
+  jit_core& core_;
+  call_ticket& ticket_;
+  const signature& sig_;
+  std::span<const void* const> args_;
+  const trace_context* ctx_ = nullptr;
+  run* run_ = nullptr;
+  std::exception_ptr drained_;
+  bool drained_once_ = false;
+  std::uint64_t serial_reads_ = 0;
+  bool first_of_signature_ = false;  // this call's trace made the signature staged
+  bool fell_back_ = false;           // it recorded no node: the signature falls back
 };
 
 class jit_core {
@@ -95,17 +130,10 @@ class jit_core {
   /// out-of-memory entry serves the calls waiting on it, then a later call traces again).
   void publish_fallback(call_ticket& t, const signature& sig, fallback_cause cause,
                         std::string reason) noexcept;
-  /// The first call of the signature went staged (a read, or work outside the graph).
-  void publish_staged(call_ticket& t, const signature& sig, const trace_context& ctx) noexcept;
 
   /// Counts a direct call. In strict mode (XCS_STRICT=1) a call whose body could not be traced
   /// (or ran out of memory) throws xcs::error; a graph with nothing to run in parallel does not.
   void count_direct(const call_ticket& t);
-  /// Counts a staged call of `ctx` (its live run drained) that took `wall_ns`.
-  void count_staged(const trace_context& ctx, std::uint64_t wall_ns) noexcept;
-
-  /// The finished values of a staged call, for building its result.
-  static finished_run live_values(trace_context& ctx, const result_recipe& recipe);
 
   /// A dry-run report of a trace, for jitted::explain.
   std::string explain(const signature& sig, const trace_context& ctx,
@@ -121,6 +149,7 @@ class jit_core {
   static bool strict() noexcept;
 
  private:
+  friend class staged_call;
   struct impl;
   std::unique_ptr<impl> impl_;
 };

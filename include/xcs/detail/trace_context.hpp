@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The recorder a body writes to while it runs on traced values, found through a thread-local
-// pointer. It records ops into a graph and, once the call runs staged, hands each new node to
-// the live run and answers reads of traced values with their computed values.
+// pointer. It records ops into a graph and, once the call runs staged, hands each new node and
+// each read to the sink it was given (the call, which owns the run).
 #pragma once
 
 #include <array>
@@ -20,18 +20,7 @@
 
 namespace xcs::detail {
 
-class live_run;
-class jit_core;
-class signature;
-struct call_ticket;
-
-/// Whom a recording trace tells when it goes staged, so that other calls of the signature
-/// waiting for it run staged too, at once.
-struct staged_hook {
-  jit_core* core;
-  call_ticket* ticket;
-  const signature* sig;
-};
+class trace_context;
 
 /// Where the body was when it did something worth naming (a read): the return addresses of
 /// its stack, innermost first, kept as numbers so that the lines are looked up only if a
@@ -43,6 +32,26 @@ struct code_site {
 
   /// The stack from `pc` (a return address into the caller of the xcs function) outward.
   static code_site capture(const void* pc) noexcept;
+};
+
+/// Where a staged trace sends what the body does. The call implements it (it owns the run
+/// and the cache entry), so the trace layer knows neither.
+class trace_sink {
+ public:
+  /// The trace went staged (a read, or work outside the graph): the nodes recorded so far
+  /// start running, and later calls of the signature run staged from the start.
+  virtual void went_staged(const trace_context& ctx) = 0;
+  /// Node `n` was just recorded in a staged trace: it starts once its inputs are ready.
+  virtual void node_added(node_id n) = 0;
+  /// The body reads `v` (as `as`, at code address `pc`): waits for it and returns its
+  /// address, or throws the exception that keeps it from being computed.
+  virtual const void* read(value_id v, const std::type_info& as, const void* pc) = 0;
+  /// After the body: runs what is left and waits for every node; returns the exception of the
+  /// first throwing op in program order that no read delivered. Idempotent.
+  virtual std::exception_ptr drain() noexcept = 0;
+
+ protected:
+  ~trace_sink() = default;
 };
 
 /// Thrown through the user's body to stop a trace. Deliberately not a std::exception, so a
@@ -59,10 +68,8 @@ enum class trace_mode : std::uint8_t {
 
 class trace_context {
  public:
-  /// `args` points at the call's arguments (empty for a dry trace); `hook`, if given, is
-  /// told when the trace goes staged.
-  trace_context(trace_mode mode, std::span<const void* const> args,
-                const staged_hook* hook = nullptr);
+  /// `sink` receives the staged call (null for a dry trace, which never goes staged).
+  explicit trace_context(trace_mode mode, trace_sink* sink = nullptr);
   ~trace_context();
   trace_context(const trace_context&) = delete;
   trace_context& operator=(const trace_context&) = delete;
@@ -85,21 +92,22 @@ class trace_context {
 
   graph& ir() noexcept { return graph_; }
   const graph& ir() const noexcept { return graph_; }
-  trace_mode mode() const noexcept { return mode_; }
   bool live() const noexcept { return mode_ == trace_mode::live; }
 
-  /// Records a node (see graph::add_node) and, in a live call, starts it once its inputs are
-  /// ready. Returns its result value (no_id for void kernels).
+  /// Records a node (see graph::add_node) and, in a live call, hands it to the sink. Returns its
+  /// result value (no_id for void kernels).
   value_id add_node(std::string_view name, std::span<const value_id> inputs, const kernel& k,
                     const void* fn, std::shared_ptr<op_profile> op);
   /// The pack node of container type `type` over `elements`, made once per trace.
   value_id pack(const std::type_info& type, std::span<const value_id> elements, const kernel& k);
 
   /// The body reads the concrete value of `v` (as type `as`, at code address `pc`). In a live
-  /// or recording call: waits for it (a recording call becomes staged first) and returns its
-  /// address, or throws the exception that keeps it from being computed. In a dry trace:
-  /// ends the trace.
+  /// or recording call: the sink waits for it (a recording call becomes staged first) and
+  /// returns its address, or throws the exception that keeps it from being computed. In a dry
+  /// trace: ends the trace.
   const void* read(value_id v, const std::type_info& as, const void* pc);
+  /// Reads the body made so far (dry traces count the one that ends them).
+  std::uint64_t reads() const noexcept { return reads_; }
   /// The body is about to run work outside the graph (`what`: an op or a jitted function
   /// called with plain arguments). A recording call becomes staged, so that the work runs
   /// once, in program order; a dry trace ends.
@@ -118,11 +126,8 @@ class trace_context {
   const code_site& staged_site() const noexcept { return staged_site_; }
   bool went_staged() const noexcept { return staged_value_ != no_id || !staged_what_.empty(); }
 
-  /// Staged call, after the body: runs what is left and waits for every node; returns the
-  /// exception of the first throwing op in program order that no read delivered.
+  /// Staged call, after the body: the sink's drain (see trace_sink), with no trace current.
   std::exception_ptr drain() noexcept;
-  /// The live run of a staged call (null otherwise).
-  live_run* run() const noexcept { return live_.get(); }
 
   /// Says what a value is, for messages: "argument 0", "element 3 of argument 1",
   /// "the result of op 'summarize' (node %4)".
@@ -134,12 +139,11 @@ class trace_context {
   void go_live();
 
   trace_mode mode_;
-  std::span<const void* const> args_;
-  const staged_hook* hook_;
+  trace_sink* sink_;
+  std::uint64_t reads_ = 0;
   graph graph_;
   std::vector<std::pair<const std::type_info*, value_id>> packs_;  // type and pack node result
   std::string reason_;
-  std::unique_ptr<live_run> live_;
   // What made the call staged: a read of `staged_value_` as `staged_type_`, or work outside
   // the graph (`staged_what_`), at `staged_site_`.
   value_id staged_value_ = no_id;

@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: MIT
+// The run engine: one call's nodes, run by dependency counting on the calling thread, the
+// pool's workers and the blocking lane. A plan's run has its node table frozen in advance; a
+// staged call's run has it appended while the body runs. The node lifecycle is written once.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "grow_array.hpp"
+#include "pool.hpp"
+#include "run_waiter.hpp"
+#include "xcs/detail/async.hpp"
+#include "xcs/detail/concurrency_limit.hpp"
+#include "xcs/detail/graph.hpp"
+#include "xcs/detail/op_profile.hpp"
+#include "xcs/detail/plan.hpp"
+
+namespace xcs::detail {
+
+class op_table;
+struct op_counters;
+
+/// What one finished run measured, for the function's statistics.
+struct run_times {
+  std::uint64_t op_ns = 0;    ///< the ops' own time: what the direct call would spend in them
+  std::uint64_t wall_ns = 0;  ///< the call's wall time
+  std::uint32_t peak_in_flight = 0;  ///< staged runs: the most nodes in flight at once
+  std::uint32_t deepest = 0;         ///< staged runs: the longest chain of dependent nodes
+};
+
+/// One call's run. Runs are reused: a plan keeps its runs in its cache entry, and a staged
+/// signature keeps its own, so a cached call allocates nothing here.
+///
+/// The node lifecycle (`run_chain`): skip rule -> concurrency permit -> async start, blocking
+/// lane or run here -> conclude -> release successors -> finish. Exceptions follow the direct
+/// call: a node after the first thrower in program order does not start; the run rethrows that
+/// thrower's exception (the same object) once every node before it has finished.
+///
+/// A staged call adds three things, all on the owner's thread: `append` links a new node to
+/// its producers (lock-free: a producer's successor list is closed when it finishes), a read
+/// (`wait_value`) runs what the value needs and cheap work the direct call would have done
+/// by then, and a delivered exception that the body catches abandons the nodes recorded
+/// after the thrower (the `abandon_below_` watermark).
+class run final : public job, public slot_waiter, public async_sink {
+ public:
+  /// A run of `p`, reused by every call of it.
+  explicit run(const plan& p);
+  /// A staged run, reused by the calls of one staged signature.
+  run();
+  ~run() override;
+  run(const run&) = delete;
+  run& operator=(const run&) = delete;
+
+  /// Bytes a run of `p` allocates (itself and its tables).
+  static std::size_t bytes(const plan& p) noexcept;
+
+  /// Prepares a call on `args` (plan runs: `g` is the plan's graph; staged runs: the trace's,
+  /// which grows while the call runs). Each node's run is added to `counters[node]` where
+  /// not null, or, for a staged run, to `ops`.
+  void reset(const graph& g, std::span<const void* const> args,
+             std::span<op_counters* const> counters, op_table* ops);
+
+  /// Plan runs, owner: runs every node with the pool's help and rethrows the first error.
+  void run_to_end();
+
+  /// Staged runs, owner: node `n` was just recorded; it starts once its inputs are ready.
+  void append(node_id n);
+  /// Staged runs, owner: waits for `v` and returns its address, running what it needs.
+  /// Throws the op exception that keeps `v` from being computed (the object the op threw).
+  /// `serial` is set when the read waited while no other node of the call was in flight.
+  const void* wait_value(value_id v, bool& serial);
+  /// Staged runs, owner: runs every node not yet run and waits for all; returns the
+  /// exception of the first thrower in program order that no read delivered.
+  std::exception_ptr drain() noexcept;
+
+  /// Owner, after the run: the address of `v`.
+  void* value(value_id v) noexcept;
+  /// Owner, after the run: what it measured.
+  const run_times& times() const noexcept { return times_; }
+  /// Reads that found their value not yet computed.
+  std::uint64_t syncs() const noexcept { return syncs_; }
+  std::uint32_t node_count() const noexcept { return count_; }
+  /// Owner, after the run: destroys the results the nodes constructed.
+  void destroy_results() noexcept;
+
+  // job
+  bool has_work() const noexcept override;
+  void help() noexcept override;
+  // slot_waiter: a node parked for a concurrency permit now holds one.
+  void slot_granted(std::uint32_t n) noexcept override;
+  // async_sink: an async node's completion came after its start returned.
+  void settle(async_slot& s) noexcept override;
+
+ private:
+  /// A successor link of a staged run's node, appended by the owner.
+  struct edge {
+    node_id to;
+    edge* next;
+  };
+  /// The per-call state of one node.
+  struct node_state {
+    std::atomic<std::uint32_t> join{0};  // producers not yet finished (+1 while appending)
+    std::atomic<std::uint8_t> outcome{0};
+    std::atomic<bool> bad_input{false};      // a producer threw, was skipped or abandoned
+    bool holds_permit = false;               // of its op's concurrency limit
+    std::uint32_t mark = 0;                  // owner only: == read_mark_ while a read needs it
+    std::uint32_t linked_to = no_id;         // owner only: the last node appended after this one
+    std::uint32_t depth = 1;                 // owner only: the longest chain ending here
+    std::uint64_t ticks = 0;                 // how long it ran (see clock.hpp)
+    std::uint64_t cpu_ns = 0;                // its thread CPU time, when measured (else 0)
+    void* out = nullptr;                     // its result (null for void)
+    async_slot* async = nullptr;             // for an async op's node
+    std::atomic<edge*> successors{nullptr};  // staged runs; closed when the node finishes
+  };
+  /// What a chain runs on this thread: any node, or (the owner in a read) what the read
+  /// needs and what is cheap; an op that would hold the owner long goes to the lane.
+  enum class chain_policy : std::uint8_t { any, needed };
+  struct chunk {
+    std::unique_ptr<std::byte[]> bytes;
+    std::size_t size;
+  };
+  /// The mark of a successor list whose node has finished: no node may join it any more.
+  static edge* closed() noexcept;
+
+  const node_layout& info(node_id n) const noexcept;
+  std::span<const node_id> successors_in_plan(node_id n) const noexcept;
+  std::uint64_t estimate(node_id n) const noexcept;
+  bool holds_thread_long(node_id n) const noexcept;
+
+  // The ready queue: each node enters it at most three times (ready, permit granted, handed
+  // on by a reading owner).
+  node_id pop() noexcept;
+  node_id pop_or_linger() noexcept;
+  void push(node_id n) noexcept;
+  void share(std::uint64_t queued_ns, bool wake_always) noexcept;
+
+  // The node lifecycle.
+  void run_chain(node_id n, chain_policy policy) noexcept;
+  void note_started() noexcept;
+  bool must_skip(node_id n) const noexcept;
+  void execute(node_id n) noexcept;
+  node_id start_async(node_id n) noexcept;
+  void conclude(node_id n, async_slot& s) noexcept;
+  void offload(node_id n, concurrency_limit* limit) noexcept;
+  node_id release(node_id n, bool keep_one) noexcept;
+  void finish(node_id n) noexcept;
+  void record_error(node_id n, std::exception_ptr e) noexcept;
+
+  // The owner's side.
+  /// Runs ready nodes until `done()`; parks in between, woken by `awaited`'s end.
+  template <class Done>
+  void owner_wait(chain_policy policy, node_id awaited, Done done);
+  std::byte* allocate_storage(std::size_t size, std::size_t align);
+  void leave_pool() noexcept;
+  void account() noexcept;
+  void catch_up_values();
+  void link(node_id n, node_id producer);
+  std::uint32_t mark_ancestors(node_id target);
+  [[noreturn]] void deliver();
+
+  const plan* plan_ = nullptr;  // null for a staged run
+  const graph* graph_ = nullptr;
+  std::span<const void* const> args_;
+  std::span<op_counters* const> counters_;
+  op_table* ops_ = nullptr;
+
+  // Tables. A plan run sizes them once; a staged run grows them as nodes are appended.
+  grow_array<node_layout> own_info_;  // staged runs: appended by the owner
+  grow_array<node_state> nodes_;
+  grow_array<const void*> inputs_;                // input addresses, per node from first_input
+  grow_array<std::atomic<std::uint32_t>> queue_;  // node + 1; 0 = not yet written
+  grow_array<edge> edges_;                        // staged runs
+  std::vector<void*> addr_;                       // owner: each value's address
+  std::deque<async_slot> async_slots_;
+  std::vector<chunk> storage_;                      // result storage
+  std::size_t chunk_index_ = 0, storage_used_ = 0;  // owner: where the next result goes
+  std::uint32_t inputs_used_ = 0, edges_used_ = 0;  // owner, staged runs
+  std::uint32_t count_ = 0;                         // nodes in the table
+  std::atomic<std::uint32_t> queue_capacity_{0};    // release: cells usable by poppers
+
+  // Shared by the threads that run nodes; each on its own cache line.
+  alignas(64) std::atomic<std::uint32_t> head_{0};
+  alignas(64) std::atomic<std::uint32_t> tail_{0};
+  alignas(64) std::atomic<std::uint32_t> remaining_{0};  // seq_cst: pairs with owner_
+  std::atomic<std::uint32_t> in_flight_{0}, peak_in_flight_{0};
+  alignas(64) std::atomic<std::uint32_t> first_error_{no_id};
+  std::atomic<std::uint32_t> abandon_below_{0};  // staged: nodes below it not final are abandoned
+  std::mutex error_mutex_;  // guards error_, and writes of first_error_ and abandon_below_
+  std::exception_ptr error_;
+  alignas(64) run_waiter owner_;
+  std::atomic<node_id> awaited_{no_id};  // seq_cst: the node whose end wakes the owner
+  std::atomic<bool> offered_{false};
+
+  // Owner only.
+  std::uint32_t read_mark_ = 0;
+  std::uint32_t settled_prefix_ = 0;  // every node below it is final
+  std::uint32_t deepest_ = 0;
+  std::uint64_t syncs_ = 0;
+  std::int64_t t0_ = 0;
+  run_times times_;
+};
+
+}  // namespace xcs::detail
