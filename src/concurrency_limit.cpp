@@ -6,7 +6,7 @@
 
 namespace xcs::detail {
 
-bool concurrency_limit::acquire_or_park(slot_waiter& w, std::uint32_t node) {
+bool concurrency_limit::acquire_or_park(permit_waiter& w, std::uint32_t node) {
   std::lock_guard lock(mutex_);
   if (running_ < limit_) {
     peak_ = std::max(peak_, ++running_);
@@ -31,7 +31,7 @@ void concurrency_limit::release() noexcept {
     parked p = parked_.front();
     parked_.pop_front();
     lock.unlock();
-    p.waiter->slot_granted(p.node);
+    p.waiter->permit_granted(p.node);
     return;
   }
   --running_;

@@ -165,7 +165,8 @@ struct jit_core::impl {
 
   void evict_to(std::size_t n);  // with cache_mutex held: drops LRU entries down to n
   std::shared_ptr<cache_entry> find_or_add(const signature& sig, std::uint64_t now, bool& fresh);
-  void finish(cache_entry& e, call_kind kind);
+  /// Publishes how the entry's calls run and wakes the callers waiting for its trace.
+  void publish(cache_entry& e, call_kind kind);
   /// Counts a drained staged call of `nodes` nodes (as a fallback if it `falls_back`).
   void record_staged(const run& r, std::size_t nodes, bool falls_back) noexcept;
   void forget(const signature& sig, const cache_entry& e) noexcept;
@@ -232,7 +233,7 @@ void jit_core::impl::evict_to(std::size_t n) {
   }
 }
 
-void jit_core::impl::finish(cache_entry& e, call_kind kind) {
+void jit_core::impl::publish(cache_entry& e, call_kind kind) {
   {
     std::lock_guard lock(e.mutex);
     e.kind.store(kind, std::memory_order_relaxed);
@@ -318,7 +319,7 @@ void jit_core::publish_trace(call_ticket& t, const signature& sig, trace_output&
                        c.info.max_parallelism, c.info.critical_path.size());
   });
   impl_->optimized.store(true, std::memory_order_relaxed);
-  impl_->finish(e, call_kind::plan);
+  impl_->publish(e, call_kind::plan);
   t.kind = call_kind::plan;
 }
 
@@ -339,7 +340,7 @@ void jit_core::publish_fallback(call_ticket& t, const signature& sig, fallback_c
                        out_of_memory ? kOutOfMemory : reason);
   });
   e.reason = std::move(reason);
-  impl_->finish(e, call_kind::direct);
+  impl_->publish(e, call_kind::direct);
   t.kind = call_kind::direct;
 }
 
@@ -445,7 +446,7 @@ void staged_call::went_staged(const trace_context& ctx) {
   } catch (...) {
   }
   log([&] { return fmt::format("staged {}: {}", sig_.to_string(), ctx.staged_reason()); });
-  m.finish(e, call_kind::staged);
+  m.publish(e, call_kind::staged);
   ticket_.kind = call_kind::staged;
   first_of_signature_ = true;
 }

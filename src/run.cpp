@@ -189,6 +189,7 @@ void run::reset(const graph& g, std::span<const void* const> args,
   inputs_used_ = 0;
   edges_used_ = 0;
   read_mark_ = 0;
+  read_from_ = 0;
   settled_prefix_ = 0;
   deepest_ = 0;
   addr_.clear();
@@ -249,8 +250,8 @@ bool run::holds_thread_long(node_id n) const noexcept {
   return op && !op->async && !op->blocking() && estimate(n) >= kWakeNs;
 }
 
-void run::share(std::uint64_t queued_ns, bool wake_always) noexcept {
-  const bool worth = wake_always || queued_ns >= kWakeNs;
+void run::share(std::uint64_t queued_ns, wake when) noexcept {
+  const bool worth = when == wake::always || queued_ns >= kWakeNs;
   pool* workers = pool::started();
   // The pool stays lazy: cheap work, or a run with nothing to do at the same time (a staged
   // chain: one node in flight), never starts it.
@@ -318,7 +319,7 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
       execute(n);
       if (limit) limit->release();
     }
-    node_id next = release(n, true);
+    node_id next = release(n, successor_use::keep_one);
     finish(n);
     n = next;
   }
@@ -377,7 +378,7 @@ node_id run::start_async(node_id n) noexcept {
   // completion's arrival was its last touch of the run.
   helpers_inside.fetch_sub(1, std::memory_order_relaxed);
   conclude(n, a);
-  node_id next = release(n, true);
+  node_id next = release(n, successor_use::keep_one);
   finish(n);
   return next;
 }
@@ -403,10 +404,10 @@ void run::settle(async_slot& a) noexcept {
   conclude(n, a);
   // Dependents go to the queue, never run here: this is the user's thread (an event loop, a
   // timer), which may hold locks the ops would need. The owner or a worker takes them.
-  node_id next = release(n, true);
+  node_id next = release(n, successor_use::keep_one);
   if (next != no_id) {
     push(next);
-    share(estimate(next), false);
+    share(estimate(next), wake::if_worth);
     owner_.wake_if_parked();  // after push()'s seq_cst store (see run_waiter)
   }
   finish(n);
@@ -433,7 +434,7 @@ void run::offload(node_id n, concurrency_limit* limit) noexcept {
       }
     }
     if (limit) limit->release();
-    release(n, false);
+    release(n, successor_use::queue_all);
     finish(n);
   };
   helpers_inside.fetch_add(1, std::memory_order_relaxed);
@@ -449,7 +450,7 @@ void run::offload(node_id n, concurrency_limit* limit) noexcept {
   }
 }
 
-node_id run::release(node_id n, bool keep_one) noexcept {
+node_id run::release(node_id n, successor_use use) noexcept {
   const bool ok = succeeded(nodes_[n].outcome.load(std::memory_order_relaxed));
   node_id next = no_id;
   std::uint64_t queued_ns = 0;
@@ -458,7 +459,7 @@ node_id run::release(node_id n, bool keep_one) noexcept {
     node_state& t = nodes_[to];
     if (!ok) t.bad_input.store(true, std::memory_order_relaxed);
     if (t.join.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    if (keep_one && next == no_id) {
+    if (use == successor_use::keep_one && next == no_id) {
       next = to;
       return;
     }
@@ -486,7 +487,7 @@ node_id run::release(node_id n, bool keep_one) noexcept {
         tail_.load(std::memory_order_relaxed) - head_.load(std::memory_order_relaxed);
     if (depth > pushed) queued_ns += (depth - pushed) * (queued_ns / pushed);
     if (next != no_id) queued_ns += estimate(next);
-    share(queued_ns, !keep_one);
+    share(queued_ns, use == successor_use::queue_all ? wake::always : wake::if_worth);
   }
   return next;
 }
@@ -509,16 +510,16 @@ void run::help() noexcept {
     run_chain(n, chain_policy::any);
     if (pool::surplus_should_leave()) {
       // Cheap work this thread queued was left to it alone: hand it on before leaving.
-      if (has_work()) share(kWakeNs, true);
+      if (has_work()) share(kWakeNs, wake::always);
       break;
     }
   }
 }
 
-void run::slot_granted(std::uint32_t n) noexcept {
+void run::permit_granted(std::uint32_t n) noexcept {
   nodes_[n].holds_permit = true;
   push(n);
-  share(kWakeNs, true);
+  share(kWakeNs, wake::always);
   helpers_inside.fetch_sub(1, std::memory_order_release);  // taken when the node parked
 }
 
@@ -562,7 +563,7 @@ void run::run_to_end() {
     push(roots[i]);
     queued_ns += estimate(roots[i]);
   }
-  if (roots.size() > 1) share(queued_ns + estimate(roots[0]), false);
+  if (roots.size() > 1) share(queued_ns + estimate(roots[0]), wake::if_worth);
   if (!roots.empty()) run_chain(roots[0], chain_policy::any);
   owner_wait(chain_policy::any, no_id,
              [this] { return remaining_.load(std::memory_order_seq_cst) == 0; });
@@ -637,7 +638,7 @@ void run::append(node_id n) {
   deepest_ = std::max(deepest_, s.depth);
   if (s.join.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     push(n);
-    share(estimate(n), false);
+    share(estimate(n), wake::if_worth);
   }
 }
 
@@ -669,23 +670,27 @@ void run::link(node_id n, node_id producer) {
 
 // ---- staged runs: reads -------------------------------------------------------------------
 
-std::uint32_t run::mark_ancestors(node_id target) {
+bool run::mark_ancestors(node_id target) {
+  // Marks what the read needs (the non-final ancestors) and counts the ancestors recorded
+  // since the last read: if they are all that was recorded, the body had nothing to overlap.
   ++read_mark_;
-  std::uint32_t count = 0;
-  std::vector<node_id> stack{target};
-  while (!stack.empty()) {
-    node_id n = stack.back();
-    stack.pop_back();
+  std::uint32_t recent = 0;
+  mark_stack_.clear();
+  mark_stack_.push_back(target);
+  while (!mark_stack_.empty()) {
+    node_id n = mark_stack_.back();
+    mark_stack_.pop_back();
     node_state& s = nodes_[n];
-    if (s.mark == read_mark_ || is_final(s.outcome.load(std::memory_order_acquire))) continue;
+    if (s.mark == read_mark_) continue;
+    if (n < read_from_ && is_final(s.outcome.load(std::memory_order_acquire))) continue;
     s.mark = read_mark_;
-    ++count;
+    recent += n >= read_from_;
     for (value_id v : graph_->inputs(graph_->nodes()[n])) {
       node_id p = graph_->producer(graph_->root(v));
-      if (p != no_id) stack.push_back(p);
+      if (p != no_id) mark_stack_.push_back(p);
     }
   }
-  return count;
+  return recent == count_ - read_from_;
 }
 
 const void* run::wait_value(value_id v, bool& serial) {
@@ -696,11 +701,10 @@ const void* run::wait_value(value_id v, bool& serial) {
   auto done = [&] { return is_final(nodes_[p].outcome.load(std::memory_order_acquire)); };
   if (!done()) {
     ++syncs_;
-    // Everything in flight is what this read needs: the body waits with nothing else to do.
-    std::uint32_t needed = mark_ancestors(p);
-    serial = needed >= remaining_.load(std::memory_order_relaxed);
+    serial = mark_ancestors(p);
     owner_wait(chain_policy::needed, p, done);
   }
+  read_from_ = count_;
   if (nodes_[p].outcome.load(std::memory_order_acquire) == constructed) {
     catch_up_values();
     return addr_[v];

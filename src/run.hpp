@@ -48,7 +48,7 @@ struct run_times {
 /// (`wait_value`) runs what the value needs and cheap work the direct call would have done
 /// by then, and a delivered exception that the body catches abandons the nodes recorded
 /// after the thrower (the `abandon_below_` watermark).
-class run final : public job, public slot_waiter, public async_sink {
+class run final : public job, public permit_waiter, public async_sink {
  public:
   /// A run of `p`, reused by every call of it.
   explicit run(const plan& p);
@@ -74,7 +74,8 @@ class run final : public job, public slot_waiter, public async_sink {
   void append(node_id n);
   /// Staged runs, owner: waits for `v` and returns its address, running what it needs.
   /// Throws the op exception that keeps `v` from being computed (the object the op threw).
-  /// `serial` is set when the read waited while no other node of the call was in flight.
+  /// `serial` is set when the read waited for a value that every node recorded since the
+  /// previous read leads to: no other op of the call could be in flight meanwhile.
   const void* wait_value(value_id v, bool& serial);
   /// Staged runs, owner: runs every node not yet run and waits for all; returns the
   /// exception of the first thrower in program order that no read delivered.
@@ -93,8 +94,8 @@ class run final : public job, public slot_waiter, public async_sink {
   // job
   bool has_work() const noexcept override;
   void help() noexcept override;
-  // slot_waiter: a node parked for a concurrency permit now holds one.
-  void slot_granted(std::uint32_t n) noexcept override;
+  // permit_waiter: a node parked for a concurrency permit now holds one.
+  void permit_granted(std::uint32_t n) noexcept override;
   // async_sink: an async node's completion came after its start returned.
   void settle(async_slot& s) noexcept override;
 
@@ -139,7 +140,10 @@ class run final : public job, public slot_waiter, public async_sink {
   node_id pop() noexcept;
   node_id pop_or_linger() noexcept;
   void push(node_id n) noexcept;
-  void share(std::uint64_t queued_ns, bool wake_always) noexcept;
+  /// Whether queued work wakes a thread: only if it is worth a wake, or always (a thread
+  /// that will not run it itself hands it on).
+  enum class wake : std::uint8_t { if_worth, always };
+  void share(std::uint64_t queued_ns, wake when) noexcept;
 
   // The node lifecycle.
   void run_chain(node_id n, chain_policy policy) noexcept;
@@ -149,7 +153,10 @@ class run final : public job, public slot_waiter, public async_sink {
   node_id start_async(node_id n) noexcept;
   void conclude(node_id n, async_slot& s) noexcept;
   void offload(node_id n, concurrency_limit* limit) noexcept;
-  node_id release(node_id n, bool keep_one) noexcept;
+  /// What the thread that finished a node does with the successors it made ready: keep one
+  /// to run next and queue the rest, or queue them all (it will not run any).
+  enum class successor_use : std::uint8_t { keep_one, queue_all };
+  node_id release(node_id n, successor_use use) noexcept;
   void finish(node_id n) noexcept;
   void record_error(node_id n, std::exception_ptr e) noexcept;
 
@@ -162,7 +169,9 @@ class run final : public job, public slot_waiter, public async_sink {
   void account() noexcept;
   void catch_up_values();
   void link(node_id n, node_id producer);
-  std::uint32_t mark_ancestors(node_id target);
+  /// Marks the nodes a read of `target`'s value needs; true if every node recorded since the
+  /// last read is one of them (the read serializes the body).
+  bool mark_ancestors(node_id target);
   [[noreturn]] void deliver();
 
   const plan* plan_ = nullptr;  // null for a staged run
@@ -200,6 +209,8 @@ class run final : public job, public slot_waiter, public async_sink {
 
   // Owner only.
   std::uint32_t read_mark_ = 0;
+  std::uint32_t read_from_ = 0;  // nodes recorded before the last read
+  std::vector<node_id> mark_stack_;
   std::uint32_t settled_prefix_ = 0;  // every node below it is final
   std::uint32_t deepest_ = 0;
   std::uint64_t syncs_ = 0;

@@ -28,21 +28,22 @@ untraced_scope::untraced_scope() noexcept : saved_(std::exchange(t_current, null
 untraced_scope::~untraced_scope() { t_current = saved_; }
 
 trace_context::trace_context(trace_mode mode, trace_sink* sink) : mode_(mode), sink_(sink) {
-  if (mode == trace_mode::live) {
+  if (mode == trace_mode::staged) {
     mode_ = trace_mode::recording;
-    go_live();
+    go_staged();
   }
 }
 
 // The staged run must end before the graph goes: its nodes read the graph's constants.
 trace_context::~trace_context() {
-  if (mode_ == trace_mode::live) (void)drain();
+  if (mode_ == trace_mode::staged) (void)drain();
 }
 
 value_id trace_context::add_node(std::string_view name, std::span<const value_id> inputs,
                                  const kernel& k, const void* fn, std::shared_ptr<op_profile> op) {
   value_id r = graph_.add_node(name, inputs, k, fn, std::move(op));
-  if (mode_ == trace_mode::live) sink_->node_added(static_cast<node_id>(graph_.nodes().size() - 1));
+  if (mode_ == trace_mode::staged)
+    sink_->node_added(static_cast<node_id>(graph_.nodes().size() - 1));
   return r;
 }
 
@@ -58,39 +59,39 @@ value_id trace_context::pack(const std::type_info& type, std::span<const value_i
   return v;
 }
 
-void trace_context::go_live() {
-  mode_ = trace_mode::live;
+void trace_context::go_staged() {
+  mode_ = trace_mode::staged;
   sink_->went_staged(*this);
 }
 
 const void* trace_context::read(value_id v, const std::type_info& as, const void* pc) {
   ++reads_;
-  if (mode_ != trace_mode::live && !went_staged()) {
+  if (mode_ != trace_mode::staged && !went_staged()) {
     staged_value_ = v;
     staged_type_ = &as;
     staged_site_ = code_site::capture(pc);
   }
   if (mode_ == trace_mode::dry) abort(staged_reason());
-  if (mode_ == trace_mode::recording) go_live();
+  if (mode_ == trace_mode::recording) go_staged();
   // The owner may run nodes while it waits: their ops are plain calls, not part of the trace.
   untraced_scope outside;
   return sink_->read(v, as, pc);
 }
 
 std::exception_ptr trace_context::drain() noexcept {
-  if (mode_ != trace_mode::live) return nullptr;
+  if (mode_ != trace_mode::staged) return nullptr;
   untraced_scope outside;
   return sink_->drain();
 }
 
 void trace_context::run_outside(std::string_view what, const void* pc) {
-  if (mode_ == trace_mode::live) return;
+  if (mode_ == trace_mode::staged) return;
   if (!went_staged()) {
     staged_what_ = what;
     staged_site_ = code_site::capture(pc);
   }
   if (mode_ == trace_mode::dry) abort(staged_reason());
-  go_live();
+  go_staged();
 }
 
 void trace_context::abort(std::string reason) {

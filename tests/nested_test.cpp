@@ -153,4 +153,33 @@ TEST_P(NestedTest, ManyCallersWithNestedJit) {
 
 XCS_TEST_POOL_SIZES(NestedTest);
 
+TEST(NestedBranchyTest, TwoBranchyCallsInsideABodyOverlap) {
+  // The inner body reads its op's result (a branch). Inlined, each of its reads would hold the
+  // outer body; once a call has read, the calls are nodes of the outer call, each a whole
+  // staged call of `inner`, so the two calls' fetches run at the same time.
+  xcs_test::concurrency_meter meter;
+  auto fetch = xcs::op(
+      "fetch",
+      [&](int v) {
+        xcs_test::concurrency_meter::guard g(meter);
+        meter.await_peak(2, xcs_test::give_up());
+        return v;
+      },
+      xcs::blocking);
+  auto twice = xcs::op("twice", [](int v) { return 2 * v; });
+  auto inner = xcs::jit([&](auto a) {
+    auto x = fetch(a);
+    if (x > 0) return twice(x);
+    return twice(-x);
+  });
+  auto outer = xcs::jit([&](auto a, auto b) { return twice(inner(a)) + twice(inner(b)); });
+  deadline limit(std::chrono::seconds(60), "nested branchy calls");
+  EXPECT_EQ(outer(3, -4), 4 * 3 + 4 * 4);  // learns that inner reads
+  meter.reset();
+  EXPECT_EQ(outer(5, -6), 4 * 5 + 4 * 6);
+  EXPECT_EQ(meter.max(), 2) << "the two inner calls ran one after the other";
+  EXPECT_EQ(inner.stats().staged_calls, 2u);  // the second outer call's two nodes
+  EXPECT_EQ(outer.stats().fallback_calls, 0u);
+}
+
 }  // namespace

@@ -434,4 +434,42 @@ TEST(StagedTest, ReadsInsideTheStandardLibraryOrXcsNameTheBodysLine) {
 #endif
 }
 
+TEST(StagedTest, SerialReadsAreCountedAndNamed) {
+  // Slow enough that a read always finds its value not yet computed.
+  auto gen = xcs::op(
+      "gen",
+      [](int v) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        return v + 1;
+      },
+      xcs::blocking);
+  // Each result is read right after its op is recorded: nothing else is ever in flight.
+  auto serial = xcs::jit([&](const auto& xs) {
+    std::vector<int> out;
+    for (const auto& x : xs) out.push_back(gen(x));
+    return out;
+  });
+  EXPECT_EQ(serial(std::vector<int>{1, 2, 3}), (std::vector<int>{2, 3, 4}));
+  auto st = serial.stats();
+  EXPECT_EQ(st.serial_reads, 3u);
+  EXPECT_THAT(st.serial_read, HasSubstr("no other op in flight"));
+  EXPECT_THAT(st.serial_read, HasSubstr("xcs::map"));
+  EXPECT_THAT(serial.explain(std::vector<int>{1, 2, 3}), HasSubstr("serial reads so far: 3"));
+  // xcs::map starts every op before any read: no read is serial.
+  auto mapped = xcs::jit([&](const auto& xs) { return xcs::map(gen, xs); });
+  EXPECT_EQ(mapped(std::vector<int>{1, 2, 3}), (std::vector<int>{2, 3, 4}));
+  EXPECT_EQ(mapped.stats().serial_reads, 0u);
+  // Three ops recorded before the first read: that read has company.
+  auto branchy = xcs::jit([&](auto a, auto b, auto c) {
+    auto x = gen(a);
+    auto y = gen(b);
+    auto z = gen(c);
+    if (x > 0) return y + z;
+    return z;
+  });
+  EXPECT_EQ(branchy(1, 2, 3), 7);
+  EXPECT_EQ(branchy.stats().serial_reads, 0u);
+  EXPECT_EQ(branchy.stats().nodes, 5u);  // three ops, the > that is read, and the +
+}
+
 }  // namespace

@@ -257,18 +257,18 @@ class jitted {
   }
 
   /// The first call of a signature (recording; it goes staged at its first read), or a call
-  /// of a staged signature (live from the start).
+  /// of a staged signature (staged from the start).
   template <class R, class... Args>
   R run_traced(detail::call_ticket& t, const detail::signature& sig,
                std::span<const void* const> arg_ptrs, Args&&... args) const {
     detail::jit_core& core = s_->core;
     detail::staged_call staged(core, t, sig, arg_ptrs);
-    detail::trace_context ctx(t.kind == detail::call_kind::staged ? detail::trace_mode::live
+    detail::trace_context ctx(t.kind == detail::call_kind::staged ? detail::trace_mode::staged
                                                                   : detail::trace_mode::recording,
                               &staged);
     detail::result_recipe recipe;
     detail::body_outcome o = run_body<R>(ctx, recipe, std::index_sequence_for<Args...>{}, args...);
-    if (!ctx.live()) {
+    if (!ctx.staged()) {
       // Nothing ran: compile the trace, or fall back.
       if (o.finished && o.why.empty()) {
         core.publish_trace(t, sig, detail::trace_output{std::move(ctx.ir()), std::move(recipe)});

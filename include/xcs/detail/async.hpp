@@ -12,7 +12,8 @@ namespace xcs::detail {
 struct op_profile;
 struct async_slot;
 
-/// Where an async op reports: a plan's frame, a live run, or a direct call's waiting thread.
+/// Where an async op reports: a run (a plan's or a staged call's), or a direct call's waiting
+/// thread.
 class async_sink {
  public:
   /// Both parties of `s` are done (the op's function returned or threw, and its completion was

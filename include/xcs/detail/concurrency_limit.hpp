@@ -9,18 +9,18 @@
 
 namespace xcs::detail {
 
-/// A run that parked a node while the op's slots were all taken.
-class slot_waiter {
+/// A run that parked a node while the op's permits were all taken.
+class permit_waiter {
  public:
-  /// The node now holds a slot: make it ready again. Called by the thread releasing the slot.
-  virtual void slot_granted(std::uint32_t node) noexcept = 0;
+  /// The node now holds a permit: make it ready again. Called by the thread releasing one.
+  virtual void permit_granted(std::uint32_t node) noexcept = 0;
 
  protected:
-  ~slot_waiter() = default;
+  ~permit_waiter() = default;
 };
 
 /// A counting limit with two kinds of waiters: nodes of a plan, which park without holding a
-/// thread, and direct (plain) calls, which block their own thread. A freed slot goes to a
+/// thread, and direct (plain) calls, which block their own thread. A freed permit goes to a
 /// parked node first, then to a blocked direct call.
 class concurrency_limit {
  public:
@@ -28,12 +28,12 @@ class concurrency_limit {
 
   std::uint32_t limit() const noexcept { return limit_; }
 
-  /// Takes a slot for `node` of `w`, or parks it (returns false); a parked node is handed a
-  /// slot later through `w.slot_granted(node)`.
-  bool acquire_or_park(slot_waiter& w, std::uint32_t node);
-  /// Takes a slot, blocking this thread until one is free (direct calls).
+  /// Takes a permit for `node` of `w`, or parks it (returns false); a parked node is handed a
+  /// permit later through `w.permit_granted(node)`.
+  bool acquire_or_park(permit_waiter& w, std::uint32_t node);
+  /// Takes a permit, blocking this thread until one is free (direct calls).
   void acquire_blocking();
-  /// Gives a slot back (to a parked node, a blocked caller, or the pool of free slots).
+  /// Gives a permit back (to a parked node, a blocked caller, or the free ones).
   void release() noexcept;
 
   /// The most instances that ever ran at once (for tests and stats).
@@ -41,7 +41,7 @@ class concurrency_limit {
 
  private:
   struct parked {
-    slot_waiter* waiter;
+    permit_waiter* waiter;
     std::uint32_t node;
   };
   const std::uint32_t limit_;

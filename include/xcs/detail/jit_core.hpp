@@ -21,7 +21,7 @@ struct cache_entry;
 /// How one call runs, as the cache decides it.
 enum class call_kind : std::uint8_t {
   plan,    ///< run the signature's compiled plan
-  staged,  ///< run the body live: its reads wait for values (see trace_context)
+  staged,  ///< run the body staged: its reads wait for values (see trace_context)
   trace,   ///< first call of the signature: trace it (this call may go staged midway)
   direct,  ///< call the callable directly (the fallback)
 };

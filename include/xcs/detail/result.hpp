@@ -19,7 +19,7 @@
 
 namespace xcs::detail {
 
-/// The values of a finished run (a plan's frame or a staged call's live run).
+/// The values of a finished run (a plan's or a staged call's).
 class finished_values {
  public:
   virtual void* value(value_id v) const = 0;

@@ -63,7 +63,7 @@ struct trace_abort {};
 enum class trace_mode : std::uint8_t {
   dry,        ///< explain() and dot(): nothing runs; a read ends the trace
   recording,  ///< the first call of a signature: record; a read makes the call staged
-  live,       ///< a staged call: every node runs as soon as its inputs are ready
+  staged,     ///< a staged call: every node runs as soon as its inputs are ready
 };
 
 class trace_context {
@@ -92,16 +92,16 @@ class trace_context {
 
   graph& ir() noexcept { return graph_; }
   const graph& ir() const noexcept { return graph_; }
-  bool live() const noexcept { return mode_ == trace_mode::live; }
+  bool staged() const noexcept { return mode_ == trace_mode::staged; }
 
-  /// Records a node (see graph::add_node) and, in a live call, hands it to the sink. Returns its
+  /// Records a node (see graph::add_node) and, in a staged call, hands it to the sink. Returns its
   /// result value (no_id for void kernels).
   value_id add_node(std::string_view name, std::span<const value_id> inputs, const kernel& k,
                     const void* fn, std::shared_ptr<op_profile> op);
   /// The pack node of container type `type` over `elements`, made once per trace.
   value_id pack(const std::type_info& type, std::span<const value_id> elements, const kernel& k);
 
-  /// The body reads the concrete value of `v` (as type `as`, at code address `pc`). In a live
+  /// The body reads the concrete value of `v` (as type `as`, at code address `pc`). In a staged
   /// or recording call: the sink waits for it (a recording call becomes staged first) and
   /// returns its address, or throws the exception that keeps it from being computed. In a dry
   /// trace: ends the trace.
@@ -136,7 +136,7 @@ class trace_context {
   std::string depends_on(value_id v) const;
 
  private:
-  void go_live();
+  void go_staged();
 
   trace_mode mode_;
   trace_sink* sink_;
