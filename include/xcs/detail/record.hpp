@@ -165,7 +165,7 @@ traced<R> record_node(std::string_view name, const kernel& k, const void* fn,
   std::array<value_id, sizeof...(A)> ids{input_of(ctx, a)...};
   value_id r = ctx.add_node(name, ids, k, fn, std::move(op));
   if constexpr (std::is_void_v<R>) {
-    return traced_access::make<R>(&ctx, static_cast<node_id>(ctx.ir().nodes().size() - 1));
+    return traced_access::make<R>();
   } else {
     return traced_access::make<R>(&ctx, r);
   }
