@@ -38,6 +38,22 @@ inline max_concurrency_t max_concurrency(std::uint32_t n) {
 }
 
 namespace detail {
+/// Whether an op's callable takes arguments `A...` at all: plain ones as they are, traced ones
+/// as their values, const or not (a callable or parameter that is not const has its own
+/// message). An op call that fails this fails at the caller's line.
+template <class Fn, class... A>
+concept op_takes_arguments = ((is_trace_input_v<A> || ...)
+                                  ? std::is_invocable_v<Fn&, input_type_t<A>&...> ||
+                                        std::is_invocable_v<Fn&, input_type_t<A>&&...>
+                                  : std::is_invocable_v<Fn&, A&&...>);
+
+/// The result type of an op call that `op_takes_arguments` allows, decayed.
+template <class Fn, class... A>
+using loose_op_result_t =
+    std::decay_t<typename std::conditional_t<std::is_invocable_v<Fn&, input_type_t<A>&...>,
+                                             std::invoke_result<Fn&, input_type_t<A>&...>,
+                                             std::invoke_result<Fn&, input_type_t<A>&&...>>::type>;
+
 template <class T>
 inline constexpr bool is_op_option_v =
     std::is_same_v<T, blocking_t> || std::is_same_v<T, max_concurrency_t>;
@@ -75,9 +91,26 @@ class op_fn {
       : state_(make_state(std::move(name), std::move(fn), options...)) {}
 
   template <class... A>
+  requires detail::op_takes_arguments<Fn, A...>
   decltype(auto) operator()(A&&... a) const {
     if constexpr ((detail::is_trace_input_v<A> || ...)) {
-      return detail::record_call(state_->name, &state_->fn, state_, a...);
+      if constexpr (std::is_invocable_v<const Fn&, const detail::input_type_t<A>&...>) {
+        return detail::record_call(state_->name, &state_->fn, state_, a...);
+      } else {
+        if constexpr (std::is_invocable_v<Fn&, const detail::input_type_t<A>&...>) {
+          static_assert(detail::always_false_v<Fn>,
+                        "xcs::op: the op's callable is not callable as const (a `mutable` "
+                        "lambda, or a non-const operator()); ops may run on several threads at "
+                        "once, so make it const and keep its state behind a mutex or in an "
+                        "atomic");
+        } else {
+          static_assert(detail::always_false_v<Fn>,
+                        "xcs::op: the op takes an argument by non-const reference; an op "
+                        "receives its inputs as const T&, so take them by value or by const "
+                        "reference");
+        }
+        return detail::after_misuse<traced<detail::loose_op_result_t<Fn, A...>>>();
+      }
     } else {
       std::optional<detail::untraced_scope> outside;
       if (auto* ctx = detail::trace_context::current()) {
