@@ -12,21 +12,21 @@
 namespace xcs {
 
 namespace detail {
-// Misuses of xcs::map. Each is a class keyed on the callable alone, so that the plain and the
+// Misuses of xcs::map. Each is a function keyed on the callable alone, so that the plain and the
 // traced run of one body (which call map with different element types) report it once.
 template <class F>
-struct map_cannot_call {
+auto map_cannot_call() {
   static_assert(always_false_v<F>,
                 "xcs::map: f cannot be called with an element of v; make f take the element "
                 "type by value or const reference (a generic lambda takes both plain and "
                 "traced elements)");
-};
+}
 template <class F>
-struct map_of_void {
+auto map_of_void() {
   static_assert(always_false_v<F>,
                 "xcs::map: f returns void, so there is nothing to collect; call it in a plain "
                 "for loop instead");
-};
+}
 }  // namespace detail
 
 /// A `std::vector` of `f(e)` for each element `e` of `v`, in order. `f` is an op or any
@@ -45,12 +45,12 @@ template <class F, class V>
 auto map(F&& f, const V& v) {
   using element_ref = decltype(*std::begin(v));
   if constexpr (!std::is_invocable_v<F&, element_ref>) {
-    static_cast<void>(sizeof(detail::map_cannot_call<std::decay_t<F>>));
+    detail::map_cannot_call<std::decay_t<F>>();
     return std::vector<detail::misuse_value>();
   } else {
     using R = std::decay_t<std::invoke_result_t<F&, element_ref>>;
     if constexpr (std::is_void_v<R> || std::is_same_v<R, traced<void>>) {
-      static_cast<void>(sizeof(detail::map_of_void<std::decay_t<F>>));
+      detail::map_of_void<std::decay_t<F>>();
       return std::vector<detail::misuse_value>();
     } else {
       std::vector<R> out;
