@@ -245,6 +245,14 @@ R call_async(const Fn& fn, op_profile& op, const A&... a) {
   }
 }
 
+/// An async op's function that cannot take the call's inputs. A function keyed on the function
+/// alone, so that the plain and the traced run of one body report it once.
+template <class Fn>
+auto async_op_not_callable() {
+  static_assert(always_false_v<Fn>,
+                "xcs::async_op: the function must be callable as const with its inputs as "
+                "const T& followed by an xcs::completion<R> taken by value");
+}
 }  // namespace detail
 
 /// An async op: like `xcs::op`, but its function starts the work and returns, and the work
@@ -268,11 +276,15 @@ class async_op_fn {
 
   template <class... A>
   decltype(auto) operator()(A&&... a) const {
-    if constexpr ((detail::is_trace_input_v<A> || ...)) {
-      static_assert(
-          std::is_invocable_v<const Fn&, const detail::input_type_t<A>&..., completion<R>>,
-          "xcs::async_op: the function must be callable as const with its inputs as "
-          "const T& followed by an xcs::completion<R> taken by value");
+    if constexpr (!std::is_invocable_v<const Fn&, const detail::input_type_t<A>&...,
+                                       completion<R>>) {
+      detail::async_op_not_callable<Fn>();
+      if constexpr ((detail::is_trace_input_v<A> || ...)) {
+        return detail::after_misuse<traced<R>>();
+      } else {
+        return detail::after_misuse<R>();
+      }
+    } else if constexpr ((detail::is_trace_input_v<A> || ...)) {
       return detail::record_node<R>(state_->name,
                                     detail::async_kernel<Fn, R, detail::input_type_t<A>...>::value,
                                     &state_->fn, state_, a...);

@@ -102,10 +102,13 @@ class jitted {
                       "xcs::jit: an argument is an lvalue the callable takes by value but cannot "
                       "copy (a std::unique_ptr?); pass std::move(x), or take it by const "
                       "reference");
+        return detail::after_misuse<std::invoke_result_t<F&, std::remove_cvref_t<Args>&&...>>();
       } else {
         static_assert(detail::always_false_v<F>,
                       "xcs::jit: the callable cannot be called with these arguments, as the "
-                      "direct call could not; check their number and types");
+                      "direct call could not; check their number and types (or, if an error "
+                      "above is in the callable's body, that error)");
+        return detail::misuse_value{};
       }
     } else if constexpr ((std::is_array_v<std::remove_reference_t<Args>> || ...)) {
       // A string literal or C array argument is passed on as the pointer it decays to, as a

@@ -11,6 +11,24 @@
 
 namespace xcs {
 
+namespace detail {
+// Misuses of xcs::map. Each is a function keyed on the callable alone, so that the plain and the
+// traced run of one body (which call map with different element types) report it once.
+template <class F>
+auto map_cannot_call() {
+  static_assert(always_false_v<F>,
+                "xcs::map: f cannot be called with an element of v; make f take the element "
+                "type by value or const reference (a generic lambda takes both plain and "
+                "traced elements)");
+}
+template <class F>
+auto map_of_void() {
+  static_assert(always_false_v<F>,
+                "xcs::map: f returns void, so there is nothing to collect; call it in a plain "
+                "for loop instead");
+}
+}  // namespace detail
+
 /// A `std::vector` of `f(e)` for each element `e` of `v`, in order. `f` is an op or any
 /// callable that takes an element; `v` is anything with `begin()`, `end()` and `size()`: a
 /// plain vector or array, a traced one (an argument, or an op's result), or a vector of traced
@@ -26,18 +44,21 @@ namespace xcs {
 template <class F, class V>
 auto map(F&& f, const V& v) {
   using element_ref = decltype(*std::begin(v));
-  static_assert(std::is_invocable_v<F&, element_ref>,
-                "xcs::map: f cannot be called with an element of v; make f take the element "
-                "type by value or const reference (a generic lambda takes both plain and traced "
-                "elements)");
-  using R = std::invoke_result_t<F&, element_ref>;
-  static_assert(!std::is_void_v<R>,
-                "xcs::map: f returns void, so there is nothing to collect; call it in a plain "
-                "for loop instead");
-  std::vector<std::decay_t<R>> out;
-  out.reserve(static_cast<std::size_t>(std::size(v)));
-  for (const auto& e : v) out.push_back(detail::invoke_callable(f, e));
-  return out;
+  if constexpr (!std::is_invocable_v<F&, element_ref>) {
+    detail::map_cannot_call<std::decay_t<F>>();
+    return std::vector<detail::misuse_value>();
+  } else {
+    using R = std::decay_t<std::invoke_result_t<F&, element_ref>>;
+    if constexpr (std::is_void_v<R> || std::is_same_v<R, traced<void>>) {
+      detail::map_of_void<std::decay_t<F>>();
+      return std::vector<detail::misuse_value>();
+    } else {
+      std::vector<R> out;
+      out.reserve(static_cast<std::size_t>(std::size(v)));
+      for (const auto& e : v) out.push_back(detail::invoke_callable(f, e));
+      return out;
+    }
+  }
 }
 
 }  // namespace xcs

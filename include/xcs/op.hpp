@@ -38,6 +38,37 @@ inline max_concurrency_t max_concurrency(std::uint32_t n) {
 }
 
 namespace detail {
+/// Whether an op's callable takes arguments `A...` at all: as they are (plain ones), or as
+/// their values, const or not (a callable or parameter that is not const has its own message).
+/// An op call that fails this fails at the caller's line.
+template <class Fn, class... A>
+concept op_takes_arguments =
+    (!(is_trace_input_v<A> || ...) && std::is_invocable_v<Fn&, A&&...>) ||
+    std::is_invocable_v<Fn&, input_type_t<A>&...> || std::is_invocable_v<Fn&, input_type_t<A>&&...>;
+
+/// The result type of an op call that `op_takes_arguments` allows, decayed.
+template <class Fn, class... A>
+using loose_op_result_t =
+    std::decay_t<typename std::conditional_t<std::is_invocable_v<Fn&, input_type_t<A>&...>,
+                                             std::invoke_result<Fn&, input_type_t<A>&...>,
+                                             std::invoke_result<Fn&, input_type_t<A>&&...>>::type>;
+
+// Misuses of an op. Each is a function keyed on the callable alone, so that the plain and the
+// traced run of one body (which call the op with different argument types) report it once.
+template <class Fn>
+auto op_not_const() {
+  static_assert(always_false_v<Fn>,
+                "xcs::op: the op's callable is not callable as const (a `mutable` lambda, or a "
+                "non-const operator()); ops may run on several threads at once, so make it const "
+                "and keep its state behind a mutex or in an atomic");
+}
+template <class Fn>
+auto op_takes_non_const_reference() {
+  static_assert(always_false_v<Fn>,
+                "xcs::op: the op takes an argument by non-const reference; an op receives its "
+                "inputs as const T&, so take them by value or by const reference");
+}
+
 template <class T>
 inline constexpr bool is_op_option_v =
     std::is_same_v<T, blocking_t> || std::is_same_v<T, max_concurrency_t>;
@@ -75,9 +106,23 @@ class op_fn {
       : state_(make_state(std::move(name), std::move(fn), options...)) {}
 
   template <class... A>
+  requires detail::op_takes_arguments<Fn, A...>
   decltype(auto) operator()(A&&... a) const {
     if constexpr ((detail::is_trace_input_v<A> || ...)) {
-      return detail::record_call(state_->name, &state_->fn, state_, a...);
+      if constexpr (std::is_invocable_v<const Fn&, const detail::input_type_t<A>&...>) {
+        return detail::record_call(state_->name, &state_->fn, state_, a...);
+      } else {
+        if constexpr (std::is_invocable_v<Fn&, const detail::input_type_t<A>&...>) {
+          detail::op_not_const<Fn>();
+        } else {
+          detail::op_takes_non_const_reference<Fn>();
+        }
+        return detail::after_misuse<traced<detail::loose_op_result_t<Fn, A...>>>();
+      }
+    } else if constexpr (!std::is_invocable_v<Fn&, A&&...>) {
+      // A const or temporary argument where the op takes a non-const reference.
+      detail::op_takes_non_const_reference<Fn>();
+      return detail::after_misuse<detail::loose_op_result_t<Fn, A...>>();
     } else {
       std::optional<detail::untraced_scope> outside;
       if (auto* ctx = detail::trace_context::current()) {

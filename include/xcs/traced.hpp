@@ -72,7 +72,7 @@ template <>
 class traced<void> {
  private:
   friend struct detail::traced_access;
-  explicit traced(detail::trace_context*, detail::node_id) noexcept {}
+  traced() noexcept = default;
 };
 
 namespace detail {

@@ -5,6 +5,7 @@
 
 int main() {
   auto append = xcs::op("append", [](std::string& s) { return s += "!"; });
-  auto f = xcs::jit([&](auto s) { return append(s); });
-  return static_cast<int>(f(std::string("a")).size());
+  auto length = xcs::op("length", [](const std::string& s) { return s.size(); });
+  auto f = xcs::jit([&](auto s) { return length(append(s) + "?") + 1; });
+  return static_cast<int>(f(std::string("a")));
 }

@@ -5,6 +5,6 @@
 
 int main() {
   auto add = xcs::op("add", [](int x, const std::unique_ptr<int>& p) { return x + *p; });
-  auto f = xcs::jit([&](auto x) { return add(x, std::make_unique<int>(2)); });
-  return f(1);
+  auto f = xcs::jit([&](auto x) { return add(x, std::make_unique<int>(2)) * 2; });
+  return f(1) + 1;
 }

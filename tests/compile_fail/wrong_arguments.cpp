@@ -5,5 +5,7 @@
 
 int main() {
   auto f = xcs::jit([](int a, int b) { return a + b; });
-  return f(std::string("one"));
+  auto r = f(std::string("one"));
+  int twice = r * 2;
+  return twice + 1;
 }

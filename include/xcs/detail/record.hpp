@@ -165,40 +165,19 @@ traced<R> record_node(std::string_view name, const kernel& k, const void* fn,
   std::array<value_id, sizeof...(A)> ids{input_of(ctx, a)...};
   value_id r = ctx.add_node(name, ids, k, fn, std::move(op));
   if constexpr (std::is_void_v<R>) {
-    return traced_access::make<R>(&ctx, static_cast<node_id>(ctx.ir().nodes().size() - 1));
+    return traced_access::make<R>();
   } else {
     return traced_access::make<R>(&ctx, r);
   }
 }
 
-/// Records a call of `fn` (an op's callable, or an operator functor) on `a...`.
+/// Records a call of `fn` (an op's callable, or an operator functor) on `a...`. The caller has
+/// checked that `fn` takes the inputs as const.
 template <class Fn, class... A>
 auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<op_profile> op,
                  const A&... a) {
-  if constexpr (!std::is_invocable_v<const Fn&, const input_type_t<A>&...>) {
-    if constexpr (std::is_invocable_v<Fn&, const input_type_t<A>&...>) {
-      static_assert(always_false_v<Fn>,
-                    "xcs::op: the op's callable is not callable as const (a `mutable` lambda, or "
-                    "a non-const operator()); ops may run on several threads at once, so make "
-                    "it const and keep its state behind a mutex or in an atomic");
-    } else if constexpr (std::is_invocable_v<const Fn&, input_type_t<A>&...>) {
-      static_assert(always_false_v<Fn>,
-                    "xcs::op: the op takes an argument by non-const reference; an op receives "
-                    "its inputs as const T&, so take them by value or by const reference");
-    } else {
-      static_assert(always_false_v<Fn>,
-                    "xcs::op: the op cannot be called with these argument types (it receives "
-                    "each traced value's type as const T&); check the op's parameters");
-    }
-    // Never runs: a traced<void> keeps the rest of the error short (dependent on Fn, so that
-    // it is looked at only in this branch).
-    using none = std::conditional_t<always_false_v<Fn>, Fn, void>;
-    return traced_access::make<none>(nullptr, no_id);
-  } else {
-    using R = op_result_t<std::invoke_result_t<const Fn&, const input_type_t<A>&...>>;
-    return record_node<R>(name, op_kernel<Fn, R, input_type_t<A>...>::value, fn, std::move(op),
-                          a...);
-  }
+  using R = op_result_t<std::invoke_result_t<const Fn&, const input_type_t<A>&...>>;
+  return record_node<R>(name, op_kernel<Fn, R, input_type_t<A>...>::value, fn, std::move(op), a...);
 }
 
 /// Operators run stateless functors; the kernel ignores `fn`.

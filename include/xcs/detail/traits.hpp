@@ -102,6 +102,54 @@ constexpr decltype(auto) invoke_callable(F&& f, A&&... a) {
 template <class...>
 inline constexpr bool always_false_v = false;
 
+/// What a call returns after its misuse's `static_assert`, so that the code using the result
+/// compiles on and the `static_assert` stays the only error. Never runs: the translation unit
+/// does not compile.
+template <class R>
+R after_misuse() {
+  return static_cast<R (*)()>(nullptr)();
+}
+
+/// The same when the right type is unknown (the callable cannot be called at all): it converts
+/// to any type and takes the common operators.
+struct misuse_value {
+  template <class T>
+  operator T() const {
+    return after_misuse<T>();
+  }
+  template <class... A>
+  misuse_value operator()(A&&...) const {
+    return {};
+  }
+  template <class I>
+  misuse_value operator[](const I&) const {
+    return {};
+  }
+  misuse_value operator-() const { return {}; }
+  misuse_value operator!() const { return {}; }
+};
+
+#define XCS_DETAIL_MISUSE_OPERATOR(op)                                                      \
+  template <class A, class B>                                                               \
+  requires(std::is_same_v<A, misuse_value> || std::is_same_v<B, misuse_value>) misuse_value \
+  operator op(const A&, const B&) {                                                         \
+    return {};                                                                              \
+  }
+XCS_DETAIL_MISUSE_OPERATOR(+)
+XCS_DETAIL_MISUSE_OPERATOR(-)
+XCS_DETAIL_MISUSE_OPERATOR(*)
+XCS_DETAIL_MISUSE_OPERATOR(/)
+XCS_DETAIL_MISUSE_OPERATOR(%)
+XCS_DETAIL_MISUSE_OPERATOR(==)
+XCS_DETAIL_MISUSE_OPERATOR(!=)
+XCS_DETAIL_MISUSE_OPERATOR(<)
+XCS_DETAIL_MISUSE_OPERATOR(<=)
+XCS_DETAIL_MISUSE_OPERATOR(>)
+XCS_DETAIL_MISUSE_OPERATOR(>=)
+XCS_DETAIL_MISUSE_OPERATOR(&&)
+XCS_DETAIL_MISUSE_OPERATOR(||)
+#undef XCS_DETAIL_MISUSE_OPERATOR
+
 /// An array argument as the pointer it decays to (a by-value parameter would receive that);
 /// anything else forwarded unchanged.
 template <class A>
