@@ -214,6 +214,37 @@ void BM_Jit_StagedTrivialOps(benchmark::State& state) {
   state.counters["target_overhead_ns_per_op"] = 500;
 }
 
+// ---- staged cost is linear in the number of ops ------------------------------------------
+// The same body at 1,000 and 100,000 trivial ops, one read per 100 ops. Target: ns_per_op at
+// 100,000 ops at most 1.2 x ns_per_op at 1,000 (the 100,000 run reports the ratio as
+// vs_1000_ops when the 1,000 run came first in the process).
+
+void BM_Direct_StagedScaling(benchmark::State& state) {
+  const auto ops = state.range(0);
+  auto body = segmented_body(static_cast<int>(ops / kPerSegment));
+  double ns = run_loop(state, [&] { benchmark::DoNotOptimize(body(1)); });
+  state.counters["ops"] = static_cast<double>(ops);
+  state.counters["ns_per_op"] = ns / static_cast<double>(ops);
+}
+
+void BM_Jit_StagedScaling(benchmark::State& state) {
+  const auto ops = state.range(0);
+  auto body = segmented_body(static_cast<int>(ops / kPerSegment));
+  auto f = xcs::jit(body);
+  if (!same_result(state, f, body, 1)) return;
+  double ns = run_loop(state, [&] { benchmark::DoNotOptimize(f(1)); });
+  const double per_op = ns / static_cast<double>(ops);
+  state.counters["ops"] = static_cast<double>(ops);
+  state.counters["ns_per_op"] = per_op;
+  staged_counters(state, f.stats());
+  serial_times()["scaling/" + std::to_string(ops)] = per_op;
+  auto base = serial_times().find("scaling/1000");
+  if (ops != 1000 && base != serial_times().end() && base->second > 0) {
+    state.counters["vs_1000_ops"] = per_op / base->second;
+    state.counters["target_vs_1000_ops"] = 1.2;
+  }
+}
+
 // ---- memory over many staged calls --------------------------------------------------------
 // 20,000 staged calls of a small branchy body (a loop whose trip count is read, a branch, an
 // exception caught in the body every 10th call): resident memory after 2,000 calls (warm-up)
@@ -287,6 +318,19 @@ BENCHMARK(BM_Jit_ReadWaitsOnlyForAncestors)
     ->Iterations(3);
 BENCHMARK(BM_Direct_StagedTrivialOps)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Jit_StagedTrivialOps)->UseRealTime()->Unit(benchmark::kMicrosecond)->MinTime(0.5);
+BENCHMARK(BM_Direct_StagedScaling)
+    ->ArgName("ops")
+    ->Arg(1000)
+    ->Arg(100'000)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Jit_StagedScaling)
+    ->ArgName("ops")
+    ->Arg(1000)
+    ->Arg(100'000)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond)
+    ->MinTime(0.5);
 BENCHMARK(BM_Jit_StagedMemory)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
