@@ -245,6 +245,53 @@ void BM_Jit_StagedScaling(benchmark::State& state) {
   }
 }
 
+// ---- a staged call of four trivial ops and one read ---------------------------------------
+// inc(a), inc(b), their comparison (an operator node) and one add, chosen by an `if` on the
+// comparison: about the least a staged call does. Target: at most 1 us per call. Calls
+// alternate between the two branches.
+
+auto add = xcs::op("add", [](int a, int b) { return a + b; });
+
+auto branchy_body = [](auto a, auto b) {
+  auto x = inc(a);
+  auto y = inc(b);
+  if (x < y) {
+    return add(x, y);
+  } else {
+    return add(y, x);
+  }
+};
+
+/// Calls `f` on (1, 2) or (2, 1) by the parity of `i`, hiding the arguments from the optimizer.
+template <class F>
+void call_branchy(const F& f, int i) {
+  int a = 1 + (i & 1), b = 2 - (i & 1);
+  benchmark::DoNotOptimize(a);
+  benchmark::DoNotOptimize(b);
+  benchmark::DoNotOptimize(f(a, b));
+}
+
+void BM_Direct_StagedBranchyTrivial(benchmark::State& state) {
+  int i = 0;
+  double ns = run_loop(state, [&] { call_branchy(branchy_body, ++i); });
+  speedup(state, "branchy", ns, true);
+}
+
+void BM_Jit_StagedBranchyTrivial(benchmark::State& state) {
+  auto f = xcs::jit(branchy_body);
+  if (!same_result(state, f, branchy_body, 1, 2) || !same_result(state, f, branchy_body, 2, 1)) {
+    return;
+  }
+  int i = 0;
+  double ns = run_loop(state, [&] { call_branchy(f, ++i); });
+  staged_counters(state, f.stats());
+  speedup(state, "branchy", ns, false);
+  double direct = mean_call_ns([&] { call_branchy(branchy_body, ++i); });
+  state.counters["direct_ns"] = direct;
+  state.counters["overhead_ns"] = ns - direct;
+  state.counters["target_ns"] = 1000;
+}
+
 // ---- memory over many staged calls --------------------------------------------------------
 // 20,000 staged calls of a small branchy body (a loop whose trip count is read, a branch, an
 // exception caught in the body every 10th call): resident memory after 2,000 calls (warm-up)
@@ -331,6 +378,8 @@ BENCHMARK(BM_Jit_StagedScaling)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond)
     ->MinTime(0.5);
+BENCHMARK(BM_Direct_StagedBranchyTrivial)->UseRealTime();
+BENCHMARK(BM_Jit_StagedBranchyTrivial)->UseRealTime()->MinTime(0.5);
 BENCHMARK(BM_Jit_StagedMemory)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
