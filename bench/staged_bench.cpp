@@ -292,6 +292,70 @@ void BM_Jit_StagedBranchyTrivial(benchmark::State& state) {
   state.counters["target_ns"] = 1000;
 }
 
+// ---- nested branchy calls -----------------------------------------------------------------
+// An inner jitted function that reads: a 40 ms op, an `if` on its result, another 40 ms op
+// (80 ms). The outer body calls it `calls` times with traced values on independent inputs and
+// adds the results. The inner calls do not depend on each other, so two could take the time
+// of one. Target: two calls at most 1.1 x one call + 2 ms (target_ms and vs_one_call, reported
+// by /2 when /1 ran first in the process). Direct: 80 ms per call.
+
+auto fetch = xcs::op(
+    "fetch",
+    [](int q) {
+      nap_ms(kBranchOpMs);
+      return q * 3;
+    },
+    xcs::blocking);
+auto refine = xcs::op(
+    "refine",
+    [](int v) {
+      nap_ms(kBranchOpMs);
+      return v + 1;
+    },
+    xcs::blocking);
+
+auto inner_branchy_body = [](auto q) {
+  auto v = fetch(q);
+  if (v % 2 == 0) return refine(v);
+  return refine(v + 1);
+};
+auto inner_branchy = xcs::jit(inner_branchy_body);
+
+/// The outer body: `calls` calls of `inner` (the jitted function, or its body for the direct
+/// call) on q, q + 1, ..., summed.
+template <class Inner>
+auto nested_branchy_body(Inner inner, int calls) {
+  return [inner, calls](auto q) {
+    auto total = inner(q);
+    for (int i = 1; i < calls; ++i) total = total + inner(q + i);
+    return total;
+  };
+}
+
+void BM_Direct_NestedBranchy(benchmark::State& state) {
+  const int calls = static_cast<int>(state.range(0));
+  auto body = nested_branchy_body(inner_branchy_body, calls);
+  state.counters["expected_ms"] = 2 * kBranchOpMs * calls;
+  double ns = run_loop(state, [&] { benchmark::DoNotOptimize(body(1)); });
+  speedup(state, "nested_branchy/" + std::to_string(calls), ns, true);
+}
+
+void BM_Jit_NestedBranchy(benchmark::State& state) {
+  const int calls = static_cast<int>(state.range(0));
+  auto f = xcs::jit(nested_branchy_body(inner_branchy, calls));
+  if (!same_result(state, f, nested_branchy_body(inner_branchy_body, calls), 1)) return;
+  state.counters["expected_ms"] = 2 * kBranchOpMs;
+  double ns = run_loop(state, [&] { benchmark::DoNotOptimize(f(1)); });
+  staged_counters(state, f.stats());
+  speedup(state, "nested_branchy/" + std::to_string(calls), ns, false);
+  if (calls == 1) serial_times()["nested_branchy_jit/1"] = ns;
+  auto one = serial_times().find("nested_branchy_jit/1");
+  if (calls == 2 && one != serial_times().end() && one->second > 0) {
+    state.counters["vs_one_call"] = ns / one->second;
+    state.counters["target_ms"] = (1.1 * one->second + 2e6) / 1e6;
+  }
+}
+
 // ---- memory over many staged calls --------------------------------------------------------
 // 20,000 staged calls of a small branchy body (a loop whose trip count is read, a branch, an
 // exception caught in the body every 10th call): resident memory after 2,000 calls (warm-up)
@@ -380,6 +444,18 @@ BENCHMARK(BM_Jit_StagedScaling)
     ->MinTime(0.5);
 BENCHMARK(BM_Direct_StagedBranchyTrivial)->UseRealTime();
 BENCHMARK(BM_Jit_StagedBranchyTrivial)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_Direct_NestedBranchy)
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
+BENCHMARK(BM_Jit_NestedBranchy)
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
 BENCHMARK(BM_Jit_StagedMemory)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
