@@ -17,9 +17,9 @@
 #   BENCH_ARGS  more arguments for every run, e.g. "--benchmark_min_time=0.2"
 #
 # Columns: the medians over the rounds (a benchmark's time is its real time per iteration),
-# new/old (below 1: the new build is faster or the counter smaller), and the benchmark's
-# target_<counter> when it reports one. Medians of three runs on a shared machine still move by
-# several percent: read small differences as noise.
+# new/old (below 1: the new build is faster or the counter smaller), and the benchmark's target:
+# target_<counter> on a counter's row, target_ns or target_ms on the time's row. Medians of
+# three runs on a shared machine still move by several percent: read small differences as noise.
 set -euo pipefail
 
 if [[ $# -lt 2 || $# -gt 3 ]]; then
@@ -149,8 +149,12 @@ for name in names:
         nt = median(n["time"]) if n else None
         note = "  ".join(x for x in ((o or {}).get("error", ""), (n or {}).get("error", "")) if x)
         label = (n or o)["label"]
+        # target_ns and target_ms are targets for the time itself.
+        tc = (n or o)["counters"]
+        tt = median(tc.get("target_ns", [])) or (median(tc.get("target_ms", [])) or 0) * 1e6
         print(f"{k:<{width}} {human_ns(ot) if ot is not None else '-':>12} "
-              f"{human_ns(nt) if nt is not None else '-':>12} {ratio(ot, nt):>8}"
+              f"{human_ns(nt) if nt is not None else '-':>12} {ratio(ot, nt):>8} "
+              f"{human_ns(tt) if tt else '':>10}"
               f"{'  ' + label if label else ''}{'  ' + note if note else ''}")
         counters = {}
         for side in (o, n):
