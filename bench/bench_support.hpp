@@ -241,6 +241,22 @@ double run_loop(benchmark::State& state, Fn&& fn) {
   return n ? static_cast<double>(now_ns() - t0) / static_cast<double>(n) : 0.0;
 }
 
+/// Mean wall time per call of `fn` in ns, over at least `min_ns` of calls: the direct call
+/// timed inside a jitted benchmark's own function, so that an overhead counter subtracts two
+/// figures of the same run. Calls run in doubling batches between clock reads, so a call of a
+/// few ns is not swamped by the clock.
+template <class Fn>
+double mean_call_ns(Fn&& fn, std::int64_t min_ns = 100'000'000) {
+  std::int64_t calls = 0, batch = 1, t0 = now_ns(), t = t0;
+  while (t - t0 < min_ns) {
+    for (std::int64_t i = 0; i < batch; ++i) fn();
+    calls += batch;
+    batch = std::min<std::int64_t>(batch * 2, 1 << 16);
+    t = now_ns();
+  }
+  return calls ? static_cast<double>(t - t0) / static_cast<double>(calls) : 0.0;
+}
+
 /// Sets the usual counters: ns per node, and speedup against serial run `key` if it ran.
 inline void report(benchmark::State& state, const std::string& key, double ns_per_iter,
                    std::size_t nodes, bool is_serial = false) {

@@ -173,16 +173,21 @@ constexpr int kTrivialOps = kSegments * kPerSegment;
 
 auto inc = xcs::op("inc", [](int v) { return v + 1; });
 
-auto trivial_body = [](auto x) {
-  auto acc = x;
-  for (int s = 0; s < kSegments; ++s) {
-    auto sum = inc(acc);
-    for (int i = 1; i < kPerSegment; ++i) sum = sum + inc(acc);
-    if (sum > 1'000'000) sum = sum % 1000;  // the read; keeps the sum from overflowing
-    acc = sum;
-  }
-  return acc;
-};
+/// `segments` segments of kPerSegment trivial ops, each segment summed and read by an `if`.
+auto segmented_body(int segments) {
+  return [segments](auto x) {
+    auto acc = x;
+    for (int s = 0; s < segments; ++s) {
+      auto sum = inc(acc);
+      for (int i = 1; i < kPerSegment; ++i) sum = sum + inc(acc);
+      if (sum > 1'000'000) sum = sum % 1000;  // the read; keeps the sum from overflowing
+      acc = sum;
+    }
+    return acc;
+  };
+}
+
+const auto trivial_body = segmented_body(kSegments);
 
 void trivial_counters(benchmark::State& state, double ns) {
   state.counters["ops"] = kTrivialOps;
@@ -202,6 +207,153 @@ void BM_Jit_StagedTrivialOps(benchmark::State& state) {
   trivial_counters(state, ns);
   staged_counters(state, f.stats());
   speedup(state, "trivial", ns, false);
+  // Target: at most 500 ns per op over the direct call, timed here in the same run.
+  double direct = mean_call_ns([] { benchmark::DoNotOptimize(trivial_body(1)); });
+  state.counters["direct_ns_per_op"] = direct / kTrivialOps;
+  state.counters["overhead_ns_per_op"] = (ns - direct) / kTrivialOps;
+  state.counters["target_overhead_ns_per_op"] = 500;
+}
+
+// ---- staged cost is linear in the number of ops ------------------------------------------
+// The same body at 1,000 and 100,000 trivial ops, one read per 100 ops. Target: ns_per_op at
+// 100,000 ops at most 1.2 x ns_per_op at 1,000 (the 100,000 run reports the ratio as
+// vs_1000_ops when the 1,000 run came first in the process).
+
+void BM_Direct_StagedScaling(benchmark::State& state) {
+  const auto ops = state.range(0);
+  auto body = segmented_body(static_cast<int>(ops / kPerSegment));
+  double ns = run_loop(state, [&] { benchmark::DoNotOptimize(body(1)); });
+  state.counters["ops"] = static_cast<double>(ops);
+  state.counters["ns_per_op"] = ns / static_cast<double>(ops);
+}
+
+void BM_Jit_StagedScaling(benchmark::State& state) {
+  const auto ops = state.range(0);
+  auto body = segmented_body(static_cast<int>(ops / kPerSegment));
+  auto f = xcs::jit(body);
+  if (!same_result(state, f, body, 1)) return;
+  double ns = run_loop(state, [&] { benchmark::DoNotOptimize(f(1)); });
+  const double per_op = ns / static_cast<double>(ops);
+  state.counters["ops"] = static_cast<double>(ops);
+  state.counters["ns_per_op"] = per_op;
+  staged_counters(state, f.stats());
+  serial_times()["scaling/" + std::to_string(ops)] = per_op;
+  auto base = serial_times().find("scaling/1000");
+  if (ops != 1000 && base != serial_times().end() && base->second > 0) {
+    state.counters["vs_1000_ops"] = per_op / base->second;
+    state.counters["target_vs_1000_ops"] = 1.2;
+  }
+}
+
+// ---- a staged call of four trivial ops and one read ---------------------------------------
+// inc(a), inc(b), their comparison (an operator node) and one add, chosen by an `if` on the
+// comparison: about the least a staged call does. Target: at most 1 us per call. Calls
+// alternate between the two branches.
+
+auto add = xcs::op("add", [](int a, int b) { return a + b; });
+
+auto branchy_body = [](auto a, auto b) {
+  auto x = inc(a);
+  auto y = inc(b);
+  if (x < y) {
+    return add(x, y);
+  } else {
+    return add(y, x);
+  }
+};
+
+/// Calls `f` on (1, 2) or (2, 1) by the parity of `i`, hiding the arguments from the optimizer.
+template <class F>
+void call_branchy(const F& f, int i) {
+  int a = 1 + (i & 1), b = 2 - (i & 1);
+  benchmark::DoNotOptimize(a);
+  benchmark::DoNotOptimize(b);
+  benchmark::DoNotOptimize(f(a, b));
+}
+
+void BM_Direct_StagedBranchyTrivial(benchmark::State& state) {
+  int i = 0;
+  double ns = run_loop(state, [&] { call_branchy(branchy_body, ++i); });
+  speedup(state, "branchy", ns, true);
+}
+
+void BM_Jit_StagedBranchyTrivial(benchmark::State& state) {
+  auto f = xcs::jit(branchy_body);
+  if (!same_result(state, f, branchy_body, 1, 2) || !same_result(state, f, branchy_body, 2, 1)) {
+    return;
+  }
+  int i = 0;
+  double ns = run_loop(state, [&] { call_branchy(f, ++i); });
+  staged_counters(state, f.stats());
+  speedup(state, "branchy", ns, false);
+  double direct = mean_call_ns([&] { call_branchy(branchy_body, ++i); });
+  state.counters["direct_ns"] = direct;
+  state.counters["overhead_ns"] = ns - direct;
+  state.counters["target_ns"] = 1000;
+}
+
+// ---- nested branchy calls -----------------------------------------------------------------
+// An inner jitted function that reads: a 40 ms op, an `if` on its result, another 40 ms op
+// (80 ms). The outer body calls it `calls` times with traced values on independent inputs and
+// adds the results. The inner calls do not depend on each other, so two could take the time
+// of one. Target: two calls at most 1.1 x one call + 2 ms (target_ms and vs_one_call, reported
+// by /2 when /1 ran first in the process). Direct: 80 ms per call.
+
+auto fetch = xcs::op(
+    "fetch",
+    [](int q) {
+      nap_ms(kBranchOpMs);
+      return q * 3;
+    },
+    xcs::blocking);
+auto refine = xcs::op(
+    "refine",
+    [](int v) {
+      nap_ms(kBranchOpMs);
+      return v + 1;
+    },
+    xcs::blocking);
+
+auto inner_branchy_body = [](auto q) {
+  auto v = fetch(q);
+  if (v % 2 == 0) return refine(v);
+  return refine(v + 1);
+};
+auto inner_branchy = xcs::jit(inner_branchy_body);
+
+/// The outer body: `calls` calls of `inner` (the jitted function, or its body for the direct
+/// call) on q, q + 1, ..., summed.
+template <class Inner>
+auto nested_branchy_body(Inner inner, int calls) {
+  return [inner, calls](auto q) {
+    auto total = inner(q);
+    for (int i = 1; i < calls; ++i) total = total + inner(q + i);
+    return total;
+  };
+}
+
+void BM_Direct_NestedBranchy(benchmark::State& state) {
+  const int calls = static_cast<int>(state.range(0));
+  auto body = nested_branchy_body(inner_branchy_body, calls);
+  state.counters["expected_ms"] = 2 * kBranchOpMs * calls;
+  double ns = run_loop(state, [&] { benchmark::DoNotOptimize(body(1)); });
+  speedup(state, "nested_branchy/" + std::to_string(calls), ns, true);
+}
+
+void BM_Jit_NestedBranchy(benchmark::State& state) {
+  const int calls = static_cast<int>(state.range(0));
+  auto f = xcs::jit(nested_branchy_body(inner_branchy, calls));
+  if (!same_result(state, f, nested_branchy_body(inner_branchy_body, calls), 1)) return;
+  state.counters["expected_ms"] = 2 * kBranchOpMs;
+  double ns = run_loop(state, [&] { benchmark::DoNotOptimize(f(1)); });
+  staged_counters(state, f.stats());
+  speedup(state, "nested_branchy/" + std::to_string(calls), ns, false);
+  if (calls == 1) serial_times()["nested_branchy_jit/1"] = ns;
+  auto one = serial_times().find("nested_branchy_jit/1");
+  if (calls == 2 && one != serial_times().end() && one->second > 0) {
+    state.counters["vs_one_call"] = ns / one->second;
+    state.counters["target_ms"] = (1.1 * one->second + 2e6) / 1e6;
+  }
 }
 
 // ---- memory over many staged calls --------------------------------------------------------
@@ -277,6 +429,33 @@ BENCHMARK(BM_Jit_ReadWaitsOnlyForAncestors)
     ->Iterations(3);
 BENCHMARK(BM_Direct_StagedTrivialOps)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Jit_StagedTrivialOps)->UseRealTime()->Unit(benchmark::kMicrosecond)->MinTime(0.5);
+BENCHMARK(BM_Direct_StagedScaling)
+    ->ArgName("ops")
+    ->Arg(1000)
+    ->Arg(100'000)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Jit_StagedScaling)
+    ->ArgName("ops")
+    ->Arg(1000)
+    ->Arg(100'000)
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond)
+    ->MinTime(0.5);
+BENCHMARK(BM_Direct_StagedBranchyTrivial)->UseRealTime();
+BENCHMARK(BM_Jit_StagedBranchyTrivial)->UseRealTime()->MinTime(0.5);
+BENCHMARK(BM_Direct_NestedBranchy)
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
+BENCHMARK(BM_Jit_NestedBranchy)
+    ->Arg(1)
+    ->Arg(2)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(3);
 BENCHMARK(BM_Jit_StagedMemory)->Iterations(1)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace
