@@ -295,7 +295,7 @@ std::shared_ptr<const xcs::detail::graph> trace_graph(const Body& body) {
 template <class Body>
 int ops_flagged_blocking(const Body& body) {
   auto g = trace_graph(body);
-  std::vector<xcs::detail::op_profile*> seen;
+  std::vector<xcs::detail::op_runtime*> seen;
   int flagged = 0;
   for (const auto& n : g->nodes()) {
     if (!n.op || std::find(seen.begin(), seen.end(), n.op.get()) != seen.end()) continue;

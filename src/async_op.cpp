@@ -8,13 +8,13 @@
 
 #include "monitor.hpp"
 #include "xcs/detail/async.hpp"
-#include "xcs/detail/op_profile.hpp"
+#include "xcs/detail/op_runtime.hpp"
 #include "xcs/error.hpp"
 
 namespace xcs::detail {
 namespace {
 
-std::exception_ptr make_error(const op_profile* op, const char* what) noexcept {
+std::exception_ptr make_error(const op_runtime* op, const char* what) noexcept {
   try {
     return std::make_exception_ptr(
         error(fmt::format("xcs: async op '{}': {}", op ? op->name : "?", what)));
@@ -46,15 +46,15 @@ class waiting_thread final : public async_sink {
 
 }  // namespace
 
-std::exception_ptr completion_dropped(const op_profile* op) noexcept {
+std::exception_ptr completion_dropped(const op_runtime* op) noexcept {
   return make_error(op, "completion dropped (destroyed without being called)");
 }
 
-std::exception_ptr completion_null_failure(const op_profile* op) noexcept {
+std::exception_ptr completion_null_failure(const op_runtime* op) noexcept {
   return make_error(op, "completion failed with a null exception_ptr");
 }
 
-void run_async_here(op_profile* op, void* out, void (*destroy)(void*) noexcept,
+void run_async_here(op_runtime* op, void* out, void (*destroy)(void*) noexcept,
                     void (*start)(void* context, async_slot& slot) noexcept, void* context) {
   waiting_thread here;
   async_slot slot;

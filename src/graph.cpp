@@ -33,7 +33,7 @@ value_id graph::add_constant(std::shared_ptr<const void> data, const std::type_i
 
 value_id graph::add_node(std::string_view name, std::span<const value_id> inputs,
                          const detail::kernel& kernel, const void* fn,
-                         std::shared_ptr<detail::op_profile> op) {
+                         std::shared_ptr<const op_identity> op) {
   node n;
   n.name = name;
   n.first_input = static_cast<std::uint32_t>(input_ids_.size());

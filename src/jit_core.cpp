@@ -650,7 +650,7 @@ xcs::stats jit_core::stats() const {
     it->errors += c.errors.load(std::memory_order_relaxed);
     it->total_ns += c.total_ns.load(std::memory_order_relaxed);
     it->max_ns = std::max(it->max_ns, c.max_ns.load(std::memory_order_relaxed));
-    it->blocking = it->blocking || c.op->blocking();
+    it->blocking = it->blocking || op_runtime::of(*c.op).blocking();
     it->async = it->async || c.op->async;
   });
   std::sort(s.ops.begin(), s.ops.end(),

@@ -42,7 +42,7 @@ struct alignas(kCacheLine) participant {
   /// Bumped each time a new thread takes the slot, so the monitor resets its own fields.
   std::atomic<std::uint32_t> generation{0};
   std::atomic<std::uint64_t> seq{0};     // bumped when a node starts and when it ends
-  std::atomic<op_profile*> op{nullptr};  // the op running now, or null
+  std::atomic<op_runtime*> op{nullptr};  // the op running now, or null
   /// Relaxed too: a thread may claim the slot again while the monitor still looks at it with
   /// the previous thread's `ready`; the monitor sees the new `generation` at its next look,
   /// and one window measured on the new thread's clock only delays a decision by one tick.
@@ -202,7 +202,7 @@ void observe(participant& p, std::int64_t now, census& c) noexcept {
     p.seen_seq = ~std::uint64_t{0};
     p.waiting_windows = 0;
   }
-  op_profile* op = p.op.load(std::memory_order_relaxed);
+  op_runtime* op = p.op.load(std::memory_order_relaxed);
   std::uint64_t seq = p.seq.load(std::memory_order_relaxed);
   if (!op) {
     p.seen_seq = ~std::uint64_t{0};
@@ -274,7 +274,7 @@ void monitor_loop(monitor_state& m) {
 
 }  // namespace
 
-op_watch::op_watch(op_profile* op) noexcept : slot_(on_blocking_lane() ? nullptr : &self()) {
+op_watch::op_watch(op_runtime* op) noexcept : slot_(on_blocking_lane() ? nullptr : &self()) {
   if (!slot_) return;
   outer_ = slot_->op.load(std::memory_order_relaxed);
   slot_->seq.store(slot_->seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);

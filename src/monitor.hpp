@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "xcs/detail/op_profile.hpp"
+#include "xcs/detail/op_runtime.hpp"
 
 namespace xcs::detail {
 
@@ -18,14 +18,14 @@ struct participant;
 /// Nests (an op may run an inner plan on the same thread).
 class op_watch {
  public:
-  explicit op_watch(op_profile* op) noexcept;
+  explicit op_watch(op_runtime* op) noexcept;
   ~op_watch();
   op_watch(const op_watch&) = delete;
   op_watch& operator=(const op_watch&) = delete;
 
  private:
   participant* slot_;
-  op_profile* outer_ = nullptr;
+  op_runtime* outer_ = nullptr;
 };
 
 /// Marks the calling thread, the owner of a run, as parked on it: it runs no op meanwhile.
@@ -42,7 +42,7 @@ class park_watch {
 
  private:
   participant* slot_;
-  op_profile* outer_;
+  op_runtime* outer_;
   bool sleeps_ = false;
 };
 

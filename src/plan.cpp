@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "xcs/detail/op_runtime.hpp"
+
 namespace xcs::detail {
 
 plan::plan(std::shared_ptr<const graph> g, const analysis& a) : graph_(std::move(g)) {
@@ -35,7 +37,7 @@ void plan::link_nodes(const analysis& a) {
     auto& ni = nodes_[i];
     ni.kernel = nd.kernel;
     ni.fn = nd.fn;
-    ni.op = nd.op.get();
+    ni.op = nd.op ? &op_runtime::of(*nd.op) : nullptr;
     ni.first_input = nd.first_input;
     ni.input_count = nd.input_count;
     ni.join = static_cast<std::uint32_t>(a.predecessors[i].size());

@@ -239,14 +239,14 @@ node_id run::pop_or_linger() noexcept {
 }
 
 std::uint64_t run::estimate(node_id n) const noexcept {
-  const op_profile* op = info(n).op;
+  const op_runtime* op = info(n).op;
   if (!op) return kOperatorNs;
   std::uint32_t e = op->est_ns.load(std::memory_order_relaxed);
   return e == 0 ? kWakeNs : e;
 }
 
 bool run::holds_thread_long(node_id n) const noexcept {
-  const op_profile* op = info(n).op;
+  const op_runtime* op = info(n).op;
   return op && !op->async && !op->blocking() && estimate(n) >= kWakeNs;
 }
 
@@ -288,7 +288,7 @@ bool run::must_skip(node_id n) const noexcept {
 void run::run_chain(node_id n, chain_policy policy) noexcept {
   while (n != no_id) {
     node_state& s = nodes_[n];
-    op_profile* op = info(n).op;
+    op_runtime* op = info(n).op;
     concurrency_limit* limit = op ? op->limit.get() : nullptr;
     if (must_skip(n)) {
       if (s.holds_permit) limit->release();
@@ -425,7 +425,7 @@ void run::offload(node_id n, concurrency_limit* limit) noexcept {
       execute(n);
       // Learned, not hinted: if this instance was short or mostly computed, the op was
       // marked by mistake (say, its thread was preempted), so it goes back to the workers.
-      op_profile* op = info(n).op;
+      op_runtime* op = info(n).op;
       auto wall = static_cast<std::int64_t>(ticks_to_ns(s.ticks));
       auto cpu = static_cast<std::int64_t>(s.cpu_ns);
       if (op->observed_blocking.load(std::memory_order_relaxed) && !op->blocking_hint &&
@@ -612,7 +612,8 @@ void run::append(node_id n) {
   inputs_.grow_to(first + in_count);
   for (std::uint32_t i = 0; i < in_count; ++i) inputs_[first + i] = addr_[ins[i]];
   inputs_used_ = first + in_count;
-  own_info_[n] = node_layout{nd.kernel, nd.fn, nd.op.get(), first, in_count};
+  own_info_[n] =
+      node_layout{nd.kernel, nd.fn, nd.op ? &op_runtime::of(*nd.op) : nullptr, first, in_count};
   node_state& s = nodes_[n];
   s.join.store(1, std::memory_order_relaxed);  // held until every producer is linked
   s.outcome.store(pending, std::memory_order_relaxed);
@@ -758,7 +759,7 @@ void* run::value(value_id v) noexcept {
 void run::account() noexcept {
   // One atomic add per run of nodes of the same op.
   op_counters* cur = nullptr;
-  const op_profile* cur_op = nullptr;
+  const op_runtime* cur_op = nullptr;
   std::uint64_t calls = 0, errors = 0, total = 0, longest = 0, work = 0;
   auto flush = [&] {
     if (!cur || calls == 0) return;
@@ -776,7 +777,7 @@ void run::account() noexcept {
     std::uint8_t o = s.outcome.load(std::memory_order_relaxed);
     if (o == pending || o == skipped) continue;
     auto d = static_cast<std::uint64_t>(static_cast<double>(s.ticks) * ns_per);
-    op_profile* op = info(i).op;
+    op_runtime* op = info(i).op;
     // What the direct call would spend in the op: its CPU time if it computes (descheduled
     // time is not work), its wall time if it waits (blocking, async).
     bool computes = op && s.cpu_ns && !op->async && !op->blocking();

@@ -19,7 +19,7 @@
 #include "xcs/detail/async.hpp"
 #include "xcs/detail/concurrency_limit.hpp"
 #include "xcs/detail/graph.hpp"
-#include "xcs/detail/op_profile.hpp"
+#include "xcs/detail/op_runtime.hpp"
 #include "xcs/detail/plan.hpp"
 
 namespace xcs::detail {

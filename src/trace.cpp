@@ -40,7 +40,8 @@ trace_context::~trace_context() {
 }
 
 value_id trace_context::add_node(std::string_view name, std::span<const value_id> inputs,
-                                 const kernel& k, const void* fn, std::shared_ptr<op_profile> op) {
+                                 const kernel& k, const void* fn,
+                                 std::shared_ptr<const op_identity> op) {
   value_id r = graph_.add_node(name, inputs, k, fn, std::move(op));
   if (mode_ == trace_mode::staged)
     sink_->node_added(static_cast<node_id>(graph_.nodes().size() - 1));

@@ -14,7 +14,7 @@
 #include <utility>
 
 #include "xcs/detail/async.hpp"
-#include "xcs/detail/op_profile.hpp"
+#include "xcs/detail/op_runtime.hpp"
 #include "xcs/detail/record.hpp"
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/error.hpp"
@@ -142,21 +142,8 @@ struct async_kernel {
       s.start_error = std::current_exception();
     }
   }
-  /// Starts the op and waits for it here (a kernel's `invoke` always yields the result).
-  static void invoke(const void* fn, const void* const* in, std::uint32_t, void* out) {
-    struct context {
-      const void* fn;
-      const void* const* in;
-    } c{fn, in};
-    run_async_here(
-        nullptr, out, value.destroy,
-        +[](void* p, async_slot& s) noexcept {
-          auto* cx = static_cast<context*>(p);
-          start(cx->fn, cx->in, s);
-        },
-        &c);
-  }
-  static inline const kernel value = make_kernel<R>(&invoke, &start);
+  /// The run engine always starts an async node through `start`: `invoke` is null.
+  static inline const kernel value = make_kernel<R>(nullptr, &start);
 };
 
 /// The result type of an async op's function, read off its last parameter,
@@ -207,9 +194,9 @@ using async_result_t =
 
 /// An async op's callable beside its runtime profile.
 template <class Fn>
-struct async_op_state final : op_profile {
+struct async_op_state final : op_runtime {
   async_op_state(std::string op_name, Fn f, const op_options& o)
-      : op_profile(std::move(op_name), false, o.max_concurrency, true), fn(std::move(f)) {}
+      : op_runtime(std::move(op_name), false, o.max_concurrency, true), fn(std::move(f)) {}
   Fn fn;
 };
 
@@ -222,7 +209,7 @@ struct direct_result {
 
 /// Calls `fn(a..., completion)` on this thread and waits for the completion.
 template <class R, class Fn, class... A>
-R call_async(const Fn& fn, op_profile& op, const A&... a) {
+R call_async(const Fn& fn, op_runtime& op, const A&... a) {
   auto start = [&](async_slot& s) noexcept {
     try {
       detail::invoke_callable(fn, a..., completion_access::make<R>(s));
@@ -295,7 +282,7 @@ class async_op_fn {
         ctx->run_outside("async op '" + state_->name + "'", __builtin_return_address(0));
         outside.emplace();
       }
-      detail::direct_slot slot(*state_);  // held until the completion
+      detail::direct_permit slot(*state_);  // held until the completion
       return detail::call_async<R>(state_->fn, *state_, a...);
     }
   }

@@ -206,7 +206,7 @@ class jitted {
   decltype(auto) call_traced(Args&&... args) const {
     if constexpr (nests_as_node<Args...>()) {
       if (s_->reads.load(std::memory_order_relaxed)) {
-        std::shared_ptr<detail::op_profile> owner(s_, &s_->as_node);
+        std::shared_ptr<const detail::op_identity> owner(s_, &s_->as_node);
         return detail::record_call(s_->as_node.name, &s_->as_node.fn, std::move(owner), args...);
       }
       detail::trace_context& ctx = detail::context_of_inputs(args...);

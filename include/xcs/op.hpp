@@ -8,7 +8,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "xcs/detail/op_profile.hpp"
+#include "xcs/detail/op_runtime.hpp"
 #include "xcs/detail/record.hpp"
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/error.hpp"
@@ -83,9 +83,9 @@ struct op_options {
 
 /// An op's callable beside its runtime profile, so that a graph node keeps both alive.
 template <class Fn>
-struct op_state final : op_profile {
+struct op_state final : op_runtime {
   op_state(std::string op_name, Fn f, const op_options& o)
-      : op_profile(std::move(op_name), o.blocking, o.max_concurrency), fn(std::move(f)) {}
+      : op_runtime(std::move(op_name), o.blocking, o.max_concurrency), fn(std::move(f)) {}
   Fn fn;
 };
 
@@ -131,7 +131,7 @@ class op_fn {
         ctx->run_outside("op '" + state_->name + "'", __builtin_return_address(0));
         outside.emplace();
       }
-      detail::direct_slot slot(*state_);
+      detail::direct_permit slot(*state_);
       return detail::invoke_callable(state_->fn, std::forward<A>(a)...);
     }
   }

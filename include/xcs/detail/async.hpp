@@ -9,7 +9,7 @@
 
 namespace xcs::detail {
 
-struct op_profile;
+struct op_runtime;
 struct async_slot;
 
 /// Where an async op reports: a run (a plan's or a staged call's), or a direct call's waiting
@@ -36,7 +36,7 @@ class async_sink {
 /// its own arrival: `pending` (acquire-release) orders them.
 struct async_slot {
   async_sink* sink = nullptr;
-  op_profile* op = nullptr;  ///< for messages
+  op_runtime* op = nullptr;  ///< for messages
   void* out = nullptr;       ///< where the completion constructs the result (null for void)
   std::uint32_t node = 0;    ///< the node in the sink's run
   std::uint64_t t0 = 0;      ///< ticks when the function was called (see src/clock.hpp)
@@ -46,7 +46,7 @@ struct async_slot {
   std::exception_ptr start_error;  ///< the function threw (wins over the completion's outcome)
   std::exception_ptr done_error;   ///< passed to fail(), or the completion was dropped
 
-  void prepare(async_sink& s, op_profile* o, void* result, std::uint32_t n,
+  void prepare(async_sink& s, op_runtime* o, void* result, std::uint32_t n,
                std::uint64_t start_ticks) noexcept {
     sink = &s;
     op = o;
@@ -74,15 +74,15 @@ inline void completion_arrives(async_slot& s) noexcept {
 
 /// The `xcs::error` a dropped completion fails its op with ("completion dropped"), and the
 /// one for `fail(nullptr)`. Never throw: out of memory, they give `std::bad_alloc`.
-std::exception_ptr completion_dropped(const op_profile* op) noexcept;
-std::exception_ptr completion_null_failure(const op_profile* op) noexcept;
+std::exception_ptr completion_dropped(const op_runtime* op) noexcept;
+std::exception_ptr completion_null_failure(const op_runtime* op) noexcept;
 
 /// A direct call of an async op: prepares a slot whose sink is this thread, calls
 /// `start(context, slot)` (which calls the function and records what it throws), and waits,
 /// holding no core, until the completion arrives. Then rethrows the op's exception (first
 /// destroying a result the completion made, with `destroy`), or returns with the result
 /// constructed at `out`.
-void run_async_here(op_profile* op, void* out, void (*destroy)(void*) noexcept,
+void run_async_here(op_runtime* op, void* out, void (*destroy)(void*) noexcept,
                     void (*start)(void* context, async_slot& slot) noexcept, void* context);
 
 }  // namespace xcs::detail

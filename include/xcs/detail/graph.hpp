@@ -27,11 +27,33 @@ enum class value_kind : std::uint8_t {
   result,    ///< the result of a node
 };
 
-struct op_profile;
 struct async_slot;
 
+/// What the IR knows of an op: its immutable identity (name and options). What is learned
+/// while it runs lives in its runtime state (detail/op_runtime.hpp), made with it.
+struct op_identity {
+  op_identity(std::string op_name, bool hinted_blocking, bool is_async,
+              std::uint32_t concurrency_bound)
+      : name(std::move(op_name)),
+        blocking_hint(hinted_blocking),
+        async(is_async),
+        max_concurrency(concurrency_bound) {}
+  op_identity(const op_identity&) = delete;
+  op_identity& operator=(const op_identity&) = delete;
+  virtual ~op_identity() = default;
+
+  const std::string name;
+  /// The user said the op blocks (I/O, sleep); it runs on the blocking lane from the start.
+  const bool blocking_hint;
+  /// An `xcs::async_op`: its function starts the work and returns, and a completion ends it.
+  const bool async;
+  /// xcs::max_concurrency's bound, or 0.
+  const std::uint32_t max_concurrency;
+};
+
 /// How a node runs, type-erased: `invoke(fn, inputs, n, out)` calls the op on `n` typed inputs
-/// and constructs its result at `out` (unused for void ops). One static instance per
+/// and constructs its result at `out` (unused for void ops). Kernels are static function
+/// tables, not state: the IR holds no per-call and no learned state. One static instance per
 /// instantiation, so nodes refer to it by pointer and tracing allocates nothing for it.
 struct kernel {
   void (*invoke)(const void* fn, const void* const* inputs, std::uint32_t n, void* out);
@@ -41,7 +63,7 @@ struct kernel {
   const std::type_info* result_type;  ///< typeid(void) for void ops
   /// Async ops only, else null: calls the op's function on the inputs with a completion for
   /// `slot` and returns once the function does (recording what it throws in the slot), while
-  /// the work goes on elsewhere. `invoke` of such a kernel starts the op and waits for it.
+  /// the work goes on elsewhere. Such a kernel has no `invoke`.
   void (*start)(const void* fn, const void* const* inputs, async_slot& slot) noexcept;
 };
 
@@ -84,8 +106,8 @@ struct node {
   value_id result = no_id;  ///< no_id for void ops
   const detail::kernel* kernel = nullptr;
   const void* fn = nullptr;  ///< the callable; null for stateless kernels (operators)
-  /// The op's runtime profile, which also owns `fn`; null for operators and packs.
-  std::shared_ptr<detail::op_profile> op;
+  /// The op's identity, whose owner also owns `fn`; null for operators and packs.
+  std::shared_ptr<const op_identity> op;
 };
 
 /// The IR graph of one trace. Nodes are in program order, so every input of a node is an
@@ -100,7 +122,7 @@ class graph {
   /// Records a node; returns its result value (no_id for void kernels).
   value_id add_node(std::string_view name, std::span<const value_id> inputs,
                     const detail::kernel& kernel, const void* fn,
-                    std::shared_ptr<detail::op_profile> op);
+                    std::shared_ptr<const op_identity> op);
 
   std::span<const value> values() const { return values_; }
   std::span<const node> nodes() const { return nodes_; }

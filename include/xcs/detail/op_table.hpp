@@ -8,15 +8,15 @@
 #include <memory>
 #include <mutex>
 
-#include "xcs/detail/op_profile.hpp"
+#include "xcs/detail/op_runtime.hpp"
 
 namespace xcs::detail {
 
 /// Counters of one op within one jitted function. Relaxed atomics: reported, never used to
 /// synchronize.
 struct op_counters {
-  explicit op_counters(std::shared_ptr<op_profile> o) : op(std::move(o)) {}
-  std::shared_ptr<op_profile> op;
+  explicit op_counters(std::shared_ptr<const op_identity> o) : op(std::move(o)) {}
+  std::shared_ptr<const op_identity> op;
   std::atomic<std::uint64_t> calls{0};
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> total_ns{0};
@@ -27,7 +27,7 @@ struct op_counters {
 /// keep plain pointers to them. Thread-safe.
 class op_table {
  public:
-  op_counters& get(const std::shared_ptr<op_profile>& op) {
+  op_counters& get(const std::shared_ptr<const op_identity>& op) {
     std::lock_guard lock(mutex_);
     for (auto& c : counters_) {
       if (c.op == op) return c;

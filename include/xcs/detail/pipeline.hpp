@@ -6,7 +6,7 @@
 #include "xcs/detail/analysis.hpp"
 #include "xcs/detail/graph.hpp"
 #include "xcs/detail/jit_core.hpp"
-#include "xcs/detail/op_profile.hpp"
+#include "xcs/detail/op_runtime.hpp"
 #include "xcs/detail/op_table.hpp"
 #include "xcs/detail/plan.hpp"
 #include "xcs/detail/signature.hpp"

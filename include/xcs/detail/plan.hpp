@@ -13,14 +13,14 @@
 
 namespace xcs::detail {
 
-struct op_profile;
+struct op_runtime;
 
 /// How the run engine finds one node: what it runs and where its inputs, successors and
 /// result are. A plan's table is frozen; a staged run appends its own (successors unused).
 struct node_layout {
   const detail::kernel* kernel = nullptr;
   const void* fn = nullptr;
-  op_profile* op = nullptr;       ///< the op's runtime state; null for operators and packs
+  op_runtime* op = nullptr;       ///< the op's runtime state; null for operators and packs
   std::uint32_t first_input = 0;  ///< into the run's input address table
   std::uint32_t input_count = 0;
   std::uint32_t first_successor = 0;  ///< into plan::successors()

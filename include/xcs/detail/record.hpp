@@ -160,7 +160,7 @@ trace_context& context_of_inputs(const A&... a) {
 /// a proxy of its result.
 template <class R, class... A>
 traced<R> record_node(std::string_view name, const kernel& k, const void* fn,
-                      std::shared_ptr<op_profile> op, const A&... a) {
+                      std::shared_ptr<const op_identity> op, const A&... a) {
   trace_context& ctx = context_of_inputs(a...);
   std::array<value_id, sizeof...(A)> ids{input_of(ctx, a)...};
   value_id r = ctx.add_node(name, ids, k, fn, std::move(op));
@@ -174,7 +174,7 @@ traced<R> record_node(std::string_view name, const kernel& k, const void* fn,
 /// Records a call of `fn` (an op's callable, or an operator functor) on `a...`. The caller has
 /// checked that `fn` takes the inputs as const.
 template <class Fn, class... A>
-auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<op_profile> op,
+auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<const op_identity> op,
                  const A&... a) {
   using R = op_result_t<std::invoke_result_t<const Fn&, const input_type_t<A>&...>>;
   return record_node<R>(name, op_kernel<Fn, R, input_type_t<A>...>::value, fn, std::move(op), a...);

@@ -97,7 +97,7 @@ class trace_context {
   /// Records a node (see graph::add_node) and, in a staged call, hands it to the sink. Returns its
   /// result value (no_id for void kernels).
   value_id add_node(std::string_view name, std::span<const value_id> inputs, const kernel& k,
-                    const void* fn, std::shared_ptr<op_profile> op);
+                    const void* fn, std::shared_ptr<const op_identity> op);
   /// The pack node of container type `type` over `elements`, made once per trace.
   value_id pack(const std::type_info& type, std::span<const value_id> elements, const kernel& k);
 

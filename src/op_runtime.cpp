@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The runtime op profile and direct calls' concurrency slots.
-#include "xcs/detail/op_profile.hpp"
+// An op's runtime state, and the concurrency permits of its direct calls.
+#include "xcs/detail/op_runtime.hpp"
 
 #include <algorithm>
 
@@ -8,16 +8,14 @@
 
 namespace xcs::detail {
 
-op_profile::op_profile(std::string op_name, bool hinted_blocking, std::uint32_t max_concurrency,
+op_runtime::op_runtime(std::string op_name, bool hinted_blocking, std::uint32_t max_concurrency,
                        bool is_async)
-    : name(std::move(op_name)),
-      blocking_hint(hinted_blocking),
-      async(is_async),
+    : op_identity(std::move(op_name), hinted_blocking, is_async, max_concurrency),
       limit(max_concurrency ? std::make_unique<concurrency_limit>(max_concurrency) : nullptr) {}
 
-op_profile::~op_profile() = default;
+op_runtime::~op_runtime() = default;
 
-void op_profile::fold(std::uint64_t ns) noexcept {
+void op_runtime::fold(std::uint64_t ns) noexcept {
   // A moving average over about four runs: an op's duration drifts (a warm cache, a slower
   // server), and one outlier should not decide alone whether waking a worker pays.
   auto sample = static_cast<std::uint32_t>(std::clamp<std::uint64_t>(ns, 1, 0xffffffffu));
@@ -27,19 +25,19 @@ void op_profile::fold(std::uint64_t ns) noexcept {
   est_ns.store(std::max<std::uint32_t>(next, 1), std::memory_order_relaxed);
 }
 
-direct_slot::direct_slot(op_profile& p) : limit_(p.limit.get()) {
+direct_permit::direct_permit(op_runtime& p) : limit_(p.limit.get()) {
   if (limit_) limit_->acquire_blocking();
 }
 
-direct_slot::~direct_slot() {
+direct_permit::~direct_permit() {
   if (limit_) limit_->release();
 }
 
-std::uint32_t concurrency_bound(const op_profile& p) noexcept {
+std::uint32_t concurrency_bound(const op_runtime& p) noexcept {
   return p.limit ? p.limit->limit() : 0;
 }
 
-std::uint32_t concurrency_peak(const op_profile& p) noexcept {
+std::uint32_t concurrency_peak(const op_runtime& p) noexcept {
   return p.limit ? p.limit->peak() : 0;
 }
 
