@@ -295,12 +295,12 @@ std::shared_ptr<const xcs::detail::graph> trace_graph(const Body& body) {
 template <class Body>
 int ops_flagged_blocking(const Body& body) {
   auto g = trace_graph(body);
-  std::vector<xcs::detail::op_runtime*> seen;
+  std::vector<const xcs::detail::op_identity*> seen;
   int flagged = 0;
   for (const auto& n : g->nodes()) {
     if (!n.op || std::find(seen.begin(), seen.end(), n.op.get()) != seen.end()) continue;
     seen.push_back(n.op.get());
-    flagged += n.op->observed_blocking.load() ? 1 : 0;
+    flagged += xcs::detail::op_runtime::of(*n.op).observed_blocking.load() ? 1 : 0;
   }
   return flagged;
 }

@@ -101,9 +101,9 @@ void plan_counters(benchmark::State& state, const Body& body) {
   xcs::detail::analysis a = xcs::detail::analyze(*g);
   xcs::detail::plan p(g, a);
   state.counters["plan_bytes_per_node"] = static_cast<double>(p.bytes_per_node());
-  state.counters["frame_bytes"] = static_cast<double>(p.frame_bytes());
-  state.counters["frame_bytes_per_node"] =
-      static_cast<double>(p.frame_bytes()) / static_cast<double>(p.node_count());
+  const auto run_bytes = static_cast<double>(xcs::detail::run_bytes(p));
+  state.counters["run_bytes"] = run_bytes;
+  state.counters["run_bytes_per_node"] = run_bytes / static_cast<double>(p.node_count());
   state.counters["nodes"] = static_cast<double>(p.node_count());
 }
 
@@ -131,7 +131,7 @@ void BM_Jit_LayeredMemory(benchmark::State& state) {
   plan_counters(state, body);
 }
 
-// What the first call allocates (trace, graph, analysis, plan, first frame), per node.
+// What the first call allocates (trace, graph, analysis, plan, first run), per node.
 void BM_Jit_LayeredFirstCallMemory(benchmark::State& state) {
   auto body = dag_body(wide(), uniform_call(0));
   count_loop(state, [&] {

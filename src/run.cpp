@@ -113,6 +113,8 @@ std::size_t run::bytes(const plan& p) noexcept {
          p.storage_bytes();
 }
 
+std::size_t run_bytes(const plan& p) noexcept { return run::bytes(p); }
+
 std::byte* run::allocate_storage(std::size_t size, std::size_t align) {
   auto chunk_of = [&](std::size_t bytes) {
     storage_.push_back({std::unique_ptr<std::byte[]>(new std::byte[bytes]), bytes});
@@ -159,7 +161,7 @@ void run::reset(const graph& g, std::span<const void* const> args,
   offered_.store(false, std::memory_order_relaxed);
   syncs_ = 0;
   times_ = {};
-  t0_ = now_ns();
+  t0_ = ticks();
   if (plan_) {
     const auto layout = plan_->nodes();
     for (std::uint32_t i = 0; i < count_; ++i) {
@@ -262,6 +264,9 @@ void run::share(std::uint64_t queued_ns, wake when) noexcept {
       // No memory or threads for a pool: the owner runs the whole graph itself.
     }
   }
+  // Work not worth a wake is not offered either: the thread that queued it, or the owner,
+  // runs it, and a run never offered leaves without touching the pool's lock.
+  if (!worth) return;
   if (workers && !offered_.load(std::memory_order_relaxed)) {
     try {
       workers->offer(*this);
@@ -270,7 +275,6 @@ void run::share(std::uint64_t queued_ns, wake when) noexcept {
       // Could not list the run (no memory for the lock?): the owner still drains it.
     }
   }
-  if (!worth) return;
   if (workers) workers->wake();
   owner_.wake_if_parked();  // after push()'s seq_cst store (see run_waiter)
 }
@@ -301,7 +305,7 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
         if (!limit->acquire_or_park(*this, n)) return;
         helpers_inside.fetch_sub(1, std::memory_order_relaxed);
       }
-      if (!plan_) note_started();
+      if (!plan_) note_started(s);
       if (info(n).kernel->start) {
         n = start_async(n);  // holds its permit, if any, until its completion
         continue;
@@ -325,7 +329,8 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
   }
 }
 
-void run::note_started() noexcept {
+void run::note_started(node_state& s) noexcept {
+  s.counted_in_flight = true;
   std::uint32_t now = in_flight_.fetch_add(1, std::memory_order_relaxed) + 1;
   std::uint32_t peak = peak_in_flight_.load(std::memory_order_relaxed);
   while (now > peak &&
@@ -493,9 +498,7 @@ node_id run::release(node_id n, successor_use use) noexcept {
 }
 
 void run::finish(node_id n) noexcept {
-  if (!plan_ && nodes_[n].outcome.load(std::memory_order_relaxed) != skipped) {
-    in_flight_.fetch_sub(1, std::memory_order_relaxed);
-  }
+  if (!plan_ && nodes_[n].counted_in_flight) in_flight_.fetch_sub(1, std::memory_order_relaxed);
   // seq_cst: pairs with the owner's park (see run_waiter and owner_wait).
   if (remaining_.fetch_sub(1, std::memory_order_seq_cst) == 1 ||
       awaited_.load(std::memory_order_seq_cst) == n) {
@@ -619,6 +622,7 @@ void run::append(node_id n) {
   s.outcome.store(pending, std::memory_order_relaxed);
   s.bad_input.store(false, std::memory_order_relaxed);
   s.holds_permit = false;
+  s.counted_in_flight = false;
   s.mark = 0;
   s.linked_to = no_id;
   s.depth = 1;
@@ -812,7 +816,7 @@ void run::account() noexcept {
   }
   flush();
   times_.op_ns = work;
-  times_.wall_ns = static_cast<std::uint64_t>(now_ns() - t0_);
+  times_.wall_ns = ticks_to_ns(ticks() - t0_);
   times_.peak_in_flight = peak_in_flight_.load(std::memory_order_relaxed);
   times_.deepest = deepest_;
 }

@@ -58,7 +58,7 @@ class run final : public job, public permit_waiter, public async_sink {
   run(const run&) = delete;
   run& operator=(const run&) = delete;
 
-  /// Bytes a run of `p` allocates (itself and its tables).
+  /// Bytes a run of `p` allocates (itself and its tables); see run_bytes in plan.hpp.
   static std::size_t bytes(const plan& p) noexcept;
 
   /// Prepares a call on `args` (plan runs: `g` is the plan's graph; staged runs: the trace's,
@@ -111,6 +111,7 @@ class run final : public job, public permit_waiter, public async_sink {
     std::atomic<std::uint8_t> outcome{0};
     std::atomic<bool> bad_input{false};      // a producer threw, was skipped or abandoned
     bool holds_permit = false;               // of its op's concurrency limit
+    bool counted_in_flight = false;          // staged runs: counted in in_flight_
     std::uint32_t mark = 0;                  // owner only: == read_mark_ while a read needs it
     std::uint32_t linked_to = no_id;         // owner only: the last node appended after this one
     std::uint32_t depth = 1;                 // owner only: the longest chain ending here
@@ -135,8 +136,8 @@ class run final : public job, public permit_waiter, public async_sink {
   std::uint64_t estimate(node_id n) const noexcept;
   bool holds_thread_long(node_id n) const noexcept;
 
-  // The ready queue: each node enters it at most three times (ready, permit granted, handed
-  // on by a reading owner).
+  // The ready queue: each node enters it at most twice (ready, and again once a permit of its
+  // op's concurrency limit is granted to it after it parked).
   node_id pop() noexcept;
   node_id pop_or_linger() noexcept;
   void push(node_id n) noexcept;
@@ -147,7 +148,7 @@ class run final : public job, public permit_waiter, public async_sink {
 
   // The node lifecycle.
   void run_chain(node_id n, chain_policy policy) noexcept;
-  void note_started() noexcept;
+  void note_started(node_state& s) noexcept;  // staged runs: for the peak in flight
   bool must_skip(node_id n) const noexcept;
   void execute(node_id n) noexcept;
   node_id start_async(node_id n) noexcept;
@@ -214,7 +215,7 @@ class run final : public job, public permit_waiter, public async_sink {
   std::uint32_t settled_prefix_ = 0;  // every node below it is final
   std::uint32_t deepest_ = 0;
   std::uint64_t syncs_ = 0;
-  std::int64_t t0_ = 0;
+  std::uint64_t t0_ = 0;  // ticks at the start of the call
   run_times times_;
 };
 

@@ -85,4 +85,7 @@ class plan {
   bool has_async_ = false;
 };
 
+/// Bytes one run of `p` (its per-call state, src/run.hpp) allocates.
+std::size_t run_bytes(const plan& p) noexcept;
+
 }  // namespace xcs::detail
