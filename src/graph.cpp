@@ -12,6 +12,12 @@
 
 namespace xcs::detail {
 
+void graph::reserve(std::size_t nodes) {
+  nodes_.reserve(nodes);
+  values_.reserve(2 * nodes);
+  input_ids_.reserve(2 * nodes);
+}
+
 value_id graph::add_argument(std::uint32_t position, const std::type_info& type) {
   values_.push_back(value(value_kind::argument, position, no_id, &type, nullptr));
   ++arguments_;

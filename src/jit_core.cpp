@@ -90,7 +90,8 @@ struct cache_entry {
   std::vector<op_counters*> counters;                  // per plan node: its op's counters, or null
   fallback_cause cause = fallback_cause::untraceable;  // direct: why, in short
   std::string reason;                                  // direct: why, in words
-  run_pool runs;  // declared after `compiled`: a plan's runs go first
+  run_pool runs;                               // declared after `compiled`: a plan's runs go first
+  std::atomic<std::uint32_t> staged_nodes{0};  // relaxed: nodes of the last staged call
   /// Relaxed: LRU hint, written on every call, so on a line of its own.
   alignas(64) std::atomic<std::uint64_t> last_use{0};
 };
@@ -159,8 +160,13 @@ struct jit_core::impl {
   std::string serial_text;  // the first serial read, without its source line
   std::string serial_advice;
   code_site serial_site;
-  std::size_t nodes = 0, groups = 0, widest = 0, critical = 0;
-  double estimated = 1.0;
+  // The last plan's or staged call's shape: relaxed, each written only when it changes, so
+  // that staged calls of one shape write nothing here.
+  std::atomic<std::size_t> nodes{0}, groups{0}, widest{0}, critical{0};
+  std::atomic<double> estimated{1.0};
+  static void set(std::atomic<std::size_t>& field, std::size_t v) noexcept {
+    if (field.load(std::memory_order_relaxed) != v) field.store(v, std::memory_order_relaxed);
+  }
   op_table ops;
 
   void evict_to(std::size_t n);  // with cache_mutex held: drops LRU entries down to n
@@ -307,11 +313,11 @@ void jit_core::publish_trace(call_ticket& t, const signature& sig, trace_output&
   e.compiled = std::move(c.compiled);
   {
     std::lock_guard info(impl_->info_mutex);
-    impl_->nodes = c.ir->nodes().size();
-    impl_->groups = c.info.parallel_groups.size();
-    impl_->widest = c.info.max_parallelism;
-    impl_->critical = c.info.critical_path.size();
-    impl_->estimated = c.info.estimated_speedup;
+    impl_->nodes.store(c.ir->nodes().size(), std::memory_order_relaxed);
+    impl_->groups.store(c.info.parallel_groups.size(), std::memory_order_relaxed);
+    impl_->widest.store(c.info.max_parallelism, std::memory_order_relaxed);
+    impl_->critical.store(c.info.critical_path.size(), std::memory_order_relaxed);
+    impl_->estimated.store(c.info.estimated_speedup, std::memory_order_relaxed);
   }
   log([&] {
     return fmt::format("compiled {}: {} nodes, {} groups, widest {}, critical path {}",
@@ -391,13 +397,14 @@ void jit_core::impl::record_staged(const run& r, std::size_t node_count, bool fa
   c.op_ns.fetch_add(r.times().op_ns, std::memory_order_relaxed);
   c.wall_ns.fetch_add(r.times().wall_ns, std::memory_order_relaxed);
   if (node_count == 0) return;
-  optimized.store(true, std::memory_order_relaxed);
-  std::lock_guard info(info_mutex);
-  nodes = node_count;
-  groups = 0;
-  widest = r.times().peak_in_flight;
-  critical = r.times().deepest;
-  estimated = 1.0;
+  if (!optimized.load(std::memory_order_relaxed)) optimized.store(true, std::memory_order_relaxed);
+  set(nodes, node_count);
+  set(groups, 0);
+  set(widest, r.times().peak_in_flight);
+  set(critical, r.times().deepest);
+  if (estimated.load(std::memory_order_relaxed) != 1.0) {
+    estimated.store(1.0, std::memory_order_relaxed);
+  }
 }
 
 // ---- a traced call: the trace's sink ------------------------------------------------------
@@ -494,6 +501,10 @@ std::exception_ptr staged_call::drain() noexcept {
   const std::size_t nodes = ctx_->ir().nodes().size();
   m.mine().serial_reads.fetch_add(serial_reads_, std::memory_order_relaxed);
   m.record_staged(*run_, nodes, nodes == 0 && first_of_signature_);
+  auto& hint = ticket_.entry->staged_nodes;
+  if (hint.load(std::memory_order_relaxed) != nodes) {
+    hint.store(static_cast<std::uint32_t>(nodes), std::memory_order_relaxed);
+  }
   if (nodes == 0 && first_of_signature_) {
     // Nothing ran in parallel, nor could: the signature falls back, so its later calls cost
     // what a direct call costs.
@@ -514,6 +525,10 @@ std::exception_ptr staged_call::drain() noexcept {
     }
   }
   return drained_;
+}
+
+std::size_t staged_call::size_hint() const noexcept {
+  return ticket_.entry ? ticket_.entry->staged_nodes.load(std::memory_order_relaxed) : 0;
 }
 
 finished_run staged_call::values(const result_recipe& recipe) {
@@ -624,11 +639,11 @@ xcs::stats jit_core::stats() const {
     std::lock_guard info(m.info_mutex);
     s.fallback_reason = m.out_of_memory ? kOutOfMemory : m.fallback_reason;
     s.retrace_reason = m.retrace_reason;
-    s.nodes = m.nodes;
-    s.parallel_groups = m.groups;
-    s.max_parallelism = m.widest;
-    s.critical_path = m.critical;
-    s.estimated_speedup = m.estimated;
+    s.nodes = m.nodes.load(std::memory_order_relaxed);
+    s.parallel_groups = m.groups.load(std::memory_order_relaxed);
+    s.max_parallelism = m.widest.load(std::memory_order_relaxed);
+    s.critical_path = m.critical.load(std::memory_order_relaxed);
+    s.estimated_speedup = m.estimated.load(std::memory_order_relaxed);
     text = m.staged_text;
     site = m.staged_site;
     serial_text = m.serial_text;

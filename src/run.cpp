@@ -341,12 +341,23 @@ void run::note_started(node_state& s) noexcept {
 void run::execute(node_id n) noexcept {
   const node_layout& ni = info(n);
   node_state& s = nodes_[n];
+  std::uint8_t o = s.out ? constructed : ran;
+  if (!ni.op) {
+    // Operators and packs: neither watched nor timed (they are taken to be cheap).
+    try {
+      ni.kernel->invoke(ni.fn, &inputs_[ni.first_input], ni.input_count, s.out);
+    } catch (...) {
+      o = threw;
+      record_error(n, std::current_exception());
+    }
+    s.outcome.store(o, std::memory_order_release);
+    return;
+  }
   op_watch watch(ni.op);
-  std::uint32_t est = ni.op ? ni.op->est_ns.load(std::memory_order_relaxed) : 0;
-  const bool measure_cpu = ni.op && (est == 0 || est >= kMeasureCpuNs || on_blocking_lane());
+  const std::uint32_t est = ni.op->est_ns.load(std::memory_order_relaxed);
+  const bool measure_cpu = est == 0 || est >= kMeasureCpuNs || on_blocking_lane();
   const std::int64_t cpu0 = measure_cpu ? thread_cpu_ns() : 0;
   const std::uint64_t t0 = ticks();
-  std::uint8_t o = s.out ? constructed : ran;
   try {
     ni.kernel->invoke(ni.fn, &inputs_[ni.first_input], ni.input_count, s.out);
   } catch (...) {

@@ -124,6 +124,9 @@ class graph {
                     const detail::kernel& kernel, const void* fn,
                     std::shared_ptr<const op_identity> op);
 
+  /// Makes room for about `nodes` nodes (a staged signature's last call recorded that many).
+  void reserve(std::size_t nodes);
+
   std::span<const value> values() const { return values_; }
   std::span<const node> nodes() const { return nodes_; }
   std::span<const value_id> inputs(const node& n) const {

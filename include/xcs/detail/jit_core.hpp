@@ -84,6 +84,9 @@ class staged_call final : public trace_sink {
   const void* read(value_id v, const std::type_info& as, const void* pc) override;
   std::exception_ptr drain() noexcept override;
 
+  /// How many nodes the signature's last staged call recorded (0 if none yet): the trace
+  /// reserves room for as many.
+  std::size_t size_hint() const noexcept;
   /// After drain(): the values of the call, for building its result.
   finished_run values(const result_recipe& recipe);
   /// After drain(): if the call recorded no node, its signature now falls back; this counts
