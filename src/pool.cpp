@@ -278,12 +278,12 @@ void pool::offer(job& j) {
   at->offered = &j;
   j.listing_ = at;
   j.listed_in_ = this;
-  listed_jobs_.fetch_add(1, std::memory_order_seq_cst);  // before wake_monitor() reads asleep
-  // Seq-cst: an open listing is work a sleeper must see (see sleep()); also publishes
+  // Seq-cst: an open listing is work a sleeper must see (see sleep()), and a run the monitor
+  // must see before wake_monitor() reads its asleep flag (see has_jobs()). Also publishes
   // `offered` and the job to the workers that reserve it.
   at->state.store(kOpen, std::memory_order_seq_cst);
   j.listed_.store(job::listed::yes, std::memory_order_release);
-  wake_monitor();  // see monitor_state::asleep
+  wake_monitor();
 }
 
 void pool::retract(job& j) noexcept {
@@ -300,8 +300,6 @@ void pool::retract(job& j) noexcept {
       // the job; they may have been preempted, so yield rather than spin hard.
       at.state.fetch_xor(kOpen | kClosing, std::memory_order_acq_rel);
       while (at.state.load(std::memory_order_acquire) != kClosing) std::this_thread::yield();
-      // Relaxed: a stale count only keeps the monitor awake one tick longer.
-      listed_jobs_.fetch_sub(1, std::memory_order_relaxed);
       at.state.store(0, std::memory_order_release);  // free for the next claim
     }
     // Release: a later offer from another thread rewrites listing_ and listed_in_.
@@ -500,7 +498,16 @@ void pool::balance(std::uint32_t running, std::uint32_t wanted, unsigned cores) 
   starved_last_tick_ = starved;
 }
 
-bool pool::has_jobs() noexcept { return listed_jobs_.load(std::memory_order_seq_cst) != 0; }
+bool pool::has_jobs() noexcept {
+  // Seq-cst loads: the monitor set its asleep flag (seq_cst) before this, and an offer opens
+  // its listing (seq_cst) before wake_monitor() reads the flag, so one sees the other. Rare
+  // (the monitor asks only before it sleeps), so a scan rather than a count every run bumps.
+  const std::uint32_t high = listings_high_.load(std::memory_order_seq_cst);
+  for (std::uint32_t i = 0; i < high; ++i) {
+    if (listing(i).state.load(std::memory_order_seq_cst) & kOpen) return true;
+  }
+  return false;
+}
 
 void pool::forget_after_fork() noexcept {
   g_instance.store(nullptr, std::memory_order_relaxed);

@@ -96,9 +96,9 @@ class pool final : private monitor_client {
   job_listing& listing(std::uint32_t i) const noexcept;
   /// Claims a free listing for an offer (adds one if none is free).
   job_listing& claim_listing();
-  /// A job with work, reserved in its listing (the caller's release is its last touch of
-  /// it), or null. Starts after the listing `w` took a job from last, so that concurrent
-  /// runs share the workers fairly.
+  /// A job with work, reserved in its listing (the caller's end of the reservation is its
+  /// last touch of the job), or null. Starts after the listing `w` took a job from last, so that
+  /// concurrent runs share the workers fairly.
   job* take_job(worker& w, job_listing*& at) noexcept;
   bool any_job_has_work() const noexcept;
   bool retire_surplus() noexcept;
@@ -114,17 +114,16 @@ class pool final : private monitor_client {
   // The offered jobs: a table of listings that workers scan without a lock (see job_listing
   // in pool.cpp). Blocks are added, never removed, so a listing's address stays valid.
   std::atomic<listing_block*> listing_blocks_[kMaxListingBlocks]{};
-  /// Listings below this index may be in use; blocks below it exist. Seq-cst: a sleeper's
-  /// read pairs with an offer that added a listing (see sleep()); its raise publishes the
-  /// block (release).
-  std::atomic<std::uint32_t> listings_high_{0};
-  /// Jobs listed. Seq-cst: pairs with the monitor's asleep flag (see monitor_state).
-  std::atomic<std::uint32_t> listed_jobs_{0};
+  /// Listings below this index may be in use; blocks below it exist. Read by every worker's
+  /// look, written only when a listing is added: a cache line apart from the counters that
+  /// change at every run. Seq-cst: a sleeper's read pairs with an offer that added a listing
+  /// (see sleep()); the raise also publishes the block (release).
+  alignas(64) std::atomic<std::uint32_t> listings_high_{0};
   std::mutex grow_mutex_;  // serializes adding listings; never taken by workers
 
   /// Guards workers_, requested_, wake_tokens_ and the sleepers' wait. Workers take it only
   /// to sleep, never to find a job.
-  mutable std::mutex mutex_;
+  alignas(64) mutable std::mutex mutex_;
   std::condition_variable work_cv_;
   std::uint32_t wake_tokens_ = 0;
   /// Base workers whose threads started; stand-ins are detached and not listed.
