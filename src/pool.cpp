@@ -305,7 +305,9 @@ void pool::retract(job& j) noexcept {
     // Release: a later offer from another thread rewrites listing_ and listed_in_.
     j.listed_.store(job::listed::no, std::memory_order_release);
   }
-  // Helpers outside the pool (the blocking lane, completions, slot grants) count here.
+  // Helpers outside the pool (the blocking lane, completions, slot grants) count here. Read
+  // only after the listing drained: a worker's relaxed increment (a node it parked, a turn it
+  // gave the lane) comes before its end of reservation, which the wait above acquired.
   while (j.helpers_inside.load(std::memory_order_acquire) != 0) std::this_thread::yield();
 }
 
