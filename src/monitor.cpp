@@ -80,7 +80,7 @@ struct slot_table {
 struct monitor_state {
   monitor_client* client = nullptr;
   /// Seq-cst: set before the monitor checks client->has_jobs(); read by wake_monitor() after
-  /// a run was listed under the pool's lock, so one of the two sees the other.
+  /// the pool opened a run's listing (seq_cst), so one of the two sees the other.
   std::atomic<bool> asleep{false};
   std::mutex mutex;  // guards woken
   std::condition_variable cv;

@@ -13,6 +13,9 @@
 
 namespace xcs::detail {
 
+class pool;
+struct job_listing;
+
 /// Work a run shares with the pool. The pool never owns a job; the job's owner calls
 /// `pool::retract` before destroying it.
 class job {
@@ -24,15 +27,19 @@ class job {
   /// Runs ready nodes until none is ready. Called by helpers, possibly several at once.
   virtual void help() noexcept = 0;
 
-  /// Threads other than the owner that may touch the job. A helper's decrement (release) is
-  /// its last access; retract() waits (acquire) for zero before the owner may free the job.
+  /// Threads other than the owner and the pool's workers that may touch the job (the pool
+  /// counts its workers in the job's listing). A helper's decrement (release) is its last
+  /// access; retract() waits (acquire) for zero before the owner may free the job.
   std::atomic<std::uint32_t> helpers_inside{0};
 
  private:
   friend class pool;
-  job* prev_ = nullptr;  // guarded by pool::mutex_
-  job* next_ = nullptr;
-  bool listed_ = false;
+  enum class listed : std::uint8_t { no, being_listed, yes };
+  /// Acquire/release: `yes` publishes listing_ and listed_in_, which the thread that moved
+  /// it to `being_listed` wrote.
+  std::atomic<listed> listed_{listed::no};
+  job_listing* listing_ = nullptr;
+  const pool* listed_in_ = nullptr;  // a pool forgotten after fork() is not the current one
 };
 
 /// CPU workers that help runs, plus stand-in workers the monitor adds while threads wait in
@@ -55,9 +62,12 @@ class pool final : private monitor_client {
   /// Empty when the pool runs as configured, else one sentence saying what it lacks.
   std::string degradation() const;
 
-  /// Makes `j` visible to workers (idempotent).
+  /// Makes `j` visible to workers (idempotent; a concurrent call returns once `j` is visible).
+  /// Takes no lock unless every listing is in use. Throws std::bad_alloc or std::length_error
+  /// if no listing can be added: the owner then runs `j` alone.
   void offer(job& j);
-  /// Removes `j` and waits until no helper is inside it.
+  /// Removes `j` and waits until no helper is inside it: no worker of the pool, and
+  /// helpers_inside is zero.
   void retract(job& j) noexcept;
   /// Wakes one sleeping worker if none is already looking for work.
   void wake() noexcept;
@@ -70,6 +80,7 @@ class pool final : private monitor_client {
 
  private:
   struct worker;
+  struct listing_block;
   enum class next_step { run, retry, leave };
 
   pool();
@@ -77,13 +88,19 @@ class pool final : private monitor_client {
   void start_worker(bool surplus);
   void worker_body(worker* w);
   void worker_loop(worker* w);
-  next_step find_job(worker& w, int& spins, job*& j);
-  next_step sleep(worker& w, std::unique_lock<std::mutex>& lock, job*& j);
-  void run_job(job& j) noexcept;
+  next_step find_job(worker& w, int& spins, job_listing*& at, job*& j);
+  next_step sleep(worker& w, job_listing*& at, job*& j);
+  void run_job(job_listing& at, job& j) noexcept;
   void resume_fibers();
   void fiber_ready() noexcept;
-  job* take_job() noexcept;             // with mutex_ held; counts the caller as a helper
-  bool head_has_work() const noexcept;  // with mutex_ held
+  job_listing& listing(std::uint32_t i) const noexcept;
+  /// Claims a free listing for an offer (adds one if none is free).
+  job_listing& claim_listing();
+  /// A job with work, reserved in its listing (the caller's end of the reservation is its
+  /// last touch of the job), or null. Starts after the listing `w` took a job from last, so that
+  /// concurrent runs share the workers fairly.
+  job* take_job(worker& w, job_listing*& at) noexcept;
+  bool any_job_has_work() const noexcept;
   bool retire_surplus() noexcept;
   bool idle_workers() const noexcept;
 
@@ -91,10 +108,23 @@ class pool final : private monitor_client {
   void balance(std::uint32_t running, std::uint32_t wanted, unsigned cores) noexcept override;
   bool has_jobs() noexcept override;
 
-  mutable std::mutex mutex_;  // guards the job list, workers_, wake_tokens_, requested_
+  static constexpr std::uint32_t kListingsPerBlock = 64;
+  static constexpr std::uint32_t kMaxListingBlocks = 256;
+
+  // The offered jobs: a table of listings that workers scan without a lock (see job_listing
+  // in pool.cpp). Blocks are added, never removed, so a listing's address stays valid.
+  std::atomic<listing_block*> listing_blocks_[kMaxListingBlocks]{};
+  /// Listings below this index may be in use; blocks below it exist. Read by every worker's
+  /// look, written only when a listing is added: a cache line apart from the counters that
+  /// change at every run. Seq-cst: a sleeper's read pairs with an offer that added a listing
+  /// (see sleep()); the raise also publishes the block (release).
+  alignas(64) std::atomic<std::uint32_t> listings_high_{0};
+  std::mutex grow_mutex_;  // serializes adding listings; never taken by workers
+
+  /// Guards workers_, requested_, wake_tokens_ and the sleepers' wait. Workers take it only
+  /// to sleep, never to find a job.
+  alignas(64) mutable std::mutex mutex_;
   std::condition_variable work_cv_;
-  job* head_ = nullptr;
-  job* tail_ = nullptr;
   std::uint32_t wake_tokens_ = 0;
   /// Base workers whose threads started; stand-ins are detached and not listed.
   std::vector<worker*> workers_;

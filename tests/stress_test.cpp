@@ -271,6 +271,35 @@ TEST_P(StressTest, PoolResizedWhileCallsRun) {
   EXPECT_EQ(xcs::thread_count(), GetParam());
 }
 
+TEST_P(StressTest, MoreRunsOfferedAtOnceThanOneBlockOfListings) {
+  // Each call's first op waits until every thread's call has started one, so all the runs
+  // are offered to the pool at the same time: more than the 64 listings of its first block.
+  constexpr int kCallers = 80;
+  std::atomic<int> arrived{0};
+  auto arrive = xcs::op("arrive", [&](int x) {
+    if (x < 0) {
+      xcs_test::spin_ms(1);  // the first call: traces, and teaches the op is worth a worker
+      return x;
+    }
+    arrived.fetch_add(1);
+    while (arrived.load() < kCallers) std::this_thread::yield();
+    return x;
+  });
+  auto f = xcs::jit([&](auto x) { return arrive(x) + square(x) + square(x + 1); });
+  ASSERT_EQ(f(-1), -1 + 1 + 0);
+  deadline guard(std::chrono::seconds(120), "MoreRunsOfferedAtOnceThanOneBlockOfListings");
+  std::atomic<long> wrong{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kCallers; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 3; ++i) wrong += f(t) != t + t * t + (t + 1) * (t + 1);
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(f.stats().fallback_calls, 0u);
+}
+
 INSTANTIATE_TEST_SUITE_P(PoolSizes, StressTest, ::testing::Values(1u, 2u),
                          [](const auto& info) { return "Workers" + std::to_string(info.param); });
 
