@@ -121,6 +121,19 @@ class run final : public job, public permit_waiter, public async_sink {
     async_slot* async = nullptr;             // for an async op's node
     std::atomic<edge*> successors{nullptr};  // staged runs; closed when the node finishes
   };
+  /// A node's outcome (node_state::outcome).
+  enum outcome : std::uint8_t {
+    pending = 0,
+    constructed = 1,  // ran; its result is in storage
+    ran = 2,          // ran; void result
+    threw = 3,
+    skipped = 4,  // not started: an earlier node threw, an input is missing, or abandoned
+  };
+  static bool is_final(std::uint8_t o) noexcept { return o != pending; }
+  static bool succeeded(std::uint8_t o) noexcept { return o == constructed || o == ran; }
+  /// A node enters the ready queue at most this often: ready, and again with a permit.
+  static constexpr std::uint32_t kQueueCellsPerNode = 2;
+
   /// What a chain runs on this thread: any node, or (the owner in a read) what the read
   /// needs and what is cheap; an op that would hold the owner long goes to the lane.
   enum class chain_policy : std::uint8_t { any, needed };
@@ -162,9 +175,12 @@ class run final : public job, public permit_waiter, public async_sink {
   void record_error(node_id n, std::exception_ptr e) noexcept;
 
   // The owner's side.
-  /// Runs ready nodes until `done()`; parks in between, woken by `awaited`'s end.
-  template <class Done>
-  void owner_wait(chain_policy policy, node_id awaited, Done done);
+  /// What the owner waits for: every node, node `n`, or every node before the first error.
+  enum class wait_for : std::uint8_t { all_nodes, node, first_error_settled };
+  bool waited_for(wait_for what, node_id n) noexcept;
+  /// Runs ready nodes until `what` holds; parks in between, woken by the end of the node it
+  /// waits for or of the last node.
+  void owner_wait(chain_policy policy, wait_for what, node_id n) noexcept;
   std::byte* allocate_storage(std::size_t size, std::size_t align);
   void leave_pool() noexcept;
   void account() noexcept;

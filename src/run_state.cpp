@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: MIT
+// The run engine's per-call state: its tables, their reuse, result storage and accounting (see
+// run.hpp).
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <utility>
+
+#include "clock.hpp"
+#include "run.hpp"
+#include "xcs/detail/op_table.hpp"
+
+namespace xcs::detail {
+namespace {
+
+/// A staged run's result storage comes in chunks of this size (a larger result gets its own).
+constexpr std::size_t kChunkBytes = 4096;
+/// A staged run keeps this many storage chunks from one call to the next.
+constexpr std::size_t kKeptChunks = 4;
+
+}  // namespace
+
+// ---- construction and reuse ---------------------------------------------------------------
+
+run::run(const plan& p) : plan_(&p), graph_(&p.ir()) {
+  const auto n = static_cast<std::uint32_t>(p.node_count());
+  const auto inputs = static_cast<std::uint32_t>(p.input_values().size());
+  nodes_.reset(n);
+  nodes_.grow_to(n);
+  inputs_.reset(inputs);
+  inputs_.grow_to(inputs);
+  queue_.reset(kQueueCellsPerNode * n);
+  queue_.grow_to(kQueueCellsPerNode * n);
+  queue_capacity_.store(kQueueCellsPerNode * n, std::memory_order_relaxed);
+  count_ = n;
+  std::byte* base = allocate_storage(p.storage_bytes(), p.storage_align());
+  const auto layout = p.nodes();
+  for (std::uint32_t i = 0; i < n; ++i) {
+    node_state& s = nodes_[i];
+    if (layout[i].storage != no_id) s.out = base + layout[i].storage;
+    if (layout[i].kernel->start) s.async = &async_slots_.emplace_back();
+  }
+  const auto values = p.values();
+  addr_.assign(values.size(), nullptr);
+  for (std::size_t v = 0; v < values.size(); ++v) {
+    if (values[v].kind == value_kind::constant) {
+      addr_[v] = const_cast<void*>(graph_->constant(values[v].where));
+    } else if (values[v].kind == value_kind::result) {
+      addr_[v] = base + values[v].where;
+    }
+  }
+  const auto in_values = p.input_values();
+  for (std::uint32_t i = 0; i < inputs; ++i) inputs_[i] = addr_[in_values[i]];
+}
+
+run::run() {
+  own_info_.reset(64);
+  nodes_.reset(64);
+  inputs_.reset(128);
+  queue_.reset(kQueueCellsPerNode * 64);
+  edges_.reset(128);
+}
+
+run::~run() { destroy_results(); }
+
+std::size_t run::bytes(const plan& p) noexcept {
+  const std::size_t n = p.node_count();
+  return sizeof(run) + n * (sizeof(node_state) + kQueueCellsPerNode * sizeof(std::uint32_t)) +
+         (p.has_async() ? n * sizeof(async_slot) : 0) +
+         p.input_values().size() * sizeof(const void*) + p.values().size() * sizeof(void*) +
+         p.storage_bytes();
+}
+
+std::size_t run_bytes(const plan& p) noexcept { return run::bytes(p); }
+
+std::byte* run::allocate_storage(std::size_t size, std::size_t align) {
+  auto chunk_of = [&](std::size_t bytes) {
+    storage_.push_back({std::unique_ptr<std::byte[]>(new std::byte[bytes]), bytes});
+    storage_used_ = 0;
+  };
+  auto fits = [&](const chunk& c) {
+    auto at = reinterpret_cast<std::uintptr_t>(c.bytes.get()) + storage_used_;
+    std::size_t pad = (align - at % align) % align;
+    return storage_used_ + pad + size <= c.size;
+  };
+  if (storage_.empty() || chunk_index_ >= storage_.size()) {
+    chunk_of(std::max(kChunkBytes, size + align));
+    chunk_index_ = storage_.size() - 1;
+  }
+  while (!fits(storage_[chunk_index_])) {
+    ++chunk_index_;
+    storage_used_ = 0;
+    if (chunk_index_ == storage_.size()) chunk_of(std::max(kChunkBytes, size + align));
+  }
+  chunk& c = storage_[chunk_index_];
+  auto at = reinterpret_cast<std::uintptr_t>(c.bytes.get()) + storage_used_;
+  std::size_t pad = (align - at % align) % align;
+  std::byte* out = c.bytes.get() + storage_used_ + pad;
+  storage_used_ += pad + size;
+  return out;
+}
+
+void run::reset(const graph& g, std::span<const void* const> args,
+                std::span<op_counters* const> counters, op_table* ops) {
+  graph_ = &g;
+  args_ = args;
+  counters_ = counters;
+  ops_ = ops;
+  // Only the cells the last call wrote need clearing.
+  std::uint32_t used = tail_.load(std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < used; ++i) queue_[i].store(0, std::memory_order_relaxed);
+  head_.store(0, std::memory_order_relaxed);
+  tail_.store(0, std::memory_order_relaxed);
+  first_error_.store(no_id, std::memory_order_relaxed);
+  abandon_below_.store(0, std::memory_order_relaxed);
+  in_flight_.store(0, std::memory_order_relaxed);
+  peak_in_flight_.store(0, std::memory_order_relaxed);
+  error_ = nullptr;
+  offered_.store(false, std::memory_order_relaxed);
+  syncs_ = 0;
+  times_ = {};
+  t0_ = ticks();
+  if (plan_) {
+    const auto layout = plan_->nodes();
+    for (std::uint32_t i = 0; i < count_; ++i) {
+      node_state& s = nodes_[i];
+      s.join.store(layout[i].join, std::memory_order_relaxed);
+      s.outcome.store(pending, std::memory_order_relaxed);
+      s.bad_input.store(false, std::memory_order_relaxed);
+      s.holds_permit = false;
+      s.ticks = 0;
+      s.cpu_ns = 0;
+    }
+    remaining_.store(count_, std::memory_order_relaxed);
+    for (value_id v : plan_->call_values()) {
+      const auto& loc = plan_->values()[v];
+      addr_[v] =
+          loc.kind == value_kind::argument
+              ? const_cast<void*>(args[loc.where])
+              : const_cast<void*>(g.values()[v].element(addr_[loc.where], loc.element_index));
+    }
+    const auto in_values = plan_->input_values();
+    for (std::uint32_t slot : plan_->call_inputs()) inputs_[slot] = addr_[in_values[slot]];
+    return;
+  }
+  count_ = 0;
+  remaining_.store(0, std::memory_order_relaxed);
+  queue_capacity_.store(0, std::memory_order_relaxed);
+  inputs_used_ = 0;
+  edges_used_ = 0;
+  read_mark_ = 0;
+  read_from_ = 0;
+  settled_prefix_ = 0;
+  deepest_ = 0;
+  addr_.clear();
+  async_slots_.clear();
+  if (storage_.size() > kKeptChunks) storage_.resize(kKeptChunks);
+  chunk_index_ = 0;
+  storage_used_ = 0;
+}
+
+// ---- after the run ------------------------------------------------------------------------
+
+void* run::value(value_id v) noexcept {
+  if (!plan_) catch_up_values();
+  return addr_[v];
+}
+
+void run::account() noexcept {
+  // One atomic add per run of nodes of the same op.
+  op_counters* cur = nullptr;
+  const op_runtime* cur_op = nullptr;
+  std::uint64_t calls = 0, errors = 0, total = 0, longest = 0, work = 0;
+  auto flush = [&] {
+    if (!cur || calls == 0) return;
+    cur->calls.fetch_add(calls, std::memory_order_relaxed);
+    if (errors) cur->errors.fetch_add(errors, std::memory_order_relaxed);
+    cur->total_ns.fetch_add(total, std::memory_order_relaxed);
+    std::uint64_t m = cur->max_ns.load(std::memory_order_relaxed);
+    while (longest > m &&
+           !cur->max_ns.compare_exchange_weak(m, longest, std::memory_order_relaxed)) {
+    }
+  };
+  const double ns_per = ns_per_tick();
+  for (std::uint32_t i = 0; i < count_; ++i) {
+    const node_state& s = nodes_[i];
+    std::uint8_t o = s.outcome.load(std::memory_order_relaxed);
+    if (o == pending || o == skipped) continue;
+    auto d = static_cast<std::uint64_t>(static_cast<double>(s.ticks) * ns_per);
+    op_runtime* op = info(i).op;
+    // What the direct call would spend in the op: its CPU time if it computes (descheduled
+    // time is not work), its wall time if it waits (blocking, async).
+    bool computes = op && s.cpu_ns && !op->async && !op->blocking();
+    work += computes ? std::min(d, s.cpu_ns) : d;
+    if (!op) continue;
+    op->learn(d);
+    op_counters* c = nullptr;
+    if (plan_) {
+      c = i < counters_.size() ? counters_[i] : nullptr;
+    } else if (ops_) {
+      if (op == cur_op) {
+        c = cur;
+      } else {
+        try {
+          c = &ops_->get(graph_->nodes()[i].op);
+        } catch (...) {
+          c = nullptr;  // no memory for a new entry: the call goes uncounted
+        }
+      }
+    }
+    if (!c) continue;
+    if (c != cur) {
+      flush();
+      cur = c;
+      cur_op = op;
+      calls = errors = total = longest = 0;
+    }
+    ++calls;
+    errors += o == threw;
+    total += d;
+    longest = std::max<std::uint64_t>(longest, d);
+  }
+  flush();
+  times_.op_ns = work;
+  times_.wall_ns = ticks_to_ns(ticks() - t0_);
+  times_.peak_in_flight = peak_in_flight_.load(std::memory_order_relaxed);
+  times_.deepest = deepest_;
+}
+
+void run::destroy_results() noexcept {
+  for (std::uint32_t i = 0; i < count_; ++i) {
+    node_state& s = nodes_[i];
+    if (s.outcome.load(std::memory_order_relaxed) == constructed) {
+      info(i).kernel->destroy(s.out);
+      s.outcome.store(ran, std::memory_order_relaxed);
+    }
+  }
+}
+
+}  // namespace xcs::detail

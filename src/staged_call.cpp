@@ -1,0 +1,155 @@
+// SPDX-License-Identifier: MIT
+// A traced call as the trace's sink: it owns the staged run and the cache entry, counts the
+// call, names serial reads, and makes a signature that records no node fall back.
+#include <fmt/format.h>
+
+#include <exception>
+#include <mutex>
+#include <string>
+
+#include "jit_core_impl.hpp"
+#include "xcs/error.hpp"
+
+namespace xcs::detail {
+
+namespace {
+
+/// Why a staged signature whose call recorded no node falls back.
+std::string nothing_recorded(const trace_context& ctx) {
+  std::string types;
+  bool read_an_argument = false;
+  for (const value& v : ctx.ir().values()) {
+    if (v.kind != value_kind::argument) continue;
+    types += fmt::format("{}{}", types.empty() ? "" : ", ", graph::type_name(*v.type));
+  }
+  const std::string why = ctx.staged_reason(false);
+  read_an_argument = why.find("reads the value of argument") != std::string::npos ||
+                     why.find("reads the value of element") != std::string::npos;
+  if (read_an_argument) {
+    return fmt::format(
+        "the callable takes plain types ({}): its parameters convert at entry, so every op "
+        "runs in place; write `auto` parameters",
+        types);
+  }
+  return fmt::format(
+      "the body recorded no op ({}): every op ran in place, on plain values; pass the jitted "
+      "function's (traced) arguments, or op results, to the ops",
+      why);
+}
+
+}  // namespace
+
+void staged_call::went_staged(const trace_context& ctx) {
+  ctx_ = &ctx;
+  cache_entry& e = *ticket_.entry;
+  run_ = e.runs.take([] { return new run(); });
+  run_->reset(ctx.ir(), args_, {}, &core_.impl_->ops);
+  for (node_id n = 0; n < ctx.ir().nodes().size(); ++n) run_->append(n);
+  if (ticket_.kind != call_kind::trace) return;
+  // The first call of the signature: the calls waiting for its trace run staged too, at once.
+  jit_core::impl& m = *core_.impl_;
+  try {
+    std::string text = ctx.staged_reason(false);
+    std::lock_guard info(m.info_mutex);
+    m.staged_text = std::move(text);
+    m.staged_site = ctx.staged_site();
+  } catch (...) {
+  }
+  log([&] { return fmt::format("staged {}: {}", sig_.to_string(), ctx.staged_reason()); });
+  m.publish(e, call_kind::staged);
+  ticket_.kind = call_kind::staged;
+  first_of_signature_ = true;
+}
+
+void staged_call::node_added(node_id n) { run_->append(n); }
+
+const void* staged_call::read(value_id v, const std::type_info&, const void* pc) {
+  bool serial = false;
+  auto note = [&] {
+    if (!serial) return;
+    ++serial_reads_;
+    jit_core::impl& m = *core_.impl_;
+    if (m.serial_read_named.exchange(true, std::memory_order_relaxed)) return;
+    try {
+      std::string text = fmt::format(
+          "the read of {} waited with no other op in flight, so the body ran serially there",
+          ctx_->describe(v));
+      std::string advice =
+          "; start the ops before reading any result: xcs::map over a vector, a vector of op "
+          "results built before the first read, or the read moved into an op";
+      code_site site = code_site::capture(pc);
+      log([&] { return text + source_line(site) + advice; });
+      std::lock_guard info(m.info_mutex);
+      m.serial_text = std::move(text);
+      m.serial_advice = std::move(advice);
+      m.serial_site = site;
+    } catch (...) {
+    }
+  };
+  try {
+    const void* a = run_->wait_value(v, serial);
+    note();
+    return a;
+  } catch (...) {
+    note();
+    throw;
+  }
+}
+
+std::exception_ptr staged_call::drain() noexcept {
+  if (!run_ || drained_once_) return drained_;
+  drained_once_ = true;
+  drained_ = run_->drain();
+  jit_core::impl& m = *core_.impl_;
+  const std::size_t nodes = ctx_->ir().nodes().size();
+  m.mine().serial_reads.fetch_add(serial_reads_, std::memory_order_relaxed);
+  m.record_staged(*run_, nodes, nodes == 0 && first_of_signature_);
+  auto& hint = ticket_.entry->staged_nodes;
+  if (hint.load(std::memory_order_relaxed) != nodes) {
+    hint.store(static_cast<std::uint32_t>(nodes), std::memory_order_relaxed);
+  }
+  if (nodes == 0 && first_of_signature_) {
+    // Nothing ran in parallel, nor could: the signature falls back, so its later calls cost
+    // what a direct call costs.
+    try {
+      cache_entry& e = *ticket_.entry;
+      std::string why = nothing_recorded(*ctx_);
+      log([&] { return fmt::format("fallback for {}: {}", sig_.to_string(), why); });
+      {
+        std::lock_guard info(m.info_mutex);
+        m.fallback_reason = why;
+        m.out_of_memory = false;
+      }
+      e.cause = fallback_cause::untraceable;
+      e.reason = std::move(why);
+      e.kind.store(call_kind::direct, std::memory_order_release);
+      fell_back_ = true;
+    } catch (...) {
+    }
+  }
+  return drained_;
+}
+
+std::size_t staged_call::size_hint() const noexcept {
+  return ticket_.entry ? ticket_.entry->staged_nodes.load(std::memory_order_relaxed) : 0;
+}
+
+finished_run staged_call::values(const result_recipe& recipe) {
+  return finished_run(*run_, nullptr, recipe);
+}
+
+void staged_call::finish_fallback() {
+  if (!fell_back_) return;
+  core_.impl_->mine().fallback_calls.fetch_add(1, std::memory_order_relaxed);
+  if (jit_core::strict()) {
+    throw error("xcs (XCS_STRICT): the call fell back: " + ticket_.entry->reason);
+  }
+}
+
+staged_call::~staged_call() {
+  if (!run_) return;
+  (void)drain();
+  ticket_.entry->runs.give(run_);
+}
+
+}  // namespace xcs::detail
