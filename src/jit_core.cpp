@@ -313,6 +313,32 @@ void jit_core::set_capacity(std::size_t n) {
   impl_->evict_to(impl_->capacity);
 }
 
+namespace {
+
+/// The per-op figures, grouped by name (two ops may share one), largest total time first.
+std::vector<op_stats> op_figures(const op_table& ops) {
+  std::vector<op_stats> out;
+  ops.for_each([&](const op_counters& c) {
+    auto it = std::find_if(out.begin(), out.end(),
+                           [&](const op_stats& o) { return o.name == c.op->name; });
+    if (it == out.end()) {
+      out.push_back({c.op->name});
+      it = out.end() - 1;
+    }
+    it->calls += c.calls.load(std::memory_order_relaxed);
+    it->errors += c.errors.load(std::memory_order_relaxed);
+    it->total_ns += c.total_ns.load(std::memory_order_relaxed);
+    it->max_ns = std::max(it->max_ns, c.max_ns.load(std::memory_order_relaxed));
+    it->blocking = it->blocking || op_runtime::of(*c.op).blocking();
+    it->async = it->async || c.op->async;
+  });
+  std::sort(out.begin(), out.end(),
+            [](const op_stats& a, const op_stats& b) { return a.total_ns > b.total_ns; });
+  return out;
+}
+
+}  // namespace
+
 xcs::stats jit_core::stats() const {
   const impl& m = *impl_;
   xcs::stats s;
@@ -354,23 +380,7 @@ xcs::stats jit_core::stats() const {
   // The source line is looked up here, when the reason is read, not on the call.
   if (!text.empty()) s.staged_reason = text + source_line(site);
   if (!serial_text.empty()) s.serial_read = serial_text + source_line(serial_site) + serial_advice;
-  // Ops are grouped by name: two ops may share one.
-  m.ops.for_each([&](const op_counters& c) {
-    auto it = std::find_if(s.ops.begin(), s.ops.end(),
-                           [&](const op_stats& o) { return o.name == c.op->name; });
-    if (it == s.ops.end()) {
-      s.ops.push_back({c.op->name});
-      it = s.ops.end() - 1;
-    }
-    it->calls += c.calls.load(std::memory_order_relaxed);
-    it->errors += c.errors.load(std::memory_order_relaxed);
-    it->total_ns += c.total_ns.load(std::memory_order_relaxed);
-    it->max_ns = std::max(it->max_ns, c.max_ns.load(std::memory_order_relaxed));
-    it->blocking = it->blocking || op_runtime::of(*c.op).blocking();
-    it->async = it->async || c.op->async;
-  });
-  std::sort(s.ops.begin(), s.ops.end(),
-            [](const op_stats& a, const op_stats& b) { return a.total_ns > b.total_ns; });
+  s.ops = op_figures(m.ops);
   if (const pool* p = pool::started()) s.pool_degradation = p->degradation();
   s.blocking_threads = lane_threads();
   s.blocking_threads_peak = lane_threads_peak();
