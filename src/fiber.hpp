@@ -67,7 +67,7 @@ class fiber_worker {
   fiber_worker(const fiber_worker&) = delete;
   fiber_worker& operator=(const fiber_worker&) = delete;
 
-  /// The calling thread's fiber worker, or null (callers, surplus workers, the lane).
+  /// The calling thread's fiber worker, or null (callers, stand-in workers, the lane).
   static fiber_worker* current() noexcept;
   /// Suspensions so far in the process (relaxed; for stats() and tests).
   static std::uint64_t suspensions() noexcept;

@@ -22,8 +22,8 @@ namespace xcs::detail {
 namespace {
 
 /// Stand-in workers (added while others wait in ops) leave after this long idle.
-constexpr auto kSurplusIdle = std::chrono::milliseconds(100);
-constexpr std::uint32_t kMaxSurplus = 256;
+constexpr auto kStandInIdle = std::chrono::milliseconds(100);
+constexpr std::uint32_t kMaxStandIns = 256;
 /// Rounds a worker looks for work (yielding between them) before it sleeps.
 constexpr int kSpinRounds = 64;
 
@@ -35,7 +35,7 @@ constexpr std::uint32_t kClaimed = 1u << 29;  // an offer fills it in
 std::atomic<pool*> g_instance{nullptr};
 std::mutex g_instance_mutex;
 unsigned g_requested_workers = 0;  // guarded by g_instance_mutex; 0 = default
-thread_local bool t_surplus = false;
+thread_local bool t_stand_in = false;
 
 unsigned default_workers() {
   if (const char* env = std::getenv("XCS_THREADS")) {
@@ -108,8 +108,8 @@ struct pool::worker {
   /// Written under pool::mutex_. Relaxed: the sleepers' wait reads it under the lock; a
   /// worker that looks for work misses it at most until its next round.
   std::atomic<bool> stop{false};
-  bool surplus = false;
-  bool retired = false;            // a stand-in that already took itself off surplus_
+  bool stand_in = false;
+  bool retired = false;            // a stand-in that already took itself off stand_ins_
   std::uint32_t next_listing = 0;  // where its next look for a job starts (its thread only)
   /// Its thread's fibers (base workers; only that thread touches it). Held here, reachable
   /// from the pool, rather than on the thread's own stack, which LeakSanitizer does not scan
@@ -169,11 +169,11 @@ std::string pool::degradation() const {
   return out;
 }
 
-void pool::start_worker(bool surplus) {
+void pool::start_worker(bool stand_in) {
   auto w = std::make_unique<worker>();
-  w->surplus = surplus;
+  w->stand_in = stand_in;
   worker* raw = w.get();
-  if (surplus) {
+  if (stand_in) {
     // A stand-in owns and deletes its `worker`; it may do so before this returns.
     std::thread([this, raw] { worker_loop(raw); }).detach();
     w.release();
@@ -365,11 +365,11 @@ bool pool::any_job_has_work() const noexcept {
 // A worker is counted in searching_ while it looks for work (not while it runs a job or
 // sleeps), and in sleepers_ while it sleeps; wake() and the monitor read both.
 void pool::worker_loop(worker* w) {
-  t_surplus = w->surplus;
+  t_stand_in = w->stand_in;
   searching_.fetch_add(1, std::memory_order_seq_cst);
   int spins = 0;
   for (;;) {
-    if (w->surplus && retire_surplus()) {
+    if (w->stand_in && retire_stand_in()) {
       w->retired = true;
       break;
     }
@@ -389,8 +389,8 @@ void pool::worker_loop(worker* w) {
     }
   }
   searching_.fetch_sub(1, std::memory_order_seq_cst);
-  if (w->surplus) {
-    if (!w->retired) surplus_.fetch_sub(1, std::memory_order_relaxed);
+  if (w->stand_in) {
+    if (!w->retired) stand_ins_.fetch_sub(1, std::memory_order_relaxed);
     delete w;
   }
 }
@@ -440,8 +440,8 @@ pool::next_step pool::sleep(worker& w, job_listing*& at, job*& j) {
              (fibers && fibers->has_ready());
     };
     bool woken = true;
-    if (w.surplus) {
-      woken = work_cv_.wait_for(lock, kSurplusIdle, ready);
+    if (w.stand_in) {
+      woken = work_cv_.wait_for(lock, kStandInIdle, ready);
     } else {
       work_cv_.wait(lock, ready);
     }
@@ -462,18 +462,18 @@ void pool::run_job(job_listing& at, job& j) noexcept {
   searching_.fetch_add(1, std::memory_order_seq_cst);
 }
 
-bool pool::surplus_should_leave() noexcept {
-  if (!t_surplus) return false;
+bool pool::stand_in_should_leave() noexcept {
+  if (!t_stand_in) return false;
   pool* p = started();
-  return p && p->surplus_.load(std::memory_order_relaxed) > stand_ins_wanted();
+  return p && p->stand_ins_.load(std::memory_order_relaxed) > stand_ins_wanted();
 }
 
-bool pool::retire_surplus() noexcept {
+bool pool::retire_stand_in() noexcept {
   // More stand-ins than threads waiting: this one leaves, so CPU work does not run on more
   // threads than there are cores once the waiting is over.
-  std::uint32_t n = surplus_.load(std::memory_order_relaxed);
+  std::uint32_t n = stand_ins_.load(std::memory_order_relaxed);
   while (n > stand_ins_wanted()) {
-    if (surplus_.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) return true;
+    if (stand_ins_.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) return true;
   }
   return false;
 }
@@ -487,13 +487,13 @@ void pool::balance(std::uint32_t running, std::uint32_t wanted, unsigned cores) 
     if (sleepers_.load() > 0) {
       ++wake_tokens_;
       work_cv_.notify_one();
-    } else if (surplus_.load(std::memory_order_relaxed) < std::min(wanted, kMaxSurplus)) {
+    } else if (stand_ins_.load(std::memory_order_relaxed) < std::min(wanted, kMaxStandIns)) {
       // One stand-in per thread that waits, and no more: one beyond that would leave at once.
-      surplus_.fetch_add(1, std::memory_order_relaxed);
+      stand_ins_.fetch_add(1, std::memory_order_relaxed);
       try {
         start_worker(true);
       } catch (...) {
-        surplus_.fetch_sub(1, std::memory_order_relaxed);  // no thread to be had now
+        stand_ins_.fetch_sub(1, std::memory_order_relaxed);  // no thread to be had now
       }
     }
   }
@@ -513,7 +513,7 @@ bool pool::has_jobs() noexcept {
 
 void pool::forget_after_fork() noexcept {
   g_instance.store(nullptr, std::memory_order_relaxed);
-  t_surplus = false;
+  t_stand_in = false;
 }
 
 }  // namespace xcs::detail

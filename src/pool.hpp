@@ -73,7 +73,7 @@ class pool final : private monitor_client {
   void wake() noexcept;
   /// True on a stand-in worker that should stop taking nodes (fewer threads wait than there
   /// are stand-ins). Cheap on other threads: one thread-local read.
-  static bool surplus_should_leave() noexcept;
+  static bool stand_in_should_leave() noexcept;
 
   /// In a child after fork(): forget the parent's pool (its threads do not exist here).
   static void forget_after_fork() noexcept;
@@ -85,7 +85,7 @@ class pool final : private monitor_client {
 
   pool();
   void start_workers(unsigned n);  // with mutex_ held
-  void start_worker(bool surplus);
+  void start_worker(bool stand_in);
   void worker_body(worker* w);
   void worker_loop(worker* w);
   next_step find_job(worker& w, int& spins, job_listing*& at, job*& j);
@@ -101,7 +101,7 @@ class pool final : private monitor_client {
   /// concurrent runs share the workers fairly.
   job* take_job(worker& w, job_listing*& at) noexcept;
   bool any_job_has_work() const noexcept;
-  bool retire_surplus() noexcept;
+  bool retire_stand_in() noexcept;
   bool idle_workers() const noexcept;
 
   // monitor_client
@@ -136,7 +136,7 @@ class pool final : private monitor_client {
   std::atomic<std::uint32_t> sleepers_{0};
   std::atomic<std::uint32_t> searching_{0};
   /// Stand-in workers alive and not retiring. Relaxed: compared with stand_ins_wanted().
-  std::atomic<std::uint32_t> surplus_{0};
+  std::atomic<std::uint32_t> stand_ins_{0};
 };
 
 }  // namespace xcs::detail

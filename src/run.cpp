@@ -363,7 +363,7 @@ void run::finish(node_id n) noexcept {
 void run::help() noexcept {
   for (node_id n = pop(); n != no_id; n = pop_or_linger()) {
     run_chain(n, chain_policy::any);
-    if (pool::surplus_should_leave()) {
+    if (pool::stand_in_should_leave()) {
       // Cheap work this thread queued was left to it alone: hand it on before leaving.
       if (has_work()) share(kWakeNs, wake::always);
       break;
