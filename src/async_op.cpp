@@ -2,11 +2,11 @@
 // Async ops: the errors of a lost completion, and direct calls that wait for their completion.
 #include <fmt/format.h>
 
-#include <condition_variable>
-#include <mutex>
+#include <atomic>
 #include <new>
+#include <thread>
 
-#include "monitor.hpp"
+#include "run_waiter.hpp"
 #include "xcs/detail/async.hpp"
 #include "xcs/detail/op_runtime.hpp"
 #include "xcs/error.hpp"
@@ -23,25 +23,29 @@ std::exception_ptr make_error(const op_runtime* op, const char* what) noexcept {
   }
 }
 
-/// The thread of a direct call, waiting for its completion.
+/// The thread of a direct call, waiting for its completion: it parks as a run's owner does
+/// (run_waiter), so on a CPU worker its fiber is suspended and the worker runs other work.
 class waiting_thread final : public async_sink {
  public:
   void settle(async_slot&) noexcept override {
-    // Notified under the lock: the waiter, which destroys this object once it sees `done_`,
-    // cannot return before the notification is over.
-    std::lock_guard lock(mutex_);
-    done_ = true;
-    cv_.notify_one();
+    // `waking_` is set before `done_` (whose seq_cst store releases it) and cleared after the
+    // last touch, so the waiter, which destroys this object, waits for the waker to leave.
+    waking_.store(true, std::memory_order_relaxed);
+    done_.store(true, std::memory_order_seq_cst);
+    waiter_.wake_if_parked();
+    waking_.store(false, std::memory_order_release);
   }
   void wait() noexcept {
-    std::unique_lock lock(mutex_);
-    cv_.wait(lock, [this] { return done_; });
+    while (!done_.load(std::memory_order_seq_cst)) {
+      waiter_.park([this] { return !done_.load(std::memory_order_seq_cst); });
+    }
+    while (waking_.load(std::memory_order_acquire)) std::this_thread::yield();
   }
 
  private:
-  std::mutex mutex_;  // guards done_
-  std::condition_variable cv_;
-  bool done_ = false;
+  run_waiter waiter_;
+  std::atomic<bool> done_{false};
+  std::atomic<bool> waking_{false};
 };
 
 }  // namespace
@@ -61,10 +65,8 @@ void run_async_here(op_runtime* op, void* out, void (*destroy)(void*) noexcept,
   slot.prepare(here, op, out, 0, 0);
   start(context, slot);
   if (!slot.arrive()) {
-    // The completion comes later, from elsewhere. The thread holds no core meanwhile: the
-    // monitor may stand in for it if it is a worker.
-    park_watch parked;
-    parked.thread_sleeps();
+    // The completion comes later, from elsewhere. The thread holds no core meanwhile (a CPU
+    // worker runs other fibers; another thread sleeps, and the monitor may stand in for it).
     here.wait();
   }
   if (slot.error()) {

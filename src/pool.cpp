@@ -308,7 +308,7 @@ void pool::retract(job& j) noexcept {
   // Helpers outside the pool (the blocking lane, completions, slot grants) count here. Read
   // only after the listing drained: a worker's relaxed increment (a node it parked, a turn it
   // gave the lane) comes before its end of reservation, which the wait above acquired.
-  while (j.helpers_inside.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  j.wait_for_helpers();
 }
 
 void pool::fiber_ready() noexcept {

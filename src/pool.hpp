@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "monitor.hpp"
@@ -31,6 +32,11 @@ class job {
   /// counts its workers in the job's listing). A helper's decrement (release) is its last
   /// access; retract() waits (acquire) for zero before the owner may free the job.
   std::atomic<std::uint32_t> helpers_inside{0};
+  /// Waits (acquire) until no helper is inside: after it, the owner may free the job. Helpers
+  /// may have been preempted inside, so it yields rather than spins hard.
+  void wait_for_helpers() const noexcept {
+    while (helpers_inside.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  }
 
  private:
   friend class pool;

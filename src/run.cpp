@@ -412,7 +412,6 @@ void run::owner_wait(chain_policy policy, wait_for what, node_id n) noexcept {
     // monitor may add a worker.
     const node_id target = what == wait_for::first_error_settled ? settled_prefix_ : n;
     awaited_.store(target, std::memory_order_seq_cst);
-    park_watch parked;
     owner_.park([&] {
       // The seq_cst load orders the check after the parked flag (see finish()).
       const bool all_done = remaining_.load(std::memory_order_seq_cst) == 0;
@@ -429,7 +428,7 @@ void run::leave_pool() noexcept {
     pool::instance().retract(*this);
     offered_.store(false, std::memory_order_relaxed);
   } else {
-    while (helpers_inside.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    wait_for_helpers();
   }
 }
 
