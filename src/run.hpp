@@ -74,8 +74,8 @@ class run final : public job, public permit_waiter, public async_sink {
   void append(node_id n);
   /// Staged runs, owner: waits for `v` and returns its address, running what it needs.
   /// Throws the op exception that keeps `v` from being computed (the object the op threw).
-  /// `serial` is set when the read waited for a value that every node recorded since the
-  /// previous read leads to: no other op of the call could be in flight meanwhile.
+  /// `serial` is set when the read waited while no other node of the call was in flight and
+  /// every node recorded since the previous read leads to the value.
   const void* wait_value(value_id v, bool& serial);
   /// Staged runs, owner: runs every node not yet run and waits for all; returns the
   /// exception of the first thrower in program order that no read delivered.
@@ -186,8 +186,8 @@ class run final : public job, public permit_waiter, public async_sink {
   void account() noexcept;
   void catch_up_values();
   void link(node_id n, node_id producer);
-  /// Marks the nodes a read of `target`'s value needs; true if every node recorded since the
-  /// last read is one of them (the read serializes the body).
+  /// Marks the nodes a read of `target`'s value needs; true if the read serializes the body
+  /// (see wait_value).
   bool mark_ancestors(node_id target);
   [[noreturn]] void deliver();
 

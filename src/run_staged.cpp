@@ -110,10 +110,13 @@ void run::link(node_id n, node_id producer) {
 // ---- staged runs: reads -------------------------------------------------------------------
 
 bool run::mark_ancestors(node_id target) {
-  // Marks what the read needs (the non-final ancestors) and counts the ancestors recorded
-  // since the last read: if they are all that was recorded, the body had nothing to overlap.
+  // Marks what the read needs (its unfinished ancestors, for the owner's chain policy) and
+  // finds whether the read serializes the body: nothing else of the call is in flight, and
+  // every node recorded since the previous read leads to the value (the body had nothing to
+  // overlap with it; the second test keeps a body whose other ops merely finished early from
+  // counting).
   ++read_mark_;
-  std::uint32_t recent = 0;
+  std::uint32_t recent = 0, unfinished = 0;
   mark_stack_.clear();
   mark_stack_.push_back(target);
   while (!mark_stack_.empty()) {
@@ -121,15 +124,17 @@ bool run::mark_ancestors(node_id target) {
     mark_stack_.pop_back();
     node_state& s = nodes_[n];
     if (s.mark == read_mark_) continue;
-    if (n < read_from_ && is_final(s.outcome.load(std::memory_order_acquire))) continue;
+    const bool done = is_final(s.outcome.load(std::memory_order_acquire));
+    if (n < read_from_ && done) continue;
     s.mark = read_mark_;
     recent += n >= read_from_;
+    unfinished += !done;
     for (value_id v : graph_->inputs(graph_->nodes()[n])) {
       node_id p = graph_->producer(graph_->root(v));
       if (p != no_id) mark_stack_.push_back(p);
     }
   }
-  return recent == count_ - read_from_;
+  return recent == count_ - read_from_ && unfinished >= remaining_.load(std::memory_order_relaxed);
 }
 
 const void* run::wait_value(value_id v, bool& serial) {

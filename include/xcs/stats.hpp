@@ -44,8 +44,9 @@ struct stats {
   std::uint64_t staged_calls = 0;
   /// Reads in staged calls that found their value not yet computed and waited for it.
   std::uint64_t syncs = 0;
-  /// Reads of staged calls that waited while no other op of their call was in flight: the
-  /// body ran serially there (a `push_back` of each op's result in a loop, say).
+  /// Reads of staged calls that waited while no other op of their call was in flight, with
+  /// every op recorded since the previous read leading to the value read: the body ran
+  /// serially there (a `push_back` of each op's result in a loop, say).
   std::uint64_t serial_reads = 0;
   /// The first serial read: where it is and what to write instead. Empty if none.
   std::string serial_read;
