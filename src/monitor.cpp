@@ -253,6 +253,10 @@ bool sleep_until_offered(monitor_state& m) {
   return true;
 }
 
+/// Set (seq_cst) while the monitor looks at the threads' slots, which may name an op: an op's
+/// runtime state waits for it to clear (release) before it is freed (wait_for_monitor_pass).
+std::atomic<bool> g_observing{false};
+
 void monitor_loop(monitor_state& m) {
   const unsigned cores = xcs::available_cpus();
   std::int64_t last_busy = now_ns();
@@ -261,8 +265,10 @@ void monitor_loop(monitor_state& m) {
     std::int64_t now = now_ns();
     census c;
     if (slot_table* t = g_table.load(std::memory_order_acquire)) {
+      g_observing.store(true, std::memory_order_seq_cst);
       std::uint32_t high = t->high.load(std::memory_order_acquire);
       for (std::uint32_t i = 0; i < high; ++i) observe(t->slots[i], now, c);
+      g_observing.store(false, std::memory_order_release);
     }
     if (c.busy) last_busy = now;
     std::uint32_t wanted = c.waiting + g_parked_owners.load(std::memory_order_relaxed);
@@ -273,6 +279,10 @@ void monitor_loop(monitor_state& m) {
 }
 
 }  // namespace
+
+void wait_for_monitor_pass() noexcept {
+  while (g_observing.load(std::memory_order_acquire)) std::this_thread::yield();
+}
 
 op_watch::op_watch(op_runtime* op) noexcept : slot_(on_blocking_lane() ? nullptr : &self()) {
   if (!slot_) return;

@@ -46,6 +46,11 @@ class park_watch {
   bool sleeps_ = false;
 };
 
+/// An op's runtime state is about to be freed: waits until the monitor is not in the middle of
+/// a look at the threads, which may have read a pointer to the op from a thread that has since
+/// finished its instance (the look marks ops that block). Rare: once per op's lifetime.
+void wait_for_monitor_pass() noexcept;
+
 /// What the monitor asks of the pool. Implemented by the pool; called on the monitor thread.
 class monitor_client {
  public:

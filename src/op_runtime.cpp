@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "monitor.hpp"
 #include "xcs/detail/concurrency_limit.hpp"
 
 namespace xcs::detail {
@@ -13,7 +14,7 @@ op_runtime::op_runtime(std::string op_name, bool hinted_blocking, std::uint32_t 
     : op_identity(std::move(op_name), hinted_blocking, is_async, max_concurrency),
       limit(max_concurrency ? std::make_unique<concurrency_limit>(max_concurrency) : nullptr) {}
 
-op_runtime::~op_runtime() = default;
+op_runtime::~op_runtime() { wait_for_monitor_pass(); }
 
 void op_runtime::fold(std::uint64_t ns) noexcept {
   // A moving average over about four runs: an op's duration drifts (a warm cache, a slower
