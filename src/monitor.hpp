@@ -11,7 +11,7 @@ namespace xcs::detail {
 
 struct participant;
 
-/// Marks the calling thread as running `op` (null: an op without a profile, which keeps the
+/// Marks the calling thread as running `op` (null: an operator, which keeps the
 /// outer op) for the watch's lifetime, so the monitor can see it wait. Restores the outer op
 /// when destroyed, and if the monitor saw this node waiting, tells it at once that one
 /// stand-in worker fewer is needed. A no-op on the blocking lane, which is not monitored.

@@ -192,7 +192,7 @@ template <class R, class F>
 using async_result_t =
     std::conditional_t<std::is_same_v<R, undeduced>, typename async_signature<F>::type, R>;
 
-/// An async op's callable beside its runtime profile.
+/// An async op's callable beside its runtime state (and identity).
 template <class Fn>
 struct async_op_state final : op_runtime {
   async_op_state(std::string op_name, Fn f, const op_options& o)

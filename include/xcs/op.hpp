@@ -73,7 +73,7 @@ template <class T>
 inline constexpr bool is_op_option_v =
     std::is_same_v<T, blocking_t> || std::is_same_v<T, max_concurrency_t>;
 
-/// The options of one op, gathered before its profile is made.
+/// The options of one op, gathered before its runtime state is made.
 struct op_options {
   bool blocking = false;
   std::uint32_t max_concurrency = 0;
@@ -81,7 +81,7 @@ struct op_options {
   void apply(max_concurrency_t m) { max_concurrency = m.n; }
 };
 
-/// An op's callable beside its runtime profile, so that a graph node keeps both alive.
+/// An op's callable beside its runtime state (and identity), so that a graph node keeps both alive.
 template <class Fn>
 struct op_state final : op_runtime {
   op_state(std::string op_name, Fn f, const op_options& o)
