@@ -17,15 +17,14 @@ namespace {
 /// Why a staged signature whose call recorded no node falls back.
 std::string nothing_recorded(const trace_context& ctx) {
   std::string types;
-  bool read_an_argument = false;
   for (const value& v : ctx.ir().values()) {
     if (v.kind != value_kind::argument) continue;
     types += fmt::format("{}{}", types.empty() ? "" : ", ", graph::type_name(*v.type));
   }
-  const std::string why = ctx.staged_reason(false);
-  read_an_argument = why.find("reads the value of argument") != std::string::npos ||
-                     why.find("reads the value of element") != std::string::npos;
-  if (read_an_argument) {
+  // A read of an argument (or an element) before any op: the parameters converted at entry.
+  const value_id read = ctx.staged_value();
+  const value_kind kind = read == no_id ? value_kind::result : ctx.ir().values()[read].kind;
+  if (kind == value_kind::argument || kind == value_kind::element) {
     return fmt::format(
         "the callable takes plain types ({}): its parameters convert at entry, so every op "
         "runs in place; write `auto` parameters",
@@ -34,7 +33,7 @@ std::string nothing_recorded(const trace_context& ctx) {
   return fmt::format(
       "the body recorded no op ({}): every op ran in place, on plain values; pass the jitted "
       "function's (traced) arguments, or op results, to the ops",
-      why);
+      ctx.staged_reason(false));
 }
 
 }  // namespace

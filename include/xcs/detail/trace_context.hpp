@@ -124,6 +124,8 @@ class trace_context {
   /// did not. The code address is kept so that the line is looked up only when asked for.
   std::string staged_reason(bool with_line = true) const;
   const code_site& staged_site() const noexcept { return staged_site_; }
+  /// The value whose read made the trace staged (no_id if it went staged for another reason).
+  value_id staged_value() const noexcept { return staged_value_; }
   bool went_staged() const noexcept { return staged_value_ != no_id || !staged_what_.empty(); }
 
   /// Staged call, after the body: the sink's drain (see trace_sink), with no trace current.
