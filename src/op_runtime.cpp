@@ -15,7 +15,7 @@
 #include "monitor.hpp"
 #include "xcs/detail/call_limits.hpp"
 #include "xcs/detail/concurrency_limit.hpp"
-#include "xcs/detail/token_bucket.hpp"
+#include "xcs/detail/token_source.hpp"
 #include "xcs/error.hpp"
 #include "xcs/op.hpp"
 

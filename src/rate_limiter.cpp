@@ -75,7 +75,7 @@ token_bucket::~token_bucket() {
   if (armed) cancel_timer(armed);
 }
 
-std::uint64_t token_bucket::next_order() noexcept {
+std::uint64_t token_source::next_order() noexcept {
   return (g_orders.fetch_add(1, std::memory_order_relaxed) + 1) << 32;
 }
 
@@ -327,6 +327,11 @@ rate_limiter::rate_limiter(double per_second, double burst) {
         fmt::format("xcs::rate_limiter: the burst must be at least 1 token (got {})", burst));
   }
   bucket_ = std::make_shared<detail::token_bucket>(per_second, burst);
+}
+
+rate_limiter::rate_limiter(std::shared_ptr<detail::token_source> source)
+    : bucket_(std::move(source)) {
+  if (!bucket_) throw error("xcs::rate_limiter: no source of tokens (a null pointer)");
 }
 
 }  // namespace xcs

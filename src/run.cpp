@@ -146,11 +146,12 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
       // Tokens first, then a permit: a node never holds a permit while it waits for tokens.
       token_step tokens = token_step::taken;
       if (pol && pol->bucket && !s.holds_tokens) {
-        tokens = take_tokens(n);
+        tokens = s.token_error ? token_step::failed : take_tokens(n);
         if (tokens == token_step::parked) return;  // tokens_granted() queues it again
       }
       if (tokens == token_step::failed) {
-        // A bad weight: the node failed (take_tokens recorded why); nothing ran.
+        // A bad weight or a failed source: the node failed (recorded); nothing ran.
+        s.outcome.store(threw, std::memory_order_release);
       } else {
         if (limit && !s.holds_permit) {
           // Once parked, the node may be handed back by another thread at any time: count

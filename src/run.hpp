@@ -25,7 +25,7 @@
 #include "xcs/detail/graph.hpp"
 #include "xcs/detail/op_runtime.hpp"
 #include "xcs/detail/plan.hpp"
-#include "xcs/detail/token_bucket.hpp"
+#include "xcs/detail/token_source.hpp"
 
 namespace xcs::detail {
 
@@ -128,8 +128,9 @@ class run final : public job, public permit_waiter, public token_waiter, public 
   void help() noexcept override;
   // permit_waiter: a node parked for a concurrency permit now holds one.
   void permit_granted(std::uint32_t n) noexcept override;
-  // token_waiter: a node queued for rate-limit tokens now holds them.
+  // token_waiter: a node queued for rate-limit tokens now holds them, or will get none.
   void tokens_granted(std::uint32_t n) noexcept override;
+  void tokens_failed(std::uint32_t n, std::exception_ptr e) noexcept override;
   // async_sink: an async node's completion came after its start returned.
   void settle(async_slot& s) noexcept override;
 
@@ -156,6 +157,7 @@ class run final : public job, public permit_waiter, public token_waiter, public 
     std::stop_source stop{std::nostopstate};  // its instance's, if its op takes a token
     // Ops with a policy (timeout, retry, rate limit):
     bool holds_tokens = false;    // of its op's rate limit, for the attempt about to start
+    bool token_error = false;     // its rate limit's source failed (the error is recorded)
     std::uint16_t attempts = 0;   // attempts started (retries: attempts - 1)
     std::uint16_t timeouts = 0;   // attempts that timed out
     std::uint64_t rate_wait = 0;  // ticks spent waiting for tokens

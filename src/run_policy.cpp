@@ -30,7 +30,7 @@ std::uint64_t run::order_key(node_id n) noexcept {
   // Calls in the order they first waited, nodes of a call in program order.
   std::uint64_t base = order_base_.load(std::memory_order_relaxed);
   if (base == 0) {
-    const std::uint64_t mine = token_bucket::next_order();
+    const std::uint64_t mine = token_source::next_order();
     if (order_base_.compare_exchange_strong(base, mine, std::memory_order_relaxed)) base = mine;
   }
   return base | n;
@@ -90,15 +90,23 @@ run::token_step run::take_tokens(node_id n) noexcept {
     s.wait_from = ticks();
     // Counted as a helper (and listed, for a stop) before it can be granted.
     helpers_inside.fetch_add(1, std::memory_order_relaxed);
-    add_waiting({n, 0, true});
-    if (!pol.bucket->acquire_or_queue(*this, n, tokens, order_key(n))) return token_step::parked;
+    bool taken = false;
+    try {
+      add_waiting({n, 0, true});
+      taken = pol.bucket->acquire_or_queue(*this, n, tokens, order_key(n));
+    } catch (...) {
+      remove_waiting(n);
+      helpers_inside.fetch_sub(1, std::memory_order_relaxed);
+      throw;
+    }
+    if (!taken) return token_step::parked;
     remove_waiting(n);
     helpers_inside.fetch_sub(1, std::memory_order_relaxed);
     s.holds_tokens = true;
     return token_step::taken;
   } catch (...) {
-    // A bad weight (xcs::error), the weight function's own exception, or no memory: the
-    // node fails with it, as an attempt of the op would.
+    // A bad weight (xcs::error), the weight function's own exception, a source that failed
+    // at once (xcs::error), or no memory: the node fails with it, as an attempt would.
     record_error(n, std::current_exception());
     s.outcome.store(threw, std::memory_order_release);
     return token_step::failed;
@@ -110,6 +118,17 @@ void run::tokens_granted(std::uint32_t n) noexcept {
   remove_waiting(n);
   s.holds_tokens = true;
   s.rate_wait += ticks() - s.wait_from;
+  push(n);
+  share(kWakeNsForPolicies, wake::always);
+  helpers_inside.fetch_sub(1, std::memory_order_release);  // taken when it queued
+}
+
+void run::tokens_failed(std::uint32_t n, std::exception_ptr e) noexcept {
+  node_state& s = nodes_[n];
+  remove_waiting(n);
+  s.rate_wait += ticks() - s.wait_from;
+  record_error(n, std::move(e));
+  s.token_error = true;  // run_chain fails the node instead of asking again
   push(n);
   share(kWakeNsForPolicies, wake::always);
   helpers_inside.fetch_sub(1, std::memory_order_release);  // taken when it queued

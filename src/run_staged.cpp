@@ -58,6 +58,7 @@ void run::append(node_id n) {
   s.bad_input.store(false, std::memory_order_relaxed);
   s.holds_permit = false;
   s.holds_tokens = false;
+  s.token_error = false;
   s.attempts = 0;
   s.timeouts = 0;
   s.rate_wait = 0;

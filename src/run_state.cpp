@@ -159,6 +159,7 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
       s.bad_input.store(false, std::memory_order_relaxed);
       s.holds_permit = false;
       s.holds_tokens = false;
+      s.token_error = false;
       s.attempts = 0;
       s.timeouts = 0;
       s.rate_wait = 0;

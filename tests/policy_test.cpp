@@ -2,7 +2,9 @@
 // Op options that change what happens to a node: xcs::timeout, xcs::retry, xcs::retry_if and
 // xcs::rate_limit, in plans, staged calls and direct calls. Bounds are generous: this machine
 // has 2 noisy cores.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <xcs/detail/token_source.hpp>
 #include <xcs/xcs.hpp>
 
 #include <atomic>
@@ -265,7 +267,7 @@ TEST(PolicyTest, RateLimitBoundsStartsAndShowsItsWaits) {
 }
 
 TEST(PolicyTest, WeightedRateLimitTakesTheWeightAndRejectsMoreThanTheBurst) {
-  xcs::rate_limiter limiter(1000, 10);
+  xcs::rate_limiter limiter(1, 10);  // slow refill: the check below sees the take
   auto call = xcs::op(
       "tokens", [](int v) { return v; }, xcs::rate_limit(limiter, [](int v) { return v * 1.0; }));
   auto other = xcs::op("other", [](int v) { return v; });
@@ -351,6 +353,64 @@ TEST(PolicyTest, DirectCallsRetryAndTakeTokens) {
   EXPECT_EQ(flaky(7), 7);
   EXPECT_EQ(calls.load(), 3);
   EXPECT_LT(limiter.available(), 0.5);  // three attempts, three tokens
+}
+
+/// A source of tokens that grants nothing and fails every wait with an xcs::error, from its
+/// own thread, as a shared bucket does when its server cannot be reached: the contract a
+/// remote source (xcs::redis_rate_limiter) holds the engine to.
+class failing_source final : public xcs::detail::token_source {
+ public:
+  ~failing_source() override {
+    for (auto& t : threads_) t.join();
+  }
+  double per_second() const noexcept override { return 10; }
+  double burst() const noexcept override { return 5; }
+  double available() const override { throw xcs::error("failing_source: unreachable"); }
+  std::size_t waiting() const noexcept override { return 0; }
+  bool acquire_or_queue(xcs::detail::token_waiter& w, std::uint32_t node, double,
+                        std::uint64_t) override {
+    std::lock_guard lock(m_);
+    threads_.emplace_back([&w, node] {
+      sleep_ms(5);  // after acquire_or_queue returned, as the contract says
+      w.tokens_failed(node, std::make_exception_ptr(xcs::error("failing_source: unreachable")));
+    });
+    return false;
+  }
+  bool withdraw(xcs::detail::token_waiter&, std::uint32_t) noexcept override { return false; }
+  bool acquire_blocking(double, xcs::detail::steady_time, std::stop_token) override {
+    throw xcs::error("failing_source: unreachable");
+  }
+
+ private:
+  std::mutex m_;
+  std::vector<std::thread> threads_;
+};
+
+TEST(PolicyTest, ASourceThatFailsFailsTheOpWithItsError) {
+  auto source = std::make_shared<failing_source>();
+  xcs::rate_limiter limiter(source);
+  std::atomic<int> ran{0};
+  auto limited = xcs::op(
+      "limited",
+      [&ran](int v) {
+        ++ran;
+        return v;
+      },
+      xcs::rate_limit(limiter));
+  auto free = xcs::op("free", [](int v) { return v + 1; });
+  auto f = xcs::jit([&](int x) { return limited(x) + free(x); });
+  for (int round = 0; round < 3; ++round) {  // the trace's call, then the plan's
+    try {
+      (void)f(1);
+      ADD_FAILURE() << "no exception";
+    } catch (const xcs::error& e) {
+      EXPECT_THAT(e.what(), testing::HasSubstr("unreachable"));
+    }
+  }
+  EXPECT_EQ(ran.load(), 0);
+  EXPECT_THROW((void)limited(1), xcs::error);  // the direct call
+  EXPECT_EQ(ran.load(), 0);
+  EXPECT_THROW((void)xcs::rate_limiter(nullptr), xcs::error);
 }
 
 }  // namespace

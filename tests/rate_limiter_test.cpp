@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <xcs/detail/token_bucket.hpp>
 #include <xcs/rate_limit.hpp>
 
 #include <atomic>
@@ -12,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -59,6 +61,8 @@ struct recording_waiter final : xcs::detail::token_waiter {
     per_node[node].fetch_add(1);
     count.fetch_add(1, std::memory_order_release);
   }
+  // The in-process bucket never fails.
+  void tokens_failed(std::uint32_t, std::exception_ptr) noexcept override { std::abort(); }
 
   bool await(int n) const {
     auto give_up = xcs_test::give_up();
@@ -151,7 +155,7 @@ TEST(RateLimiterTest, RefillsAtTheRate) {
   constexpr double kRate = 200;
   constexpr int kNodes = 200;  // more than can be granted in the time measured
   xcs::rate_limiter limiter(kRate, 4);
-  token_bucket& bucket = limiter.bucket();
+  xcs::detail::token_source& bucket = limiter.bucket();
   ASSERT_TRUE(bucket.acquire_blocking(4, steady::now(), {}));  // the burst
   const steady_time t0 = steady::now();
   recording_waiter w(kNodes);
@@ -183,7 +187,7 @@ TEST(RateLimiterTest, RefillsAtTheRate) {
 
 TEST(RateLimiterTest, WaitersGrantedInKeyOrder) {
   xcs::rate_limiter limiter(1000, 2);
-  token_bucket& bucket = limiter.bucket();
+  xcs::detail::token_source& bucket = limiter.bucket();
   recording_waiter w;
   {
     timer_gate gate;
@@ -211,7 +215,7 @@ TEST(RateLimiterTest, BlockedCallsAndNodesShareOneOrder) {
   // 20 tokens a second: 50 ms between grants, so that the blocked call has long to record
   // what was granted before it.
   xcs::rate_limiter limiter(20, 1);
-  token_bucket& bucket = limiter.bucket();
+  xcs::detail::token_source& bucket = limiter.bucket();
   recording_waiter w;
   const std::uint64_t first = token_bucket::next_order();
   const std::uint64_t second = token_bucket::next_order();
@@ -251,7 +255,7 @@ TEST(RateLimiterTest, WithdrawRacingTheGrantHappensExactlyOnce) {
   constexpr std::uint32_t kRounds = 2000;
   // A token every 50 us: the grant comes while the withdraw is on its way.
   xcs::rate_limiter limiter(20'000, 1);
-  token_bucket& bucket = limiter.bucket();
+  xcs::detail::token_source& bucket = limiter.bucket();
   recording_waiter w(kRounds);
   std::vector<bool> queued(kRounds), withdrawn(kRounds);
   std::mt19937 rng(7);
@@ -313,7 +317,7 @@ TEST(RateLimiterTest, DestroyedRightAfterWithdrawWhileItsTimerRuns) {
 
 TEST(RateLimiterTest, AcquireBlockingGivesUpAtTheDeadline) {
   xcs::rate_limiter limiter(10, 1);  // the next token 100 ms after the bucket is emptied
-  token_bucket& bucket = limiter.bucket();
+  xcs::detail::token_source& bucket = limiter.bucket();
   ASSERT_TRUE(bucket.acquire_blocking(1, steady::now(), {}));
   const steady_time emptied = steady::now();
   EXPECT_FALSE(bucket.acquire_blocking(1, steady::now() - 1ms, {})) << "a deadline passed";
@@ -332,7 +336,7 @@ TEST(RateLimiterTest, AcquireBlockingGivesUpAtTheDeadline) {
 
 TEST(RateLimiterTest, AcquireBlockingStopsPromptly) {
   xcs::rate_limiter limiter(10, 1);
-  token_bucket& bucket = limiter.bucket();
+  xcs::detail::token_source& bucket = limiter.bucket();
   ASSERT_TRUE(bucket.acquire_blocking(1, steady::now(), {}));
   std::stop_source already;
   already.request_stop();
@@ -360,7 +364,7 @@ TEST(RateLimiterTest, ChildAfterForkDropsTheParentsWaiters) {
   GTEST_SKIP() << "TSan does not support threads in a child of a multithreaded process";
 #endif
   xcs::rate_limiter limiter(10, 1);  // a token 100 ms after the bucket is emptied
-  token_bucket& bucket = limiter.bucket();
+  xcs::detail::token_source& bucket = limiter.bucket();
   ASSERT_TRUE(bucket.acquire_blocking(1, steady::now(), {}));
   recording_waiter w;
   ASSERT_FALSE(bucket.acquire_or_queue(w, 0, 1, 0));

@@ -4,14 +4,15 @@
 
 #include <memory>
 
-#include "xcs/detail/token_bucket.hpp"
+#include "xcs/detail/token_source.hpp"
 
 namespace xcs {
 
 /// A token bucket for `xcs::rate_limit`: it refills continuously at `per_second` tokens a
 /// second up to `burst` tokens, and starts full, so the first `burst` calls go at once and
 /// later ones at the rate. Copies share one bucket: every op given a copy draws from the same
-/// tokens. Thread-safe.
+/// tokens. Thread-safe. Made with (per_second, burst), the bucket is in this process;
+/// `xcs::redis_rate_limiter` (<xcs/redis.hpp>) makes one whose bucket every process shares.
 ///
 ///   xcs::rate_limiter api(10, 5);  // 10 calls a second, bursts of up to 5
 ///   xcs::rate_limiter same = api;  // the same bucket
@@ -22,18 +23,22 @@ class rate_limiter {
   /// or when `burst` is below 1 or not finite.
   rate_limiter(double per_second, double burst);
 
+  /// A limiter over another source of tokens (how xcs::redis_rate_limiter makes one).
+  explicit rate_limiter(std::shared_ptr<detail::token_source> source);
+
   double per_second() const noexcept { return bucket_->per_second(); }
   double burst() const noexcept { return bucket_->burst(); }
-  /// Tokens in the bucket now: refilled to now, less those taken.
-  double available() const noexcept { return bucket_->available(); }
+  /// Tokens in the bucket now: refilled to now, less those taken. A shared bucket asks its
+  /// server, and throws xcs::error when it cannot be reached.
+  double available() const { return bucket_->available(); }
 
   /// The shared bucket (for the engine).
-  detail::token_bucket& bucket() const noexcept { return *bucket_; }
+  detail::token_source& bucket() const noexcept { return *bucket_; }
   /// The same, shared (an op's rate limit keeps it alive).
-  std::shared_ptr<detail::token_bucket> shared_bucket() const noexcept { return bucket_; }
+  std::shared_ptr<detail::token_source> shared_bucket() const noexcept { return bucket_; }
 
  private:
-  std::shared_ptr<detail::token_bucket> bucket_;
+  std::shared_ptr<detail::token_source> bucket_;
 };
 
 }  // namespace xcs

@@ -14,7 +14,7 @@
 namespace xcs::detail {
 
 class concurrency_limit;
-class token_bucket;
+class token_source;
 
 /// What an op's options say about its instances beyond running them: a timeout, retries and a
 /// rate limit (xcs::timeout, xcs::retry, xcs::retry_if, xcs::rate_limit). The run engine and
@@ -25,7 +25,7 @@ struct op_policy {
   std::uint64_t first_backoff_ns = 0;
   /// Which failures are retried (empty: all but xcs::cancelled and xcs::deadline_exceeded).
   std::function<bool(const std::exception_ptr&)> retry_if;
-  std::shared_ptr<token_bucket> bucket;  ///< null: no rate limit
+  std::shared_ptr<token_source> bucket;  ///< null: no rate limit
   /// The tokens one instance takes, from its inputs (set by the op's kernel; null: 1).
   const void* weight = nullptr;
 

@@ -10,21 +10,9 @@
 #include <mutex>
 #include <stop_token>
 
+#include "xcs/detail/token_source.hpp"
+
 namespace xcs::detail {
-
-using steady_time = std::chrono::steady_clock::time_point;
-
-/// A run that queued a node for tokens.
-class token_waiter {
- public:
-  /// The node's tokens are now taken for it: make it ready again. Called once, never with the
-  /// bucket's lock held: from the timer thread (the contract also allows a thread inside a
-  /// bucket call; this bucket does not do that). It must not destroy the bucket.
-  virtual void tokens_granted(std::uint32_t node) noexcept = 0;
-
- protected:
-  ~token_waiter() = default;
-};
 
 /// A token bucket that refills continuously at `per_second` up to `burst` tokens. It starts
 /// full: the first `burst` tokens are there at once. Two kinds of callers wait for tokens in
@@ -40,20 +28,20 @@ class token_waiter {
 ///
 /// The bucket must outlive every call and every queued waiter (withdraw them first); a pending
 /// timer is cancelled by the destructor.
-class token_bucket {
+class token_bucket final : public token_source {
  public:
   /// per_second > 0 and burst >= 1, both finite (checked by rate_limiter).
   token_bucket(double per_second, double burst);
-  ~token_bucket();
+  ~token_bucket() override;
   token_bucket(const token_bucket&) = delete;
   token_bucket& operator=(const token_bucket&) = delete;
 
-  double per_second() const noexcept { return per_second_; }
-  double burst() const noexcept { return burst_; }
+  double per_second() const noexcept override { return per_second_; }
+  double burst() const noexcept override { return burst_; }
   /// Tokens in the bucket now (refilled to now). Queued waiters' tokens are not in it yet.
-  double available() const noexcept;
+  double available() const noexcept override;
   /// Waiters queued now, nodes and blocked direct calls (for tests and stats).
-  std::size_t waiting() const noexcept;
+  std::size_t waiting() const noexcept override;
 
   /// Takes `tokens` (0 <= tokens <= burst; checked by the caller) at once if nobody is queued
   /// and the bucket has them: returns true. Otherwise queues (w, node) keyed by `order` (lower
@@ -64,25 +52,19 @@ class token_bucket {
   ///
   ///   std::uint64_t call = token_bucket::next_order();  // once per call of a plan
   ///   if (!bucket.acquire_or_queue(run, node, 1.0, call | node)) return;  // parked
-  bool acquire_or_queue(token_waiter& w, std::uint32_t node, double tokens, std::uint64_t order);
+  bool acquire_or_queue(token_waiter& w, std::uint32_t node, double tokens,
+                        std::uint64_t order) override;
 
   /// Removes a queued (w, node) not yet granted: true if removed (no grant will come). False if
   /// it was not queued, or its grant was already decided (then tokens_granted has been or is
   /// being called; the caller copes).
-  bool withdraw(token_waiter& w, std::uint32_t node) noexcept;
+  bool withdraw(token_waiter& w, std::uint32_t node) noexcept override;
 
   /// Direct calls: blocks this thread until `tokens` are taken for it (true), or until
   /// `deadline` passes or `stop` is requested (false, nothing taken). It waits in the same
   /// queue as the nodes, keyed by a fresh next_order(). Throws std::bad_alloc or
   /// std::system_error (from add_timer) without taking anything.
-  bool acquire_blocking(double tokens, steady_time deadline, std::stop_token stop);
-
-  /// A process-wide increasing sequence for order keys, in the form of a node's key: `n << 32`
-  /// for n = 1, 2, ... A call of a plan may take one and add its node ids (below 2^32) for its
-  /// nodes' keys, so that direct calls and plans' nodes sort by when they began. After 2^32
-  /// orders n wraps to 0: a waiter queued across the wrap may be overtaken once (only the order
-  /// suffers; no grant is lost).
-  static std::uint64_t next_order() noexcept;
+  bool acquire_blocking(double tokens, steady_time deadline, std::stop_token stop) override;
 
  private:
   struct blocked_call;
