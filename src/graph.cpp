@@ -200,8 +200,11 @@ std::string graph::listing() const {
       if (!args.empty()) args += ", ";
       args += value_name(*this, v);
     }
+    // Tags: async, then the op's options (xcs::blocking, xcs::timeout, xcs::retry, ...).
+    std::string tags = n.kernel->start ? "async" : "";
+    if (n.op && !n.op->options.empty()) tags += (tags.empty() ? "" : ", ") + n.op->options;
     fmt::format_to(std::back_inserter(out), "%{} = {}({}) -> {}{}\n", i, n.name, args,
-                   type_name(*n.kernel->result_type), n.kernel->start ? " [async]" : "");
+                   type_name(*n.kernel->result_type), tags.empty() ? "" : " [" + tags + "]");
   }
   return out;
 }

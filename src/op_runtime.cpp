@@ -21,9 +21,38 @@
 
 namespace xcs::detail {
 
+namespace {
+
+/// An op's options, as explain() lists them after its result type.
+std::string describe_options(bool hinted_blocking, std::uint32_t max_concurrency,
+                             const op_policy* p) {
+  std::string out;
+  auto add = [&out](const std::string& what) {
+    if (!out.empty()) out += ", ";
+    out += what;
+  };
+  if (hinted_blocking) add("blocking");
+  if (max_concurrency) add(fmt::format("max_concurrency {}", max_concurrency));
+  if (!p) return out;
+  if (p->timeout_ns) add("timeout " + describe_ns(static_cast<std::int64_t>(p->timeout_ns)));
+  if (p->max_attempts > 1) {
+    add(fmt::format("retry {} attempts from {}{}", p->max_attempts,
+                    describe_ns(static_cast<std::int64_t>(p->first_backoff_ns)),
+                    p->retry_if ? " if retry_if" : ""));
+  }
+  if (p->bucket) {
+    add(fmt::format("rate_limit {}/s burst {}{}", p->bucket->per_second(), p->bucket->burst(),
+                    p->weight ? " weighted" : ""));
+  }
+  return out;
+}
+
+}  // namespace
+
 op_runtime::op_runtime(std::string op_name, bool hinted_blocking, std::uint32_t max_concurrency,
                        bool is_async, std::unique_ptr<const op_policy> op_policy)
-    : op_identity(std::move(op_name), hinted_blocking, is_async, max_concurrency),
+    : op_identity(std::move(op_name), hinted_blocking, is_async, max_concurrency,
+                  describe_options(hinted_blocking, max_concurrency, op_policy.get())),
       limit(max_concurrency ? std::make_unique<concurrency_limit>(max_concurrency) : nullptr),
       policy(std::move(op_policy)) {}
 

@@ -26,11 +26,22 @@ std::string to_string(const stats& s) {
                        s.blocking_threads, s.blocking_threads_peak, s.fiber_suspensions);
   }
   if (!s.pool_degradation.empty()) out += fmt::format("\n  pool degraded: {}", s.pool_degradation);
+  if (s.deadline_exceeded_calls > 0 || s.cancelled_calls > 0) {
+    out += fmt::format("\n  deadline_exceeded_calls={} cancelled_calls={}",
+                       s.deadline_exceeded_calls, s.cancelled_calls);
+  }
   for (const op_stats& o : s.ops) {
-    out += fmt::format("\n  op {:<16} calls={} errors={} total={:.3f}ms max={:.3f}ms{}{}", o.name,
+    out += fmt::format("\n  op {:<16} calls={} errors={} total={:.3f}ms max={:.3f}ms", o.name,
                        o.calls, o.errors, static_cast<double>(o.total_ns) / 1e6,
-                       static_cast<double>(o.max_ns) / 1e6, o.blocking ? " blocking" : "",
-                       o.async ? " async" : "");
+                       static_cast<double>(o.max_ns) / 1e6);
+    // The policies' counters, where an op has had any.
+    if (o.retries > 0) out += fmt::format(" retries={}", o.retries);
+    if (o.timeouts > 0) out += fmt::format(" timeouts={}", o.timeouts);
+    if (o.rate_wait_ns > 0) {
+      out += fmt::format(" rate_wait={:.3f}ms", static_cast<double>(o.rate_wait_ns) / 1e6);
+    }
+    if (o.blocking) out += " blocking";
+    if (o.async) out += " async";
   }
   return out;
 }

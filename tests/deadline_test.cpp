@@ -79,6 +79,8 @@ TEST(DeadlineTest, BlockingOpStuckInUserCodeEndsTheCallAtTheDeadline) {
     EXPECT_LT(took, 100.0 + 150.0) << "call " << call;
   }
   EXPECT_EQ(f.stats().deadline_exceeded_calls, 3u);
+  EXPECT_NE(xcs::to_string(f.stats()).find("deadline_exceeded_calls=3 cancelled_calls=0"),
+            std::string::npos);
   EXPECT_EQ(f.stats().cancelled_calls, 0u);
   p->settle();
 }

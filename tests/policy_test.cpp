@@ -70,6 +70,8 @@ TEST(PolicyTest, RetriedOpReturnsItsValueAndCountsItsRetries) {
   EXPECT_EQ(op.retries, 2u);
   EXPECT_EQ(op.calls, 3u) << "every attempt counts as a call";
   EXPECT_EQ(op.errors, 0u);
+  EXPECT_THAT(xcs::to_string(s), testing::HasSubstr("errors=0 total="));
+  EXPECT_THAT(xcs::to_string(s), testing::ContainsRegex("op flaky .* retries=2"));
   // Full jitter: attempt 2 within [0, 20] ms of attempt 1, attempt 3 within [0, 40] ms.
   std::lock_guard lock(p->m);
   EXPECT_LE(p->starts[1] - p->starts[0], 20ms + 60ms);
@@ -353,6 +355,26 @@ TEST(PolicyTest, DirectCallsRetryAndTakeTokens) {
   EXPECT_EQ(flaky(7), 7);
   EXPECT_EQ(calls.load(), 3);
   EXPECT_LT(limiter.available(), 0.5);  // three attempts, three tokens
+}
+
+TEST(PolicyTest, ExplainShowsEachOpsOptions) {
+  xcs::rate_limiter limiter(18, 5);
+  auto fetch = xcs::op(
+      "fetch", [](int v) { return v; }, xcs::blocking, xcs::timeout(200ms), xcs::retry(3, 20ms),
+      xcs::rate_limit(limiter));
+  auto weighed = xcs::op(
+      "weighed", [](int v) { return v; }, xcs::max_concurrency(2),
+      xcs::retry_if([](const std::exception_ptr&) { return true; }), xcs::retry(2, 1s),
+      xcs::rate_limit(limiter, [](int v) { return v * 0.5; }));
+  auto plain = xcs::op("plain", [](int v) { return v; });
+  auto f = xcs::jit([&](auto x) { return fetch(x) + weighed(x) + plain(x); });
+  const std::string report = f.explain(1);
+  EXPECT_THAT(report, testing::HasSubstr("fetch(arg0) -> int [blocking, timeout 200 ms, retry 3 "
+                                         "attempts from 20 ms, rate_limit 18/s burst 5]"));
+  EXPECT_THAT(report, testing::HasSubstr("weighed(arg0) -> int [max_concurrency 2, retry 2 "
+                                         "attempts from 1 s if retry_if, rate_limit 18/s burst "
+                                         "5 weighted]"));
+  EXPECT_THAT(report, testing::HasSubstr("plain(arg0) -> int\n"));
 }
 
 /// A source of tokens that grants nothing and fails every wait with an xcs::error, from its

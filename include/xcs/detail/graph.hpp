@@ -33,11 +33,12 @@ struct async_slot;
 /// while it runs lives in its runtime state (detail/op_runtime.hpp), made with it.
 struct op_identity {
   op_identity(std::string op_name, bool hinted_blocking, bool is_async,
-              std::uint32_t concurrency_bound)
+              std::uint32_t concurrency_bound, std::string options_text = {})
       : name(std::move(op_name)),
         blocking_hint(hinted_blocking),
         async(is_async),
-        max_concurrency(concurrency_bound) {}
+        max_concurrency(concurrency_bound),
+        options(std::move(options_text)) {}
   op_identity(const op_identity&) = delete;
   op_identity& operator=(const op_identity&) = delete;
   virtual ~op_identity() = default;
@@ -49,6 +50,9 @@ struct op_identity {
   const bool async;
   /// xcs::max_concurrency's bound, or 0.
   const std::uint32_t max_concurrency;
+  /// The op's options as explain() shows them ("blocking, timeout 200 ms, retry 3 attempts
+  /// from 20 ms, rate_limit 18/s burst 5"); empty without any.
+  const std::string options;
 };
 
 /// How a node runs, type-erased: `invoke(fn, inputs, n, out)` calls the op on `n` typed inputs
