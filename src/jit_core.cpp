@@ -223,7 +223,10 @@ finished_run jit_core::run_plan(const call_ticket& t, std::span<const void* cons
 }
 
 finished_run::~finished_run() {
-  if (home_) home_->runs.give(run_);
+  if (!home_) return;
+  // A timed-out attempt may still run after a call that succeeded: the run is then left
+  // behind, and keeps the plan its nodes read (the entry may go before they end).
+  home_->runs.give(run_, run_->unfinished() ? home_->compiled : nullptr);
 }
 
 void* finished_run::value(value_id v) const { return run_->value(v); }
