@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "monitor.hpp"
+#include "timer.hpp"
 #include "xcs/detail/call_limits.hpp"
 #include "xcs/detail/concurrency_limit.hpp"
 #include "xcs/detail/token_source.hpp"
@@ -161,6 +162,31 @@ direct_instance::direct_instance(op_runtime& p, const call_limits* limits, doubl
             }
           }(),
           p)) {}
+
+void direct_timeout::arm() {
+  // The instance's token: its own source, stopped at the timeout or by the call's stop.
+  source_ = std::stop_source();
+  token_ = source_.get_token();
+  std::stop_token outer = current_stop_token();
+  if (outer.stop_possible()) outer_.emplace(outer, relay{&source_});
+  scope_.emplace(&token_);
+  due_ = std::chrono::steady_clock::now() + std::chrono::nanoseconds(p_.policy->timeout_ns);
+  timer_ = add_timer(due_, &expire, this, 0);
+}
+
+void direct_timeout::disarm() noexcept {
+  cancel_timer(timer_);  // waits for expire() if it runs now
+}
+
+void direct_timeout::expire(void* self, std::uint64_t) noexcept {
+  static_cast<direct_timeout*>(self)->source_.request_stop();
+}
+
+void direct_timeout::check_due() const {
+  if (std::chrono::steady_clock::now() < due_) return;
+  throw timeout_error(fmt::format("xcs: op '{}' timed out after {}", p_.name,
+                                  describe_ns(static_cast<std::int64_t>(p_.policy->timeout_ns))));
+}
 
 bool direct_backoff(const op_runtime& p, std::uint32_t attempts, const call_limits* limits) {
   const auto wait = std::chrono::nanoseconds(p.policy->backoff_ns(attempts));

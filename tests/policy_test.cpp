@@ -357,6 +357,54 @@ TEST(PolicyTest, DirectCallsRetryAndTakeTokens) {
   EXPECT_LT(limiter.available(), 0.5);  // three attempts, three tokens
 }
 
+TEST(PolicyTest, DirectRetriesGetTheArgumentsAsGivenNotMovedFrom) {
+  std::vector<std::string> seen;
+  auto keep = xcs::op(
+      "keep",
+      [&seen](std::string s) {
+        seen.push_back(std::move(s));
+        if (seen.size() < 3) throw std::runtime_error("again");
+        return seen.size();
+      },
+      xcs::retry(3, 1ms));
+  EXPECT_EQ(keep(std::string("a long enough string not to fit the small buffer")), 3u);
+  ASSERT_EQ(seen.size(), 3u);
+  for (const auto& s : seen) EXPECT_EQ(s, "a long enough string not to fit the small buffer");
+}
+
+TEST(PolicyTest, DirectCallsOfAnOpWithATimeoutStopItAndFailWithTimeoutError) {
+  // A direct call cannot leave the op behind: stop is requested at the timeout, and the
+  // instance fails with timeout_error when it returns, as a jitted call's would.
+  std::atomic<bool> saw_stop{false};
+  auto slow = xcs::op(
+      "slow",
+      [&saw_stop](int v, std::stop_token stop) {
+        for (auto until = steady::now() + 5s; steady::now() < until && !stop.stop_requested();) {
+          sleep_ms(1);
+        }
+        saw_stop = stop.stop_requested();
+        if (saw_stop) throw std::runtime_error("aborted");  // what a client would throw
+        return v;
+      },
+      xcs::timeout(50ms));
+  const auto t0 = steady::now();
+  EXPECT_THROW((void)slow(1), xcs::timeout_error);
+  EXPECT_TRUE(saw_stop.load());
+  EXPECT_LT(ms_since(t0), 50.0 + 500.0);
+  auto quick = xcs::op(
+      "quick", [](int v) { return v; }, xcs::timeout(1s));
+  EXPECT_EQ(quick(7), 7);
+  // An op that ignores its stop returns late: its result is discarded.
+  auto stubborn = xcs::op(
+      "stubborn",
+      [](int v) {
+        sleep_ms(80);
+        return v;
+      },
+      xcs::timeout(20ms));
+  EXPECT_THROW((void)stubborn(1), xcs::timeout_error);
+}
+
 TEST(PolicyTest, ExplainShowsEachOpsOptions) {
   xcs::rate_limiter limiter(18, 5);
   auto fetch = xcs::op(

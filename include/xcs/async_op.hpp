@@ -300,7 +300,23 @@ class async_op_fn {
       auto once = [&]() -> R {
         // Tokens, then a permit held until the completion.
         detail::direct_instance instance(*state_, limits, direct_tokens(a...));
-        return detail::call_async<R>(state_->fn, *state_, a...);
+        detail::direct_timeout timeout(*state_);  // stops the work at its timeout
+        auto call = [&]() -> R {
+          try {
+            return detail::call_async<R>(state_->fn, *state_, a...);
+          } catch (...) {
+            timeout.check();
+            throw;
+          }
+        };
+        if constexpr (std::is_void_v<R>) {
+          call();
+          timeout.check();
+        } else {
+          R r = call();
+          timeout.check();
+          return r;
+        }
       };
       if constexpr (std::is_void_v<R>) {
         detail::direct_attempts(*state_, limits, once);

@@ -45,8 +45,10 @@ inline max_concurrency_t max_concurrency(std::uint32_t n) {
 /// Option for `xcs::op` and `xcs::async_op`: an instance that has not finished `d` after it
 /// started fails with `xcs::timeout_error`. Stop is requested on its token, and the call does
 /// not wait for it: its late result or exception is discarded (an async op's late completion
-/// has no effect). Applies in jitted calls; a direct call runs the op on its own thread and
-/// cannot leave it. `d` must be above zero (checked when the op is made).
+/// has no effect). A direct call (and so a fallback call) runs the op on its own thread and
+/// cannot leave it: there stop is requested at the timeout, and an instance that returns after
+/// it fails with `xcs::timeout_error` when it returns. `d` must be above zero (checked when
+/// the op is made).
 struct timeout_t {
   std::int64_t ns;
 };
@@ -250,7 +252,34 @@ class op_fn {
       using R = detail::op_call_result_t<Fn&, A&&...>;
       auto once = [&]() -> R {
         detail::direct_instance instance(*state_, limits, direct_tokens(a...));
-        return detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
+        detail::direct_timeout timeout(*state_);
+        // Whatever the op's end, past its timeout the instance failed with timeout_error.
+        auto call = [&]() -> R {
+          try {
+            if constexpr (detail::op_invocable_v<Fn&, A&...>) {
+              // Retried: each attempt gets the arguments as given, none moved from.
+              if (state_->policy && state_->policy->max_attempts > 1) {
+                return detail::invoke_with_stop(state_->fn, a...);
+              }
+            }
+            return detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
+          } catch (...) {
+            timeout.check();
+            throw;
+          }
+        };
+        if constexpr (std::is_void_v<R>) {
+          call();
+          timeout.check();
+        } else if constexpr (std::is_reference_v<R>) {
+          R r = call();
+          timeout.check();
+          return static_cast<R>(r);
+        } else {
+          R r = call();
+          timeout.check();
+          return r;
+        }
       };
       if constexpr (std::is_void_v<R>) {
         detail::direct_attempts(*state_, limits, once);

@@ -3,12 +3,16 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
+#include <stop_token>
 #include <string>
 
+#include "xcs/detail/call_limits.hpp"
 #include "xcs/detail/graph.hpp"
 
 namespace xcs::detail {
@@ -107,6 +111,45 @@ class direct_instance {
 
  private:
   direct_permit permit_;
+};
+
+/// The timeout of one instance of a direct call of `p` (xcs::timeout), which has no thread to
+/// leave the op on: at the timeout, stop is requested on the instance's token (the op's
+/// trailing std::stop_token, joined with the call's own stop), and an instance that returns
+/// after its timeout fails with xcs::timeout_error, its result discarded, as in a jitted call.
+/// Does nothing for an op without a timeout.
+class direct_timeout {
+ public:
+  explicit direct_timeout(const op_runtime& p) : p_(p) {
+    if (p.policy && p.policy->timeout_ns) arm();
+  }
+  ~direct_timeout() {
+    if (timer_) disarm();
+  }
+  direct_timeout(const direct_timeout&) = delete;
+  direct_timeout& operator=(const direct_timeout&) = delete;
+  /// After the op returned: throws xcs::timeout_error if its timeout had passed.
+  void check() const {
+    if (timer_) check_due();
+  }
+
+ private:
+  void arm();
+  void disarm() noexcept;
+  void check_due() const;
+  static void expire(void* self, std::uint64_t) noexcept;
+  struct relay {
+    std::stop_source* s;
+    void operator()() const noexcept { s->request_stop(); }
+  };
+
+  const op_runtime& p_;
+  std::uint64_t timer_ = 0;
+  std::chrono::steady_clock::time_point due_;
+  std::stop_source source_{std::nostopstate};
+  std::stop_token token_;
+  std::optional<std::stop_callback<relay>> outer_;  // the call's stop, relayed
+  std::optional<instance_stop_scope> scope_;
 };
 
 /// Checks the tokens an instance of `p` asks for; throws xcs::error naming the op and value.
