@@ -112,6 +112,23 @@ llm::client_options AsyncServerTest::options(long timeout_ms) const {
   return o;
 }
 
+std::optional<llm::access_entry> await_log_entry(const llm::local_server& server,
+                                                 std::string_view uri, int status,
+                                                 std::chrono::milliseconds within) {
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  for (;;) {
+    for (const llm::access_entry& e : server.access_log()) {
+      if (e.uri == uri && e.status == status) return e;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(2ms);
+  }
+}
+
+std::int64_t wall_ms(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
 void expect_same_error(const std::optional<llm::llm_error>& direct,
                        const std::optional<llm::llm_error>& other) {
   ASSERT_TRUE(direct.has_value());

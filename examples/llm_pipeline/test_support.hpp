@@ -8,11 +8,13 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -76,6 +78,17 @@ std::optional<llm::llm_error> llm_error_of(Fn&& fn) {
   }
   return std::nullopt;
 }
+
+/// The first line of `server`'s access log for `uri` with `status`, polled every 2 ms for up
+/// to `within` (nginx writes a line when a request ends, which for a request its client
+/// abandoned is when nginx notices the close); nullopt if none came.
+std::optional<llm::access_entry> await_log_entry(const llm::local_server& server,
+                                                 std::string_view uri, int status,
+                                                 std::chrono::milliseconds within);
+
+/// Milliseconds on nginx's clock ($msec, the wall clock) at `t`, to compare with an access
+/// log entry's end_ms.
+std::int64_t wall_ms(std::chrono::system_clock::time_point t);
 
 /// Both are set, and are the same failure: kind, status and message.
 void expect_same_error(const std::optional<llm::llm_error>& direct,

@@ -1,0 +1,221 @@
+// SPDX-License-Identifier: MIT
+// A stop token reaches the request: the blocking and the async client end a request to a
+// server that never answers within a few milliseconds of the stop, with failure::cancelled,
+// and nginx sees the client go (499 in its access log); the async client's callback runs
+// exactly once however a stop races the reply and the client's destruction.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <memory>
+#include <optional>
+#include <stop_token>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "async_client.hpp"
+#include "llm_client.hpp"
+#include "local_server.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using namespace llm_test;
+using steady = std::chrono::steady_clock;
+
+// How long a request to the hung endpoint runs before its stop, and how soon after the stop
+// it must have ended: a few ms on a quiet machine, bounded generously for a loaded 2-core one.
+// Not 200 ms: curl drives a waiting transfer by itself at 200 ms (then once a second), which
+// would end it on time even if the stop did not wake curl.
+constexpr auto kStopAfter = 250ms;
+constexpr double kEndsWithinMs = 100;
+
+double ms_between(steady::time_point from, steady::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+class CancelTest : public AsyncServerTest {
+ protected:
+  std::string cancelled_message() const {
+    return "llm request to " + server_->hung_url() + " was cancelled";
+  }
+
+  /// nginx logged the request to the hung endpoint that its client abandoned: 499, having run
+  /// about kStopAfter, written soon after the stop made at `stopped` (wall clock). Prints when.
+  void expect_logged_as_abandoned(std::chrono::system_clock::time_point stopped) const {
+    std::optional<llm::access_entry> entry =
+        await_log_entry(*server_, llm::local_server::hung_path, 499, 2000ms);
+    ASSERT_TRUE(entry.has_value()) << "no 499 for " << llm::local_server::hung_path;
+    const std::int64_t logged_after_stop_ms = entry->end_ms - wall_ms(stopped);
+    EXPECT_GE(entry->duration_ms, std::chrono::milliseconds(kStopAfter).count() * 9 / 10);
+    EXPECT_LT(logged_after_stop_ms, kEndsWithinMs);
+    std::printf("nginx logged 499 after %lld ms (%lld ms after the stop, on its ms clock)\n",
+                static_cast<long long>(entry->duration_ms),
+                static_cast<long long>(logged_after_stop_ms));
+  }
+};
+
+TEST_F(CancelTest, BlockingRequestEndsSoonAfterTheStop) {
+  llm::client api(options());
+  std::stop_source source;
+  steady::time_point stopped;
+  std::chrono::system_clock::time_point stopped_wall;
+  const steady::time_point started = steady::now();
+  std::thread stopper([&] {
+    std::this_thread::sleep_until(started + kStopAfter);
+    stopped_wall = std::chrono::system_clock::now();
+    stopped = steady::now();
+    source.request_stop();
+  });
+  auto error =
+      llm_error_of([&] { api.complete(server_->hung_url(), prompt(0, 1), source.get_token()); });
+  const steady::time_point ended = steady::now();
+  stopper.join();
+
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->kind(), llm::failure::cancelled) << error->what();
+  EXPECT_EQ(error->status(), 0);
+  EXPECT_EQ(error->what(), cancelled_message());
+  EXPECT_EQ(api.in_flight(), 0);
+  const double after_stop_ms = ms_between(stopped, ended);
+  EXPECT_GE(after_stop_ms, 0);
+  EXPECT_LT(after_stop_ms, kEndsWithinMs);
+  std::printf("blocking: ended %.2f ms after the stop (%.1f ms after the start)\n", after_stop_ms,
+              ms_between(started, ended));
+  expect_logged_as_abandoned(stopped_wall);
+}
+
+TEST_F(CancelTest, AsyncRequestEndsSoonAfterTheStop) {
+  std::optional<llm::async_client> api(std::in_place, options());
+  std::stop_source source;
+  std::atomic<int> calls{0};
+  std::promise<std::pair<steady::time_point, llm::reply_or_error>> ended;
+  auto result = ended.get_future();
+  const steady::time_point started = steady::now();
+  api->start(
+      server_->hung_url(), prompt(0, 1),
+      [&](llm::reply_or_error r) {
+        if (calls.fetch_add(1) == 0) ended.set_value({steady::now(), std::move(r)});
+      },
+      source.get_token());
+  while (api->in_flight() == 0 && steady::now() < started + kStopAfter) {
+    std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_EQ(api->in_flight(), 1) << "the request never reached the multi handle";
+  std::this_thread::sleep_until(started + kStopAfter);
+  const auto stopped_wall = std::chrono::system_clock::now();
+  const steady::time_point stopped = steady::now();
+  source.request_stop();
+  ASSERT_EQ(result.wait_for(2s), std::future_status::ready) << "no callback after the stop";
+  auto [at, reply] = result.get();
+  const double after_stop_ms = ms_between(stopped, at);
+  EXPECT_EQ(api->in_flight(), 0);
+  api.reset();  // the event thread has ended: no later callback can come
+  EXPECT_EQ(calls.load(), 1);
+
+  auto error = llm_error_of([&] { std::move(reply).value(); });
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->kind(), llm::failure::cancelled) << error->what();
+  EXPECT_EQ(error->status(), 0);
+  EXPECT_EQ(error->what(), cancelled_message());  // the blocking client's message
+  EXPECT_GE(after_stop_ms, 0);
+  EXPECT_LT(after_stop_ms, kEndsWithinMs);
+  std::printf("async: ended %.2f ms after the stop (%.1f ms after the start)\n", after_stop_ms,
+              ms_between(started, at));
+  expect_logged_as_abandoned(stopped_wall);
+}
+
+TEST_F(CancelTest, AStoppedTokenSendsNothing) {
+  std::stop_source source;
+  source.request_stop();
+  llm::client blocking(options());
+  llm::async_client async(options());
+  const std::uint64_t served_before = server_->status().requests;
+  auto direct = llm_error_of(
+      [&] { blocking.complete(server_->chat_url(), prompt(0, 1), source.get_token()); });
+  auto via_multi =
+      llm_error_of([&] { async.complete(server_->chat_url(), prompt(0, 1), source.get_token()); });
+  expect_same_error(direct, via_multi);
+  ASSERT_TRUE(direct.has_value());
+  EXPECT_EQ(direct->kind(), llm::failure::cancelled);
+  EXPECT_EQ(blocking.requests(), 0u);
+  EXPECT_EQ(async.requests(), 0u);
+  // Only the two status requests reached the server.
+  EXPECT_EQ(server_->status().requests, served_before + 1);
+}
+
+TEST_F(CancelTest, AStopFromACallbackEndsAnotherRequest) {
+  llm::async_client api(options());
+  std::stop_source source;
+  reply_board board(2);
+  api.start(server_->hung_url(), prompt(0, 2), board.callback(0), source.get_token());
+  // On the event thread: the stop callback posts the cancel to the thread that runs it.
+  api.start(prompt(1, 2), [&source, inner = board.callback(1)](llm::reply_or_error r) mutable {
+    source.request_stop();
+    inner(std::move(r));
+  });
+  board.wait_counting_threads();
+  EXPECT_EQ(board.text(1), expected_member_answer("q", 1, 2));
+  auto error = llm_error_of([&] { board.text(0); });
+  ASSERT_TRUE(error.has_value());
+  EXPECT_EQ(error->kind(), llm::failure::cancelled) << error->what();
+  EXPECT_EQ(api.in_flight(), 0);
+}
+
+// Stops land around when the replies do, from four threads, and the client is destroyed in
+// the middle of them: each request ends once, as a reply, a cancel or the client's end.
+TEST_F(CancelTest, EachCallbackRunsOnceWhenStopsRaceRepliesAndTheClientsEnd) {
+  constexpr int kRounds = 3, kRequests = 100, kStoppers = 4;
+  const std::string destroyed = "failed: the client was destroyed";
+  int replies = 0, cancels = 0, ends = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    std::vector<std::stop_source> sources(kRequests);
+    auto calls = std::make_unique<std::atomic<int>[]>(kRequests);
+    std::vector<llm::reply_or_error> results(kRequests);
+    std::optional<llm::async_client> api(std::in_place, options());
+    const steady::time_point started = steady::now();
+    for (int i = 0; i < kRequests; ++i) {
+      api->start(
+          prompt(i, kRequests),
+          [&, i](llm::reply_or_error r) {
+            if (calls[i].fetch_add(1) == 0) results[i] = std::move(r);
+          },
+          sources[i].get_token());
+    }
+    // Request i is stopped at 70 + 60 i / kRequests ms: before, among and after the replies,
+    // which arrive from kAsyncDelayMs on, and the client's end, at kAsyncDelayMs + 15 ms.
+    std::vector<std::thread> stoppers;
+    for (int t = 0; t < kStoppers; ++t) {
+      stoppers.emplace_back([&, t] {
+        for (int i = t; i < kRequests; i += kStoppers) {
+          std::this_thread::sleep_until(started + 70ms + 60ms * i / kRequests);
+          sources[i].request_stop();
+        }
+      });
+    }
+    std::this_thread::sleep_until(started + std::chrono::milliseconds(kAsyncDelayMs) + 15ms);
+    api.reset();
+    for (std::thread& t : stoppers) t.join();
+
+    for (int i = 0; i < kRequests; ++i) {
+      ASSERT_EQ(calls[i].load(), 1) << "request " << i << " of round " << round;
+      auto error = llm_error_of([&] {
+        EXPECT_EQ(std::move(results[i]).value(), expected_member_answer("q", i, kRequests));
+      });
+      if (!error) {
+        ++replies;
+      } else if (error->kind() == llm::failure::cancelled) {
+        ++cancels;
+      } else {
+        EXPECT_NE(std::string(error->what()).find(destroyed), std::string::npos) << error->what();
+        ++ends;
+      }
+    }
+  }
+  std::printf("%d requests: %d replies, %d cancelled, %d ended with the client\n",
+              kRounds * kRequests, replies, cancels, ends);
+}
+
+}  // namespace
