@@ -42,14 +42,16 @@ class CancelTest : public AsyncServerTest {
     return "llm request to " + server_->hung_url() + " was cancelled";
   }
 
-  /// nginx logged the request to the hung endpoint that its client abandoned: 499, having run
-  /// about kStopAfter, written soon after the stop made at `stopped` (wall clock). Prints when.
+  /// nginx logged the request to the hung endpoint that its client abandoned: 499, written
+  /// soon after the stop made at `stopped` (wall clock). Prints when.
   void expect_logged_as_abandoned(std::chrono::system_clock::time_point stopped) const {
     std::optional<llm::access_entry> entry =
         await_log_entry(*server_, llm::local_server::hung_path, 499, 2000ms);
     ASSERT_TRUE(entry.has_value()) << "no 499 for " << llm::local_server::hung_path;
     const std::int64_t logged_after_stop_ms = entry->end_ms - wall_ms(stopped);
-    EXPECT_GE(entry->duration_ms, std::chrono::milliseconds(kStopAfter).count() * 9 / 10);
+    // Ended by the stop, not before it (1 ms for the two clocks' rounding). How long it ran
+    // at nginx is not checked: on a loaded machine the request reaches nginx late.
+    EXPECT_GE(logged_after_stop_ms, -1);
     EXPECT_LT(logged_after_stop_ms, kEndsWithinMs);
     std::printf("nginx logged 499 after %lld ms (%lld ms after the stop, on its ms clock)\n",
                 static_cast<long long>(entry->duration_ms),
