@@ -36,10 +36,32 @@ double ms_between(steady::time_point from, steady::time_point to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
 
+// When a stop was requested, on the steady clock and on nginx's (the wall clock).
+struct stop_moment {
+  steady::time_point at;
+  std::chrono::system_clock::time_point wall;
+  static stop_moment now() { return {steady::now(), std::chrono::system_clock::now()}; }
+};
+
 class CancelTest : public AsyncServerTest {
  protected:
-  std::string cancelled_message() const {
-    return "llm request to " + server_->hung_url() + " was cancelled";
+  /// A request to the hung endpoint, started at `started` and stopped at `stop`, ended at
+  /// `ended` with `error`: cancelled, within kEndsWithinMs of the stop, and nginx logged it as
+  /// abandoned. Prints how soon it ended.
+  void expect_ended_by_the_stop(const char* client, const std::optional<llm::llm_error>& error,
+                                steady::time_point started, const stop_moment& stop,
+                                steady::time_point ended) const {
+    ASSERT_TRUE(error.has_value());
+    EXPECT_EQ(error->kind(), llm::failure::cancelled) << error->what();
+    EXPECT_EQ(error->status(), 0);
+    // The same message from both clients.
+    EXPECT_EQ(error->what(), "llm request to " + server_->hung_url() + " was cancelled");
+    const double after_stop_ms = ms_between(stop.at, ended);
+    EXPECT_GE(after_stop_ms, 0);
+    EXPECT_LT(after_stop_ms, kEndsWithinMs);
+    std::printf("%s: ended %.2f ms after the stop (%.1f ms after the start)\n", client,
+                after_stop_ms, ms_between(started, ended));
+    expect_logged_as_abandoned(stop.wall);
   }
 
   /// nginx logged the request to the hung endpoint that its client abandoned: 499, written
@@ -62,44 +84,32 @@ class CancelTest : public AsyncServerTest {
 TEST_F(CancelTest, BlockingRequestEndsSoonAfterTheStop) {
   llm::client api(options());
   std::stop_source source;
-  steady::time_point stopped;
-  std::chrono::system_clock::time_point stopped_wall;
+  stop_moment stop;
   const steady::time_point started = steady::now();
   std::thread stopper([&] {
     std::this_thread::sleep_until(started + kStopAfter);
-    stopped_wall = std::chrono::system_clock::now();
-    stopped = steady::now();
+    stop = stop_moment::now();
     source.request_stop();
   });
   auto error =
       llm_error_of([&] { api.complete(server_->hung_url(), prompt(0, 1), source.get_token()); });
   const steady::time_point ended = steady::now();
   stopper.join();
-
-  ASSERT_TRUE(error.has_value());
-  EXPECT_EQ(error->kind(), llm::failure::cancelled) << error->what();
-  EXPECT_EQ(error->status(), 0);
-  EXPECT_EQ(error->what(), cancelled_message());
   EXPECT_EQ(api.in_flight(), 0);
-  const double after_stop_ms = ms_between(stopped, ended);
-  EXPECT_GE(after_stop_ms, 0);
-  EXPECT_LT(after_stop_ms, kEndsWithinMs);
-  std::printf("blocking: ended %.2f ms after the stop (%.1f ms after the start)\n", after_stop_ms,
-              ms_between(started, ended));
-  expect_logged_as_abandoned(stopped_wall);
+  expect_ended_by_the_stop("blocking", error, started, stop, ended);
 }
 
 TEST_F(CancelTest, AsyncRequestEndsSoonAfterTheStop) {
   std::optional<llm::async_client> api(std::in_place, options());
   std::stop_source source;
   std::atomic<int> calls{0};
-  std::promise<std::pair<steady::time_point, llm::reply_or_error>> ended;
-  auto result = ended.get_future();
+  std::promise<std::pair<steady::time_point, llm::reply_or_error>> outcome;
+  auto result = outcome.get_future();
   const steady::time_point started = steady::now();
   api->start(
       server_->hung_url(), prompt(0, 1),
       [&](llm::reply_or_error r) {
-        if (calls.fetch_add(1) == 0) ended.set_value({steady::now(), std::move(r)});
+        if (calls.fetch_add(1) == 0) outcome.set_value({steady::now(), std::move(r)});
       },
       source.get_token());
   while (api->in_flight() == 0 && steady::now() < started + kStopAfter) {
@@ -107,26 +117,15 @@ TEST_F(CancelTest, AsyncRequestEndsSoonAfterTheStop) {
   }
   ASSERT_EQ(api->in_flight(), 1) << "the request never reached the multi handle";
   std::this_thread::sleep_until(started + kStopAfter);
-  const auto stopped_wall = std::chrono::system_clock::now();
-  const steady::time_point stopped = steady::now();
+  const stop_moment stop = stop_moment::now();
   source.request_stop();
   ASSERT_EQ(result.wait_for(2s), std::future_status::ready) << "no callback after the stop";
-  auto [at, reply] = result.get();
-  const double after_stop_ms = ms_between(stopped, at);
+  auto [ended, reply] = result.get();
   EXPECT_EQ(api->in_flight(), 0);
   api.reset();  // the event thread has ended: no later callback can come
   EXPECT_EQ(calls.load(), 1);
-
   auto error = llm_error_of([&] { std::move(reply).value(); });
-  ASSERT_TRUE(error.has_value());
-  EXPECT_EQ(error->kind(), llm::failure::cancelled) << error->what();
-  EXPECT_EQ(error->status(), 0);
-  EXPECT_EQ(error->what(), cancelled_message());  // the blocking client's message
-  EXPECT_GE(after_stop_ms, 0);
-  EXPECT_LT(after_stop_ms, kEndsWithinMs);
-  std::printf("async: ended %.2f ms after the stop (%.1f ms after the start)\n", after_stop_ms,
-              ms_between(started, at));
-  expect_logged_as_abandoned(stopped_wall);
+  expect_ended_by_the_stop("async", error, started, stop, ended);
 }
 
 TEST_F(CancelTest, AStoppedTokenSendsNothing) {
