@@ -72,7 +72,7 @@ class reply_callback {
 ///
 /// A request started with a stop token ends when a stop is requested on it: the event thread
 /// takes the request out of the multi handle, which closes its connection, and calls its
-/// callback with `failure::cancelled`, within about a millisecond of the stop when the event
+/// callback with `failure::cancelled`, within a few milliseconds of the stop when the event
 /// thread is free. Whatever races (the stop, the reply, the client's destruction), the callback
 /// runs exactly once, with whichever came first to the event thread.
 ///

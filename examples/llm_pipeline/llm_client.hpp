@@ -60,7 +60,7 @@ class client {
   std::string complete(const std::string& url, const std::string& prompt) const {
     return complete(url, prompt, std::stop_token{});
   }
-  /// The same, and a stop requested on `stop` ends the request within about a millisecond,
+  /// The same, and a stop requested on `stop` ends the request within a few milliseconds,
   /// wherever it is (connecting, sending, waiting for the reply), closing its connection; it
   /// then throws `llm_error` with `failure::cancelled`. A token stopped already sends nothing.
   ///
