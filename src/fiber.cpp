@@ -3,6 +3,8 @@
 // them (found from the compiler's own macros, so a user's -fsanitize flags count too).
 #include "fiber.hpp"
 
+#include "xcs/detail/call_limits.hpp"
+
 #include <boost/context/protected_fixedsize_stack.hpp>
 #include <exception>
 
@@ -197,6 +199,9 @@ boost::context::fiber fiber_worker::loop_main(boost::context::fiber&& from) {
 
 void fiber_worker::suspend(fiber_waiter& w) {
   fiber_context next = take_loop();
+  // What this context runs for (its trace, its call's limits) goes with it: the work the
+  // worker turns to meanwhile starts clean.
+  const fiber_locals mine = fiber_locals::take();
   ++suspended_;
   g_suspensions.fetch_add(1, std::memory_order_relaxed);
   switch_to(std::move(next), [&w, this](fiber_context&& me) {
@@ -210,6 +215,7 @@ void fiber_worker::suspend(fiber_waiter& w) {
   });
   // Resumed by run_ready on this thread.
   --suspended_;
+  fiber_locals::put(mine);
 }
 
 void fiber_worker::signal(fiber_waiter& w) noexcept {

@@ -243,4 +243,11 @@ std::string graph::dot(std::span<const std::vector<node_id>> groups) const {
   return out;
 }
 
+void graph::keep_alive(std::vector<std::shared_ptr<const void>>& out) const {
+  out.insert(out.end(), constants_.begin(), constants_.end());
+  for (const node& n : nodes_) {
+    if (n.op) out.push_back(n.op);
+  }
+}
+
 }  // namespace xcs::detail

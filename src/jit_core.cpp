@@ -195,10 +195,16 @@ void jit_core::publish_fallback(call_ticket& t, const signature& sig, fallback_c
 
 // ---- running ------------------------------------------------------------------------------
 
-finished_run jit_core::run_plan(const call_ticket& t, std::span<const void* const> args) {
+finished_run jit_core::run_plan(const call_ticket& t, std::span<const void* const> args,
+                                const arg_copier* copier) {
   cache_entry& e = *t.entry;
   run* r = e.runs.take([&] { return new run(*e.compiled); });
-  r->reset(e.compiled->ir(), args, e.counters, nullptr);
+  try {
+    r->reset(e.compiled->ir(), args, copier, e.counters, nullptr);
+  } catch (...) {
+    e.runs.give(r);  // no thread or memory for the deadline's timer
+    throw;
+  }
   auto record = [&] {
     call_counters& mine = impl_->mine();
     mine.plan_runs.fetch_add(1, std::memory_order_relaxed);
@@ -208,8 +214,8 @@ finished_run jit_core::run_plan(const call_ticket& t, std::span<const void* cons
   try {
     r->run_to_end();
   } catch (...) {
-    record();  // an op threw: the run still counts
-    e.runs.give(r);
+    record();  // an op threw, or the call stopped: the run still counts
+    e.runs.give(r, e.compiled);
     throw;
   }
   record();
@@ -221,6 +227,11 @@ finished_run::~finished_run() {
 }
 
 void* finished_run::value(value_id v) const { return run_->value(v); }
+
+void jit_core::count_stopped(bool deadline) noexcept {
+  (deadline ? impl_->deadline_exceeded_calls : impl_->cancelled_calls)
+      .fetch_add(1, std::memory_order_relaxed);
+}
 
 void jit_core::count_direct(const call_ticket& t) {
   impl_->mine().fallback_calls.fetch_add(1, std::memory_order_relaxed);
@@ -346,6 +357,8 @@ xcs::stats jit_core::stats() const {
   s.traces = m.traces.load(std::memory_order_relaxed);
   s.retraces = m.retraces.load(std::memory_order_relaxed);
   s.evictions = m.evictions.load(std::memory_order_relaxed);
+  s.deadline_exceeded_calls = m.deadline_exceeded_calls.load(std::memory_order_relaxed);
+  s.cancelled_calls = m.cancelled_calls.load(std::memory_order_relaxed);
   s.fallback_calls = m.sum(&call_counters::fallback_calls);
   s.plan_runs = m.sum(&call_counters::plan_runs);
   s.staged_calls = m.sum(&call_counters::staged_calls);

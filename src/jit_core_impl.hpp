@@ -49,7 +49,10 @@ class run_pool {
     }
     return make();
   }
-  void give(run* r) noexcept {
+  /// Takes `r` back, or, if nodes of its call still run (an early end), leaves it to the
+  /// reaper with `keep` (what they may use).
+  void give(run* r, std::shared_ptr<const void> keep = nullptr) noexcept {
+    if (r->leave_behind(std::move(keep))) return;
     r->destroy_results();
     run* empty = nullptr;
     if (cached_.compare_exchange_strong(empty, r, std::memory_order_release)) return;
@@ -134,7 +137,8 @@ struct jit_core::impl {
     return t;
   }
   // Counters of rare events: relaxed, read only for reporting.
-  std::atomic<std::uint64_t> traces{0}, retraces{0}, evictions{0};
+  std::atomic<std::uint64_t> traces{0}, retraces{0}, evictions{0}, deadline_exceeded_calls{0},
+      cancelled_calls{0};
   std::atomic<bool> optimized{false};
   std::atomic<bool> serial_read_named{false};  // the first serial read's line is taken
 

@@ -5,6 +5,7 @@
 #include "run.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <thread>
 #include <utility>
 
@@ -125,9 +126,11 @@ void run::share(std::uint64_t queued_ns, wake when) noexcept {
 bool run::must_skip(node_id n) const noexcept {
   // The direct call would never reach a node after the first thrower, nor one whose inputs
   // were not computed, nor one the body abandoned by catching an earlier node's exception.
+  // Nor, once the call has stopped (a deadline, a cancellation, an early end), any node.
   return n > first_error_.load(std::memory_order_acquire) ||
          n < abandon_below_.load(std::memory_order_acquire) ||
-         nodes_[n].bad_input.load(std::memory_order_acquire);
+         nodes_[n].bad_input.load(std::memory_order_acquire) ||
+         stopped_.load(std::memory_order_acquire) != not_stopped;
 }
 
 void run::run_chain(node_id n, chain_policy policy) noexcept {
@@ -147,6 +150,7 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
         helpers_inside.fetch_sub(1, std::memory_order_relaxed);
       }
       if (!plan_) note_started(s);
+      if (info(n).kernel->wants_stop) arm_stop(n);
       if (info(n).kernel->start) {
         n = start_async(n);  // holds its permit, if any, until its completion
         continue;
@@ -157,7 +161,9 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
       if (policy == chain_policy::needed && s.mark != read_mark_ && holds_thread_long(n)) {
         lane = true;
       }
-      if (lane && !on_blocking_lane()) {
+      // The owner of a bounded call runs no op: it must be free to return at the deadline.
+      const bool free_owner = op && policy == chain_policy::no_ops;
+      if ((lane && !on_blocking_lane()) || free_owner) {
         offload(n, limit);
         return;
       }
@@ -194,6 +200,15 @@ void run::execute(node_id n) noexcept {
     s.outcome.store(o, std::memory_order_release);
     return;
   }
+  // A jitted call the op makes inherits the call's limits; the op's token is its instance's.
+  std::optional<limits_scope> inherit;
+  if (bounded_) inherit.emplace(&inherited_);
+  std::stop_token token;
+  std::optional<instance_stop_scope> instance;
+  if (ni.kernel->wants_stop) {
+    token = s.stop.get_token();
+    instance.emplace(&token);
+  }
   op_watch watch(ni.op);
   const std::uint32_t est = ni.op->est_ns.load(std::memory_order_relaxed);
   const bool measure_cpu = est == 0 || est >= kMeasureCpuNs || on_blocking_lane();
@@ -214,12 +229,73 @@ void run::execute(node_id n) noexcept {
 
 void run::record_error(node_id n, std::exception_ptr e) noexcept {
   // Node ids are program order: the lowest thrower's exception is the direct call's.
-  std::lock_guard lock(error_mutex_);
-  if (n < abandon_below_.load(std::memory_order_relaxed)) return;  // the body moved past it
-  if (n < first_error_.load(std::memory_order_relaxed)) {
+  {
+    std::lock_guard lock(error_mutex_);
+    if (n < abandon_below_.load(std::memory_order_relaxed)) return;  // the body moved past it
+    if (n >= first_error_.load(std::memory_order_relaxed)) return;
     error_ = std::move(e);
-    first_error_.store(n, std::memory_order_release);
+    // seq_cst: pairs with the owner's park (see run_waiter), which this may end (fail fast).
+    first_error_.store(n, std::memory_order_seq_cst);
   }
+  // Fail fast: what comes after the thrower is not needed any more.
+  request_stops(n + 1);
+  owner_.wake_if_parked();
+}
+
+// ---- stops --------------------------------------------------------------------------------
+
+void run::arm_stop(node_id n) noexcept {
+  node_state& s = nodes_[n];
+  std::lock_guard lock(error_mutex_);
+  try {
+    s.stop = std::stop_source();
+    stoppable_.push_back(n);
+  } catch (...) {
+    s.stop = std::stop_source(std::nostopstate);  // no memory: the instance gets no token
+    return;
+  }
+  // A node that starts while the stop of the call or of its place is being decided: its
+  // token is requested already (no callback can be registered on it yet).
+  if (stopped_.load(std::memory_order_relaxed) != not_stopped ||
+      n > first_error_.load(std::memory_order_relaxed)) {
+    s.stop.request_stop();
+  }
+}
+
+void run::request_stops(node_id from) noexcept {
+  // The requests run the ops' stop callbacks, which may complete an op (and so take
+  // error_mutex_): they are made outside the lock, on copies of the sources.
+  std::stop_source some[16];
+  std::size_t at = 0;
+  for (;;) {
+    std::size_t got = 0;
+    {
+      std::lock_guard lock(error_mutex_);
+      for (; at < stoppable_.size() && got < std::size(some); ++at) {
+        node_id n = stoppable_[at];
+        if (n >= from) some[got++] = nodes_[n].stop;
+      }
+    }
+    for (std::size_t i = 0; i < got; ++i) some[i].request_stop();
+    if (got < std::size(some)) return;
+  }
+}
+
+void run::stop(stop_kind why) noexcept {
+  if (stopped_.load(std::memory_order_acquire) != not_stopped) return;
+  // Where the call stopped: its first node not yet done. An op's exception before it is one
+  // the direct call would have thrown before the stop; one after it may come of the stop.
+  const std::uint32_t known = queue_capacity_.load(std::memory_order_acquire) / kQueueCellsPerNode;
+  node_id point = 0;
+  while (point < known && is_final(nodes_[point].outcome.load(std::memory_order_acquire))) ++point;
+  stop_point_.store(point, std::memory_order_relaxed);
+  std::uint8_t none = not_stopped;
+  if (!stopped_.compare_exchange_strong(none, why, std::memory_order_seq_cst)) return;
+  request_stops(0);
+  // The jitted calls made inside its ops stop too: at the deadline by their own timers (they
+  // inherited it, and throw deadline_exceeded), otherwise through the inherited token.
+  if (why != deadline_passed && call_stop_.stop_possible()) call_stop_.request_stop();
+  owner_.wake_if_parked();  // after the seq_cst exchange (see run_waiter)
 }
 
 node_id run::start_async(node_id n) noexcept {
@@ -228,7 +304,14 @@ node_id run::start_async(node_id n) noexcept {
   a.prepare(*this, ni.op, nodes_[n].out, n, ticks());
   // The completion may come from any thread: it counts as a helper until it has settled.
   helpers_inside.fetch_add(1, std::memory_order_relaxed);
-  ni.kernel->start(ni.fn, &inputs_[ni.first_input], a);
+  {
+    // The completion takes the instance's token (completion::stop_token()).
+    std::optional<limits_scope> inherit;
+    if (bounded_) inherit.emplace(&inherited_);
+    std::stop_token token = nodes_[n].stop.get_token();
+    instance_stop_scope instance(&token);
+    ni.kernel->start(ni.fn, &inputs_[ni.first_input], a);
+  }
   ni.op->learn_start(ticks_to_ns(ticks() - a.t0));  // before arriving: `a` may settle after
   if (!a.arrive()) return no_id;  // settle() finishes it, on the completing thread
   // Completed (or failed, or dropped) before the start returned: on as after a plain op. The
@@ -380,20 +463,29 @@ void run::permit_granted(std::uint32_t n) noexcept {
 
 // ---- the owner's side ---------------------------------------------------------------------
 
+bool run::error_settled() noexcept {
+  while (settled_prefix_ < count_ &&
+         is_final(nodes_[settled_prefix_].outcome.load(std::memory_order_acquire))) {
+    ++settled_prefix_;
+  }
+  std::uint32_t f = first_error_.load(std::memory_order_seq_cst);
+  return f != no_id && settled_prefix_ >= f;
+}
+
 bool run::waited_for(wait_for what, node_id n) noexcept {
+  if (what == wait_for::all_nodes) return remaining_.load(std::memory_order_seq_cst) == 0;
+  if (stopped_.load(std::memory_order_seq_cst) != not_stopped) return true;
   switch (what) {
-    case wait_for::all_nodes:
-      return remaining_.load(std::memory_order_seq_cst) == 0;
     case wait_for::node:
-      return is_final(nodes_[n].outcome.load(std::memory_order_acquire));
-    case wait_for::first_error_settled: {
-      while (settled_prefix_ < count_ &&
-             is_final(nodes_[settled_prefix_].outcome.load(std::memory_order_acquire))) {
-        ++settled_prefix_;
-      }
-      std::uint32_t f = first_error_.load(std::memory_order_acquire);
-      return f == no_id || settled_prefix_ >= f;
-    }
+      // Or, failing fast, once an error before it is settled: the direct call threw there.
+      return is_final(nodes_[n].outcome.load(std::memory_order_acquire)) ||
+             (first_error_.load(std::memory_order_seq_cst) < n && error_settled());
+    case wait_for::first_error_settled:
+      return first_error_.load(std::memory_order_seq_cst) == no_id || error_settled();
+    case wait_for::end:
+      return remaining_.load(std::memory_order_seq_cst) == 0 || error_settled();
+    case wait_for::all_nodes:
+      break;
   }
   return true;
 }
@@ -410,14 +502,27 @@ void run::owner_wait(chain_policy policy, wait_for what, node_id n) noexcept {
     // it waits for those before an error) or of the last node. On a CPU worker the fiber is
     // suspended; elsewhere the thread sleeps, and a parked owner holds no core, so the
     // monitor may add a worker.
-    const node_id target = what == wait_for::first_error_settled ? settled_prefix_ : n;
+    // A wait that an error decides (fail fast) waits for the first unsettled node once
+    // there is one; record_error() and stop() wake the owner too.
+    const node_id error_seen = first_error_.load(std::memory_order_seq_cst);
+    node_id target = n;
+    if (what == wait_for::first_error_settled || (what == wait_for::end && error_seen != no_id) ||
+        (what == wait_for::node && error_seen < n)) {
+      target = settled_prefix_;
+    } else if (what == wait_for::end) {
+      target = no_id;
+    }
     awaited_.store(target, std::memory_order_seq_cst);
     owner_.park([&] {
-      // The seq_cst load orders the check after the parked flag (see finish()).
+      // The seq_cst loads order the checks after the parked flag (see finish()).
       const bool all_done = remaining_.load(std::memory_order_seq_cst) == 0;
       if (has_work() || all_done) return false;
-      return what == wait_for::all_nodes ||
-             !is_final(nodes_[target].outcome.load(std::memory_order_acquire));
+      if (what == wait_for::all_nodes) return true;
+      if (stopped_.load(std::memory_order_seq_cst) != not_stopped ||
+          first_error_.load(std::memory_order_seq_cst) != error_seen) {
+        return false;
+      }
+      return target == no_id || !is_final(nodes_[target].outcome.load(std::memory_order_acquire));
     });
     awaited_.store(no_id, std::memory_order_relaxed);
   }
@@ -433,6 +538,7 @@ void run::leave_pool() noexcept {
 }
 
 void run::run_to_end() {
+  const chain_policy policy = bounded_ ? chain_policy::no_ops : chain_policy::any;
   const auto roots = plan_->roots();
   std::uint64_t queued_ns = 0;
   for (std::size_t i = 1; i < roots.size(); ++i) {
@@ -440,14 +546,55 @@ void run::run_to_end() {
     queued_ns += estimate(roots[i]);
   }
   if (roots.size() > 1) share(queued_ns + estimate(roots[0]), wake::if_worth);
-  if (!roots.empty()) run_chain(roots[0], chain_policy::any);
-  owner_wait(chain_policy::any, wait_for::all_nodes, no_id);
-  leave_pool();
-  account();
-  if (error_) {
-    std::exception_ptr e = std::exchange(error_, nullptr);
-    std::rethrow_exception(e);
+  if (!roots.empty()) run_chain(roots[0], policy);
+  owner_wait(policy, wait_for::end, no_id);
+  if (std::exception_ptr e = end_call()) std::rethrow_exception(e);
+}
+
+std::exception_ptr run::end_call() noexcept {
+  disarm_limits();
+  if (remaining_.load(std::memory_order_seq_cst) != 0) {
+    // An early end: nothing more starts, and what runs is asked to stop. Only a bounded call
+    // leaves ops behind, and only with its own copy of the arguments: the user asked for a
+    // deadline or a stop, and an op stuck in user code must not hold the call. An unbounded
+    // call (fail fast) waits for the ops it asked to stop, as the direct call never returns
+    // with work of its own still running: its ops may use what the caller frees next.
+    stop(ended);
+    if (!bounded_ || !detachable_) owner_wait(chain_policy::any, wait_for::all_nodes, no_id);
   }
+  // An abandoned run leaves the pool later, from the reaper: a worker may be stuck in an op.
+  if (remaining_.load(std::memory_order_seq_cst) == 0) leave_pool();
+  account();
+  return end_error();
+}
+
+bool run::op_error_wins() noexcept {
+  if (!error_settled()) return false;
+  const std::uint8_t why = stopped_.load(std::memory_order_acquire);
+  return (why != deadline_passed && why != stop_requested) ||
+         first_error_.load(std::memory_order_seq_cst) < stop_point_.load(std::memory_order_relaxed);
+}
+
+std::exception_ptr run::end_error() noexcept {
+  // An op's exception that the direct call would have reached wins over the stop.
+  if (op_error_wins()) {
+    std::lock_guard lock(error_mutex_);
+    return std::exchange(error_, nullptr);
+  }
+  try {
+    switch (stopped_.load(std::memory_order_acquire)) {
+      case deadline_passed:
+        throw_deadline_exceeded("the call");
+      case stop_requested:
+        throw_cancelled("the call");
+      default:
+        break;
+    }
+  } catch (...) {
+    return std::current_exception();
+  }
+  std::lock_guard lock(error_mutex_);
+  return std::exchange(error_, nullptr);
 }
 
 }  // namespace xcs::detail

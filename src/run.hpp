@@ -10,13 +10,17 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
+#include <stop_token>
 #include <vector>
 
 #include "grow_array.hpp"
 #include "pool.hpp"
 #include "run_waiter.hpp"
+#include "xcs/detail/arg_copy.hpp"
 #include "xcs/detail/async.hpp"
+#include "xcs/detail/call_limits.hpp"
 #include "xcs/detail/concurrency_limit.hpp"
 #include "xcs/detail/graph.hpp"
 #include "xcs/detail/op_runtime.hpp"
@@ -38,10 +42,17 @@ struct run_times {
 /// One call's run. Runs are reused: a plan keeps its runs in its cache entry, and a staged
 /// signature keeps its own, so a cached call allocates nothing here.
 ///
-/// The node lifecycle (`run_chain`): skip rule -> concurrency permit -> async start, blocking
-/// lane or run here -> conclude -> release successors -> finish. Exceptions follow the direct
-/// call: a node after the first thrower in program order does not start; the run rethrows that
-/// thrower's exception (the same object) once every node before it has finished.
+/// The node lifecycle (`run_chain`): skip rule -> concurrency permit -> stop token -> async
+/// start, blocking lane or run here -> conclude -> release successors -> finish. Exceptions
+/// follow the direct call: a node after the first thrower in program order does not start;
+/// the run rethrows that thrower's exception (the same object) as soon as every node before it
+/// has finished (fail fast), and the nodes still running after it are asked to stop.
+///
+/// A bounded call (a deadline or a stop token, its own or inherited) ends at the deadline or
+/// stop: no node starts after it, running ones are asked to stop, and the owner, which runs no
+/// op itself in such a call (they go to the lane), returns at once. A call that ends with
+/// nodes still running leaves them behind: the run holds its own copy of the arguments, so
+/// `abandon` hands it to the reaper, which frees it once its last node is done.
 ///
 /// A staged call adds three things, all on the owner's thread: `append` links a new node to
 /// its producers (lock-free: a producer's successor list is closed when it finishes), a read
@@ -64,7 +75,12 @@ class run final : public job, public permit_waiter, public async_sink {
   /// Prepares a call on `args` (plan runs: `g` is the plan's graph; staged runs: the trace's,
   /// which grows while the call runs). Each node's run is added to `counters[node]` where
   /// not null, or, for a staged run, to `ops`.
-  void reset(const graph& g, std::span<const void* const> args,
+  /// Prepares a call on `args` (plan runs: `g` is the plan's graph; staged runs: the trace's,
+  /// which grows while the call runs). The run copies the arguments with `copier` (null:
+  /// they are not copyable, and it reads the caller's). Each node's run is added to
+  /// `counters[node]` where not null, or, for a staged run, to `ops`. Takes the calling
+  /// thread's limits (call_limits::current()): a bounded call arms its deadline and stop.
+  void reset(const graph& g, std::span<const void* const> args, const arg_copier* copier,
              std::span<op_counters* const> counters, op_table* ops);
 
   /// Plan runs, owner: runs every node with the pool's help and rethrows the first error.
@@ -88,8 +104,20 @@ class run final : public job, public permit_waiter, public async_sink {
   /// Reads that found their value not yet computed.
   std::uint64_t syncs() const noexcept { return syncs_; }
   std::uint32_t node_count() const noexcept { return count_; }
-  /// Owner, after the run: destroys the results the nodes constructed.
+  /// Owner, after the run: destroys the results the nodes constructed (and the arguments'
+  /// copy).
   void destroy_results() noexcept;
+  /// Owner, after the run: nodes of the call are still running or queued (it ended early: a
+  /// deadline, a stop, or a failure known before they finished).
+  bool unfinished() const noexcept { return remaining_.load(std::memory_order_acquire) != 0; }
+  /// Owner, after the call, before the run is reused: if nodes of the call still run (an
+  /// early end), keeps `keep` (a plan's run: the plan) and, for a staged run, the graph's
+  /// constants and ops alive, and hands the run to the reaper, which frees it once its last
+  /// node is done: true, and the caller never touches it again. Otherwise (or with no memory
+  /// for that: then it waits for its nodes) makes sure the run has left the pool: false.
+  bool leave_behind(std::shared_ptr<const void> keep) noexcept;
+  /// The reaper's turn: skips what is queued; true once the run may be freed.
+  bool reap() noexcept;
 
   // job
   bool has_work() const noexcept override;
@@ -109,17 +137,18 @@ class run final : public job, public permit_waiter, public async_sink {
   struct node_state {
     std::atomic<std::uint32_t> join{0};  // producers not yet finished (+1 while appending)
     std::atomic<std::uint8_t> outcome{0};
-    std::atomic<bool> bad_input{false};      // a producer threw, was skipped or abandoned
-    bool holds_permit = false;               // of its op's concurrency limit
-    bool counted_in_flight = false;          // staged runs: counted in in_flight_
-    std::uint32_t mark = 0;                  // owner only: == read_mark_ while a read needs it
-    std::uint32_t linked_to = no_id;         // owner only: the last node appended after this one
-    std::uint32_t depth = 1;                 // owner only: the longest chain ending here
-    std::uint64_t ticks = 0;                 // how long it ran (see clock.hpp)
-    std::uint64_t cpu_ns = 0;                // its thread CPU time, when measured (else 0)
-    void* out = nullptr;                     // its result (null for void)
-    async_slot* async = nullptr;             // for an async op's node
-    std::atomic<edge*> successors{nullptr};  // staged runs; closed when the node finishes
+    std::atomic<bool> bad_input{false};       // a producer threw, was skipped or abandoned
+    bool holds_permit = false;                // of its op's concurrency limit
+    bool counted_in_flight = false;           // staged runs: counted in in_flight_
+    std::uint32_t mark = 0;                   // owner only: == read_mark_ while a read needs it
+    std::uint32_t linked_to = no_id;          // owner only: the last node appended after this one
+    std::uint32_t depth = 1;                  // owner only: the longest chain ending here
+    std::uint64_t ticks = 0;                  // how long it ran (see clock.hpp)
+    std::uint64_t cpu_ns = 0;                 // its thread CPU time, when measured (else 0)
+    void* out = nullptr;                      // its result (null for void)
+    async_slot* async = nullptr;              // for an async op's node
+    std::stop_source stop{std::nostopstate};  // its instance's, if its op takes a token
+    std::atomic<edge*> successors{nullptr};   // staged runs; closed when the node finishes
   };
   /// A node's outcome (node_state::outcome).
   enum outcome : std::uint8_t {
@@ -135,8 +164,16 @@ class run final : public job, public permit_waiter, public async_sink {
   static constexpr std::uint32_t kQueueCellsPerNode = 2;
 
   /// What a chain runs on this thread: any node, or (the owner in a read) what the read
-  /// needs and what is cheap; an op that would hold the owner long goes to the lane.
-  enum class chain_policy : std::uint8_t { any, needed };
+  /// needs and what is cheap, an op that would hold the owner long going to the lane; or
+  /// (the owner of a bounded call, which must be free to return at its deadline) no op.
+  enum class chain_policy : std::uint8_t { any, needed, no_ops };
+  /// How a call stopped (stopped_).
+  enum stop_kind : std::uint8_t {
+    not_stopped = 0,
+    deadline_passed = 1,
+    stop_requested = 2,
+    ended = 3,  // the owner left early (fail fast): nothing more starts
+  };
   struct chunk {
     std::unique_ptr<std::byte[]> bytes;
     std::size_t size;
@@ -174,9 +211,35 @@ class run final : public job, public permit_waiter, public async_sink {
   void finish(node_id n) noexcept;
   void record_error(node_id n, std::exception_ptr e) noexcept;
 
+  // Stops.
+  /// Gives node `n` its instance's stop source (already requested if the node is doomed).
+  void arm_stop(node_id n) noexcept;
+  /// Ends the call for `why`: no node starts from now on, running ones are asked to stop.
+  void stop(stop_kind why) noexcept;
+  /// Asks the instances of nodes `from` and after to stop.
+  void request_stops(node_id from) noexcept;
+  /// Bounded calls: arms the deadline's timer and the stop token's callback, and undoes it.
+  void arm_limits(const call_limits& l);
+  void disarm_limits() noexcept;
+  /// The owner at the end of a call: an early end stops what is left; leaves the pool unless
+  /// nodes still run, accounts, and returns the exception the call ends with.
+  std::exception_ptr end_call() noexcept;
+  /// The first op's error if it is settled (the direct call would have reached it), else the
+  /// stop's (a deadline or a cancellation), else the error, if any.
+  std::exception_ptr end_error() noexcept;
+  /// Owner: every node before the first error has finished (false if there is none).
+  bool error_settled() noexcept;
+  /// Owner: the first error is settled and, if the call stopped at a deadline or a stop, it
+  /// comes before the point where it stopped: the direct call would have thrown it.
+  bool op_error_wins() noexcept;
+  void copy_args(std::span<const void* const> args, const arg_copier* copier) noexcept;
+
   // The owner's side.
   /// What the owner waits for: every node, node `n`, or every node before the first error.
-  enum class wait_for : std::uint8_t { all_nodes, node, first_error_settled };
+  /// What the owner waits for: every node, node `n`, or every node before the first error;
+  /// or the call's end (every node, or a settled first error: fail fast). Each wait also
+  /// ends when the call stops.
+  enum class wait_for : std::uint8_t { all_nodes, node, first_error_settled, end };
   bool waited_for(wait_for what, node_id n) noexcept;
   /// Runs ready nodes until `what` holds; parks in between, woken by the end of the node it
   /// waits for or of the last node.
@@ -223,6 +286,31 @@ class run final : public job, public permit_waiter, public async_sink {
   alignas(64) run_waiter owner_;
   std::atomic<node_id> awaited_{no_id};  // seq_cst: the node whose end wakes the owner
   std::atomic<bool> offered_{false};
+  alignas(64) std::atomic<std::uint8_t> stopped_{not_stopped};  // seq_cst (see stop())
+  std::atomic<node_id> stop_point_{no_id};  // the first node not done when the call stopped
+
+  // Bounded calls (a deadline or a stop token), and early ends.
+  struct stop_relay {
+    run* r;
+    void operator()() const noexcept { r->stop(stop_requested); }
+  };
+  bool bounded_ = false;
+  bool detachable_ = false;  // the arguments are the run's own copy
+  call_limits limits_;       // the call's
+  call_limits inherited_;    // what a jitted call made inside one of its ops inherits
+  std::stop_source call_stop_{std::nostopstate};  // requested when the call stops
+  std::optional<std::stop_callback<stop_relay>> on_stop_;
+  std::uint64_t deadline_timer_ = 0;
+  std::vector<node_id> stoppable_;        // under error_mutex_: nodes given a stop source
+  std::unique_ptr<std::byte[]> arg_buf_;  // the arguments' copy
+  std::size_t arg_cap_ = 0;
+  const arg_copier* arg_held_ = nullptr;  // the copier whose copy is at arg_at_
+  void* arg_at_ = nullptr;
+  std::vector<const void*> arg_ptrs_;
+  std::vector<std::shared_ptr<const void>> kept_;  // abandoned: what its nodes may still use
+
+ public:
+  run* reap_next_ = nullptr;  // the reaper's list (reaper.cpp)
 
   // Owner only.
   std::uint32_t read_mark_ = 0;

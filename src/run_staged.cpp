@@ -145,16 +145,21 @@ const void* run::wait_value(value_id v, bool& serial) {
   if (!waited_for(wait_for::node, p)) {
     ++syncs_;
     serial = mark_ancestors(p);
-    owner_wait(chain_policy::needed, wait_for::node, p);
+    owner_wait(bounded_ ? chain_policy::no_ops : chain_policy::needed, wait_for::node, p);
   }
   read_from_ = count_;
   if (nodes_[p].outcome.load(std::memory_order_acquire) == constructed) {
     catch_up_values();
     return addr_[v];
   }
-  // The value cannot be computed. The direct call would have thrown at the first thrower in
-  // program order, which may be a node still running before the one seen: wait for those.
-  owner_wait(chain_policy::any, wait_for::first_error_settled, no_id);
+  // The value cannot be computed (or is not yet, and the call stopped or failed before it).
+  // The direct call would have thrown at the first thrower in program order, which may be a
+  // node still running before the one seen: wait for those.
+  owner_wait(bounded_ ? chain_policy::no_ops : chain_policy::any, wait_for::first_error_settled,
+             no_id);
+  if (stopped_.load(std::memory_order_acquire) != not_stopped && !op_error_wins()) {
+    std::rethrow_exception(end_error());  // the deadline's or the cancellation's
+  }
   deliver();
 }
 
@@ -175,11 +180,8 @@ void run::deliver() {
 }
 
 std::exception_ptr run::drain() noexcept {
-  owner_wait(chain_policy::any, wait_for::all_nodes, no_id);
-  leave_pool();
-  account();
-  std::lock_guard lock(error_mutex_);
-  return first_error_.load(std::memory_order_relaxed) == no_id ? nullptr : error_;
+  owner_wait(bounded_ ? chain_policy::no_ops : chain_policy::any, wait_for::end, no_id);
+  return end_call();
 }
 
 }  // namespace xcs::detail

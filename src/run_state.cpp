@@ -8,6 +8,7 @@
 
 #include "clock.hpp"
 #include "run.hpp"
+#include "timer.hpp"
 #include "xcs/detail/op_table.hpp"
 
 namespace xcs::detail {
@@ -100,10 +101,14 @@ std::byte* run::allocate_storage(std::size_t size, std::size_t align) {
   return out;
 }
 
-void run::reset(const graph& g, std::span<const void* const> args,
+void run::reset(const graph& g, std::span<const void* const> args, const arg_copier* copier,
                 std::span<op_counters* const> counters, op_table* ops) {
   graph_ = &g;
-  args_ = args;
+  // A bounded call may leave ops behind: it reads its own copy of the arguments.
+  const call_limits* limits = call_limits::current();
+  bounded_ = limits && limits->bounded();
+  copy_args(args, bounded_ ? copier : nullptr);
+  args = args_;
   counters_ = counters;
   ops_ = ops;
   // Only the cells the last call wrote need clearing.
@@ -113,6 +118,13 @@ void run::reset(const graph& g, std::span<const void* const> args,
   tail_.store(0, std::memory_order_relaxed);
   first_error_.store(no_id, std::memory_order_relaxed);
   abandon_below_.store(0, std::memory_order_relaxed);
+  stopped_.store(not_stopped, std::memory_order_relaxed);
+  stop_point_.store(no_id, std::memory_order_relaxed);
+  settled_prefix_ = 0;
+  for (node_id n : stoppable_) nodes_[n].stop = std::stop_source(std::nostopstate);
+  stoppable_.clear();
+  if (bounded_) arm_limits(*limits);  // may stop the call at once
+
   in_flight_.store(0, std::memory_order_relaxed);
   peak_in_flight_.store(0, std::memory_order_relaxed);
   error_ = nullptr;
@@ -184,7 +196,8 @@ void run::account() noexcept {
   const double ns_per = ns_per_tick();
   for (std::uint32_t i = 0; i < count_; ++i) {
     const node_state& s = nodes_[i];
-    std::uint8_t o = s.outcome.load(std::memory_order_relaxed);
+    // Acquire: an early end accounts while nodes may still be finishing.
+    std::uint8_t o = s.outcome.load(std::memory_order_acquire);
     if (o == pending || o == skipped) continue;
     auto d = static_cast<std::uint64_t>(static_cast<double>(s.ticks) * ns_per);
     op_runtime* op = info(i).op;
@@ -227,7 +240,57 @@ void run::account() noexcept {
   times_.deepest = deepest_;
 }
 
+// ---- bounded calls ------------------------------------------------------------------------
+
+void run::arm_limits(const call_limits& l) {
+  limits_ = l;
+  call_stop_ = std::stop_source();
+  inherited_ = call_limits{l.deadline, call_stop_.get_token()};
+  bounded_ = true;
+  // Either may stop the call at once (a stop already requested, a deadline already passed).
+  if (l.stop.stop_possible()) on_stop_.emplace(l.stop, stop_relay{this});
+  if (l.deadline != steady_time::max()) {
+    deadline_timer_ = add_timer(
+        l.deadline,
+        +[](void* r, std::uint64_t) noexcept { static_cast<run*>(r)->stop(deadline_passed); }, this,
+        0);
+  }
+}
+
+void run::disarm_limits() noexcept {
+  if (!bounded_) return;
+  // Both wait for a stop that is being made (it is short): then no stop comes any more.
+  if (deadline_timer_) cancel_timer(std::exchange(deadline_timer_, 0));
+  on_stop_.reset();
+}
+
+void run::copy_args(std::span<const void* const> args, const arg_copier* copier) noexcept {
+  args_ = args;
+  detachable_ = false;
+  if (arg_held_) std::exchange(arg_held_, nullptr)->destroy(arg_at_);
+  if (!copier) return;
+  try {
+    const std::size_t need = copier->size + copier->align;
+    if (arg_cap_ < need) {
+      arg_buf_.reset(new std::byte[need]);
+      arg_cap_ = need;
+    }
+    auto at = reinterpret_cast<std::uintptr_t>(arg_buf_.get());
+    at = (at + copier->align - 1) / copier->align * copier->align;
+    arg_ptrs_.resize(args.size());
+    copier->copy(reinterpret_cast<void*>(at), args.data(), arg_ptrs_.data());
+    arg_held_ = copier;
+    arg_at_ = reinterpret_cast<void*>(at);
+    args_ = arg_ptrs_;
+    detachable_ = true;
+  } catch (...) {
+    // No memory, or a copy constructor threw: the run reads the caller's arguments, and an
+    // early end waits for the ops still running.
+  }
+}
+
 void run::destroy_results() noexcept {
+  if (arg_held_) std::exchange(arg_held_, nullptr)->destroy(arg_at_);
   for (std::uint32_t i = 0; i < count_; ++i) {
     node_state& s = nodes_[i];
     if (s.outcome.load(std::memory_order_relaxed) == constructed) {

@@ -42,7 +42,7 @@ void staged_call::went_staged(const trace_context& ctx) {
   ctx_ = &ctx;
   cache_entry& e = *ticket_.entry;
   run_ = e.runs.take([] { return new run(); });
-  run_->reset(ctx.ir(), args_, {}, &core_.impl_->ops);
+  run_->reset(ctx.ir(), args_, copier_, {}, &core_.impl_->ops);
   for (node_id n = 0; n < ctx.ir().nodes().size(); ++n) run_->append(n);
   if (ticket_.kind != call_kind::trace) return;
   // The first call of the signature: the calls waiting for its trace run staged too, at once.
@@ -103,6 +103,12 @@ std::exception_ptr staged_call::drain() noexcept {
   const std::size_t nodes = ctx_->ir().nodes().size();
   m.mine().serial_reads.fetch_add(serial_reads_, std::memory_order_relaxed);
   m.record_staged(*run_, nodes, nodes == 0 && first_of_signature_);
+  // Nodes still running (the call stopped or failed fast): the run is left behind now, while
+  // the trace's graph, whose constants and ops they may use, is still here to keep.
+  if (run_->leave_behind(nullptr)) {
+    run_ = nullptr;
+    return drained_;
+  }
   auto& hint = ticket_.entry->staged_nodes;
   if (hint.load(std::memory_order_relaxed) != nodes) {
     hint.store(static_cast<std::uint32_t>(nodes), std::memory_order_relaxed);

@@ -27,6 +27,10 @@ trace_context::scope::~scope() { t_current = saved_; }
 untraced_scope::untraced_scope() noexcept : saved_(std::exchange(t_current, nullptr)) {}
 untraced_scope::~untraced_scope() { t_current = saved_; }
 
+trace_context* exchange_current_trace(trace_context* ctx) noexcept {
+  return std::exchange(t_current, ctx);
+}
+
 trace_context::trace_context(trace_mode mode, trace_sink* sink) : mode_(mode), sink_(sink) {
   if (mode == trace_mode::staged) {
     mode_ = trace_mode::recording;

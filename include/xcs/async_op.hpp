@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "xcs/detail/async.hpp"
+#include "xcs/detail/call_limits.hpp"
 #include "xcs/detail/op_runtime.hpp"
 #include "xcs/detail/record.hpp"
 #include "xcs/detail/trace_context.hpp"
@@ -31,11 +32,13 @@ namespace detail {
 /// What every completion shares: its slot, the second-call and drop rules, and fail().
 class completion_base {
  public:
-  completion_base(completion_base&& o) noexcept : slot_(std::exchange(o.slot_, nullptr)) {}
+  completion_base(completion_base&& o) noexcept
+      : slot_(std::exchange(o.slot_, nullptr)), stop_(o.stop_) {}
   completion_base& operator=(completion_base&& o) noexcept {
     if (this != &o) {
       drop();
       slot_ = std::exchange(o.slot_, nullptr);
+      stop_ = o.stop_;
     }
     return *this;
   }
@@ -53,9 +56,14 @@ class completion_base {
   }
   /// True until the completion is called, failed or moved from.
   bool pending() const noexcept { return slot_ != nullptr; }
+  /// The op instance's stop token: stop is requested at the call's deadline or cancellation,
+  /// at the op's timeout, and when an op before it in program order failed. Register a
+  /// `std::stop_callback` on it to abort the work. It belongs to the instance: a moved-to
+  /// completion has it too, and it stays valid after the completion is called.
+  std::stop_token stop_token() const noexcept { return stop_; }
 
  protected:
-  explicit completion_base(async_slot& s) noexcept : slot_(&s) {}
+  explicit completion_base(async_slot& s) noexcept : slot_(&s), stop_(current_stop_token()) {}
   /// The slot, taken: later calls find none.
   async_slot* take() noexcept { return std::exchange(slot_, nullptr); }
 
@@ -67,6 +75,7 @@ class completion_base {
     }
   }
   async_slot* slot_;
+  std::stop_token stop_;
 };
 
 /// Makes completions (their constructor is not public).
@@ -142,8 +151,9 @@ struct async_kernel {
       s.start_error = std::current_exception();
     }
   }
-  /// The run engine always starts an async node through `start`: `invoke` is null.
-  static inline const kernel value = make_kernel<R>(nullptr, &start);
+  /// The run engine always starts an async node through `start`: `invoke` is null. Every
+  /// instance gets a stop token, for its completion's stop_token().
+  static inline const kernel value = make_kernel<R>(nullptr, &start, true);
 };
 
 /// The result type of an async op's function, read off its last parameter,

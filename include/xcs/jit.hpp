@@ -3,17 +3,21 @@
 // plan] -> run -> result, or, for a body that reads its values, a staged run.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <memory>
 #include <optional>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 
+#include "xcs/detail/call_limits.hpp"
 #include "xcs/detail/jit_core.hpp"
 #include "xcs/detail/record.hpp"
 #include "xcs/detail/result.hpp"
@@ -24,6 +28,9 @@
 #include "xcs/traced.hpp"
 
 namespace xcs {
+
+template <class F>
+class bounded_call;
 
 namespace detail {
 
@@ -123,6 +130,24 @@ class jitted {
 
   /// A snapshot of what this function (and its copies) did. Thread-safe.
   xcs::stats stats() const { return s_->core.stats(); }
+
+  /// This function with a deadline: each call of the result must be done within `d` of its
+  /// start, or it throws `xcs::deadline_exceeded`. No op starts after the deadline, running
+  /// ops are asked to stop (through their `std::stop_token`) and abandoned, and the call
+  /// returns at once. A jitted call made inside one of its ops inherits what is left of it.
+  /// A fallback call runs the body directly: there the deadline is checked at each op's start
+  /// and end. Throws xcs::error for a `d` that is not above zero.
+  ///
+  ///     std::string a = pipeline.with_deadline(std::chrono::seconds(2))(question);
+  template <class Rep, class Period>
+  bounded_call<F> with_deadline(std::chrono::duration<Rep, Period> d) const {
+    return bounded_call<F>(*this).with_deadline(d);
+  }
+  /// This function under a stop token: each call of the result throws `xcs::cancelled` when
+  /// stop is requested on `t` before it is done, as `with_deadline` does at its deadline.
+  bounded_call<F> with_stop_token(std::stop_token t) const {
+    return bounded_call<F>(*this).with_stop_token(std::move(t));
+  }
 
   /// A dry run for `args`' signature: traces without running any op (and without touching the
   /// cache) and reports the signature, whether it is cached, the IR listing, the parallel
@@ -226,8 +251,22 @@ class jitted {
     }
   }
 
+  /// A call with plain arguments; counts the ones that end by a deadline or a stop.
   template <class... Args>
   decltype(auto) call(Args&&... args) const {
+    try {
+      return call_here(std::forward<Args>(args)...);
+    } catch (const deadline_exceeded&) {
+      s_->core.count_stopped(true);
+      throw;
+    } catch (const cancelled&) {
+      s_->core.count_stopped(false);
+      throw;
+    }
+  }
+
+  template <class... Args>
+  decltype(auto) call_here(Args&&... args) const {
     using R = std::invoke_result_t<F&, Args&&...>;
     std::optional<detail::untraced_scope> outside;
     if (auto* ctx = detail::trace_context::current()) {
@@ -243,7 +282,7 @@ class jitted {
       const void* ptrs[sizeof...(Args) + 1] = {std::addressof(args)...};
       const std::span<const void* const> arg_ptrs(ptrs, sizeof...(Args));
       if (t.kind == detail::call_kind::plan) {
-        detail::finished_run r = core.run_plan(t, arg_ptrs);
+        detail::finished_run r = core.run_plan(t, arg_ptrs, detail::copier_of<Args...>());
         return detail::build_result<R>(r.recipe(), r);
       }
       if (t.kind == detail::call_kind::trace || t.kind == detail::call_kind::staged) {
@@ -265,7 +304,7 @@ class jitted {
   R run_traced(detail::call_ticket& t, const detail::signature& sig,
                std::span<const void* const> arg_ptrs, Args&&... args) const {
     detail::jit_core& core = s_->core;
-    detail::staged_call staged(core, t, sig, arg_ptrs);
+    detail::staged_call staged(core, t, sig, arg_ptrs, detail::copier_of<Args...>());
     detail::trace_context ctx(t.kind == detail::call_kind::staged ? detail::trace_mode::staged
                                                                   : detail::trace_mode::recording,
                               &staged);
@@ -277,7 +316,7 @@ class jitted {
       if (o.finished && o.why.empty()) {
         core.publish_trace(t, sig, detail::trace_output{std::move(ctx.ir()), std::move(recipe)});
         if (t.kind == detail::call_kind::plan) {
-          detail::finished_run r = core.run_plan(t, arg_ptrs);
+          detail::finished_run r = core.run_plan(t, arg_ptrs, detail::copier_of<Args...>());
           return detail::build_result<R>(r.recipe(), r);
         }
       } else {
@@ -357,6 +396,58 @@ class jitted {
   }
 
   std::shared_ptr<state> s_;
+};
+
+/// A jitted function with a deadline and/or a stop token for each of its calls (see
+/// `jitted::with_deadline` and `jitted::with_stop_token`). Takes the function's arguments and
+/// returns what it returns. Copies share the function; thread-safe.
+template <class F>
+class bounded_call {
+ public:
+  explicit bounded_call(jitted<F> f) : f_(std::move(f)) {}
+
+  /// The same with a deadline of `d` from each call's start (the shorter one, if it has one).
+  template <class Rep, class Period>
+  bounded_call with_deadline(std::chrono::duration<Rep, Period> d) const {
+    if (!(d > d.zero())) {
+      throw error(
+          "xcs: with_deadline: the deadline must be above zero (got " +
+          detail::describe_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()) +
+          ")");
+    }
+    bounded_call b = *this;
+    // Longer than a century is no deadline (and would overflow the clock).
+    constexpr auto forever = std::chrono::hours(24 * 365 * 100);
+    const auto ns = d >= forever ? std::chrono::nanoseconds(forever)
+                                 : std::chrono::duration_cast<std::chrono::nanoseconds>(d);
+    b.timeout_ = b.timeout_ ? std::min(*b.timeout_, ns) : ns;
+    return b;
+  }
+  /// The same under stop token `t` (in place of one it had).
+  bounded_call with_stop_token(std::stop_token t) const {
+    bounded_call b = *this;
+    b.stop_ = std::move(t);
+    return b;
+  }
+
+  /// Calls the function within the limits, and within those of the call this thread works
+  /// for (an op of a bounded call that makes a jitted call).
+  template <class... Args>
+  decltype(auto) operator()(Args&&... args) const {
+    const detail::call_limits* outer = detail::call_limits::current();
+    detail::call_limits mine;
+    if (timeout_) mine.deadline = std::chrono::steady_clock::now() + *timeout_;
+    if (outer && outer->deadline < mine.deadline) mine.deadline = outer->deadline;
+    detail::joined_stop stop(stop_, outer ? outer->stop : std::stop_token());
+    mine.stop = stop.token();
+    detail::limits_scope scope(&mine);
+    return f_(std::forward<Args>(args)...);
+  }
+
+ private:
+  jitted<F> f_;
+  std::optional<std::chrono::nanoseconds> timeout_;
+  std::stop_token stop_;
 };
 
 /// Wraps `f` into a jitted function. See `jitted`.

@@ -42,16 +42,17 @@ namespace detail {
 /// their values, const or not (a callable or parameter that is not const has its own message).
 /// An op call that fails this fails at the caller's line.
 template <class Fn, class... A>
-concept op_takes_arguments =
-    (!(is_trace_input_v<A> || ...) && std::is_invocable_v<Fn&, A&&...>) ||
-    std::is_invocable_v<Fn&, input_type_t<A>&...> || std::is_invocable_v<Fn&, input_type_t<A>&&...>;
+concept op_takes_arguments = (!(is_trace_input_v<A> || ...) &&
+                              detail::op_invocable_v<Fn&, A&&...>) ||
+                             detail::op_invocable_v<Fn&, input_type_t<A>&...> ||
+                             detail::op_invocable_v<Fn&, input_type_t<A>&&...>;
 
 /// The result type of an op call that `op_takes_arguments` allows, decayed.
 template <class Fn, class... A>
 using loose_op_result_t =
-    std::decay_t<typename std::conditional_t<std::is_invocable_v<Fn&, input_type_t<A>&...>,
-                                             std::invoke_result<Fn&, input_type_t<A>&...>,
-                                             std::invoke_result<Fn&, input_type_t<A>&&...>>::type>;
+    std::decay_t<typename std::conditional_t<op_invocable_v<Fn&, input_type_t<A>&...>,
+                                             op_call_result<Fn&, input_type_t<A>&...>,
+                                             op_call_result<Fn&, input_type_t<A>&&...>>::type>;
 
 // Misuses of an op. Each is a function keyed on the callable alone, so that the plain and the
 // traced run of one body (which call the op with different argument types) report it once.
@@ -109,17 +110,17 @@ class op_fn {
   requires detail::op_takes_arguments<Fn, A...>
   decltype(auto) operator()(A&&... a) const {
     if constexpr ((detail::is_trace_input_v<A> || ...)) {
-      if constexpr (std::is_invocable_v<const Fn&, const detail::input_type_t<A>&...>) {
+      if constexpr (detail::op_invocable_v<const Fn&, const detail::input_type_t<A>&...>) {
         return detail::record_call(state_->name, &state_->fn, state_, a...);
       } else {
-        if constexpr (std::is_invocable_v<Fn&, const detail::input_type_t<A>&...>) {
+        if constexpr (detail::op_invocable_v<Fn&, const detail::input_type_t<A>&...>) {
           detail::op_not_const<Fn>();
         } else {
           detail::op_takes_non_const_reference<Fn>();
         }
         return detail::after_misuse<traced<detail::loose_op_result_t<Fn, A...>>>();
       }
-    } else if constexpr (!std::is_invocable_v<Fn&, A&&...>) {
+    } else if constexpr (!detail::op_invocable_v<Fn&, A&&...>) {
       // A const or temporary argument where the op takes a non-const reference.
       detail::op_takes_non_const_reference<Fn>();
       return detail::after_misuse<detail::loose_op_result_t<Fn, A...>>();
@@ -131,8 +132,24 @@ class op_fn {
         ctx->run_outside("op '" + state_->name + "'", __builtin_return_address(0));
         outside.emplace();
       }
+      // A call with a deadline or stop token (a fallback runs its ops here) checks it at each
+      // op's start and end.
+      const detail::call_limits* limits = detail::call_limits::current();
+      if (limits) limits->check_op(state_->name);
       detail::direct_permit slot(*state_);
-      return detail::invoke_callable(state_->fn, std::forward<A>(a)...);
+      using R = detail::op_call_result_t<Fn&, A&&...>;
+      if constexpr (std::is_void_v<R>) {
+        detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
+        if (limits) limits->check_op(state_->name);
+      } else if constexpr (std::is_reference_v<R>) {
+        R r = detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
+        if (limits) limits->check_op(state_->name);
+        return static_cast<R>(r);
+      } else {
+        R r = detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
+        if (limits) limits->check_op(state_->name);
+        return r;
+      }
     }
   }
 

@@ -64,6 +64,10 @@ struct stats {
   /// time, not the time it sat descheduled; an op that waits (blocking, async) its wall time.
   double speedup = 0.0;
   std::vector<op_stats> ops;  ///< per op name, by total time, largest first
+  /// Calls that threw xcs::deadline_exceeded (their own deadline, or one they inherited).
+  std::uint64_t deadline_exceeded_calls = 0;
+  /// Calls that threw xcs::cancelled (a stop requested on their token, or an inherited one).
+  std::uint64_t cancelled_calls = 0;
 
   // The process's runtime, the same in every function's stats:
   /// Empty when the pool runs as configured; else what it lacks, in one sentence (say, "the

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The one header users include: jitted functions, ops and async ops, traced values, xcs::map and
-// xcs::get, statistics, errors and the executor controls. Everything under xcs/detail/ is internal.
+// xcs::get, rate limiters, statistics, errors and the executor controls. Everything under
+// xcs/detail/ is internal.
 #pragma once
 
 #include "xcs/async_op.hpp"
@@ -9,5 +10,6 @@
 #include "xcs/jit.hpp"
 #include "xcs/map.hpp"
 #include "xcs/op.hpp"
+#include "xcs/rate_limit.hpp"
 #include "xcs/stats.hpp"
 #include "xcs/traced.hpp"

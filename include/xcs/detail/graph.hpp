@@ -65,6 +65,9 @@ struct kernel {
   /// `slot` and returns once the function does (recording what it throws in the slot), while
   /// the work goes on elsewhere. Such a kernel has no `invoke`.
   void (*start)(const void* fn, const void* const* inputs, async_slot& slot) noexcept;
+  /// The callable takes a `std::stop_token` after its inputs: the engine gives each instance
+  /// one (see current_stop_token).
+  bool wants_stop = false;
 };
 
 /// Address of element `index` of a container value, type-erased.
@@ -134,6 +137,9 @@ class graph {
   }
   std::span<const value_id> input_ids() const { return input_ids_; }
   const void* constant(std::uint32_t slot) const { return constants_[slot].get(); }
+  /// Adds to `out` what a run of this graph may still use once the graph is gone: its
+  /// constants and its ops.
+  void keep_alive(std::vector<std::shared_ptr<const void>>& out) const;
   std::size_t argument_count() const { return arguments_; }
 
   /// The value `v` is an element of (through any depth of nesting), or `v` itself.

@@ -8,6 +8,7 @@
 #include <span>
 #include <string>
 
+#include "xcs/detail/arg_copy.hpp"
 #include "xcs/detail/graph.hpp"
 #include "xcs/detail/result.hpp"
 #include "xcs/detail/signature.hpp"
@@ -73,8 +74,8 @@ class finished_run final : public finished_values {
 class staged_call final : public trace_sink {
  public:
   staged_call(jit_core& core, call_ticket& t, const signature& sig,
-              std::span<const void* const> args) noexcept
-      : core_(core), ticket_(t), sig_(sig), args_(args) {}
+              std::span<const void* const> args, const arg_copier* copier) noexcept
+      : core_(core), ticket_(t), sig_(sig), args_(args), copier_(copier) {}
   staged_call(const staged_call&) = delete;
   staged_call& operator=(const staged_call&) = delete;
   ~staged_call();
@@ -98,6 +99,7 @@ class staged_call final : public trace_sink {
   call_ticket& ticket_;
   const signature& sig_;
   std::span<const void* const> args_;
+  const arg_copier* copier_;
   const trace_context* ctx_ = nullptr;
   run* run_ = nullptr;
   std::exception_ptr drained_;
@@ -123,8 +125,10 @@ class jit_core {
   /// answers `direct`, counted as a fallback with that reason.
   call_ticket begin(const signature& sig) noexcept;
 
-  /// Runs the entry's plan on `args`; rethrows an op's exception (the first in program order).
-  finished_run run_plan(const call_ticket& t, std::span<const void* const> args);
+  /// Runs the entry's plan on `args` (copied with `copier`, see run::reset); rethrows an op's
+  /// exception (the first in program order), or the call's deadline or cancellation.
+  finished_run run_plan(const call_ticket& t, std::span<const void* const> args,
+                        const arg_copier* copier);
 
   /// A trace that ran to its end: analyzes and compiles it, and turns `t` into a plan call
   /// or, when the graph has nothing to run at the same time or memory runs out, a direct one.
@@ -137,6 +141,8 @@ class jit_core {
   /// Counts a direct call. In strict mode (XCS_STRICT=1) a call whose body could not be traced
   /// (or ran out of memory) throws xcs::error; a graph with nothing to run in parallel does not.
   void count_direct(const call_ticket& t);
+  /// Counts a call that threw xcs::deadline_exceeded (or xcs::cancelled).
+  void count_stopped(bool deadline) noexcept;
 
   /// A dry-run report of a trace, for jitted::explain.
   std::string explain(const signature& sig, const trace_context& ctx,

@@ -45,29 +45,32 @@ void destroy_value(void* p) noexcept {
 template <class R>
 constexpr kernel make_kernel(void (*invoke)(const void*, const void* const*, std::uint32_t, void*),
                              void (*start)(const void*, const void* const*,
-                                           async_slot&) noexcept = nullptr) {
+                                           async_slot&) noexcept = nullptr,
+                             bool wants_stop = false) {
   if constexpr (std::is_void_v<R>) {
-    return kernel{invoke, nullptr, 0, 1, &typeid(void), start};
+    return kernel{invoke, nullptr, 0, 1, &typeid(void), start, wants_stop};
   } else {
-    return kernel{invoke, &destroy_value<R>, sizeof(R), alignof(R), &typeid(R), start};
+    return kernel{invoke, &destroy_value<R>, sizeof(R), alignof(R), &typeid(R), start, wants_stop};
   }
 }
 
-/// Calls `Fn` on typed inputs `U...` and constructs its `R` result in place.
+/// Calls `Fn` on typed inputs `U...` (and the instance's stop token, if it takes one) and
+/// constructs its `R` result in place.
 template <class Fn, class R, class... U>
 struct op_kernel {
+  static constexpr bool wants_stop = takes_stop_token_v<Fn, U...>;
   static void invoke(const void* fn, const void* const* in, std::uint32_t, void* out) {
     call(*static_cast<const Fn*>(fn), in, out, std::index_sequence_for<U...>{});
   }
   template <std::size_t... I>
   static void call(const Fn& f, const void* const* in, void* out, std::index_sequence<I...>) {
     if constexpr (std::is_void_v<R>) {
-      invoke_callable(f, *static_cast<const U*>(in[I])...);
+      invoke_with_stop(f, *static_cast<const U*>(in[I])...);
     } else {
-      ::new (out) R(invoke_callable(f, *static_cast<const U*>(in[I])...));
+      ::new (out) R(invoke_with_stop(f, *static_cast<const U*>(in[I])...));
     }
   }
-  static inline const kernel value = make_kernel<R>(&invoke);
+  static inline const kernel value = make_kernel<R>(&invoke, nullptr, wants_stop);
 };
 
 /// Builds a container of `n` inputs of type T (the "pack" node).
@@ -176,7 +179,7 @@ traced<R> record_node(std::string_view name, const kernel& k, const void* fn,
 template <class Fn, class... A>
 auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<const op_identity> op,
                  const A&... a) {
-  using R = op_result_t<std::invoke_result_t<const Fn&, const input_type_t<A>&...>>;
+  using R = op_result_t<op_call_result_t<const Fn&, const input_type_t<A>&...>>;
   return record_node<R>(name, op_kernel<Fn, R, input_type_t<A>...>::value, fn, std::move(op), a...);
 }
 

@@ -4,10 +4,13 @@
 
 #include <array>
 #include <cstddef>
+#include <stop_token>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#include "xcs/detail/call_limits.hpp"
 
 namespace xcs {
 template <class T>
@@ -97,6 +100,44 @@ constexpr decltype(auto) invoke_callable(F&& f, A&&... a) {
                 "xcs: a member pointer is not a callable xcs takes; wrap it in a lambda");
   return static_cast<F&&>(f)(static_cast<A&&>(a)...);
 }
+
+/// Whether an op's callable takes a `std::stop_token` after its inputs `U...` (and cannot be
+/// called without one).
+/// (std::conjunction: the form with a token is not looked at when the plain one works, so
+/// that a variadic callable is never instantiated with a token it does not take.)
+template <class Fn, class... U>
+inline constexpr bool takes_stop_token_v =
+    std::conjunction_v<std::negation<std::is_invocable<const Fn&, const U&...>>,
+                       std::is_invocable<const Fn&, const U&..., std::stop_token>>;
+
+/// Calls an op's callable on its inputs, adding the running instance's stop token when the
+/// callable takes one.
+template <class F, class... A>
+constexpr decltype(auto) invoke_with_stop(F&& f, A&&... a) {
+  if constexpr (std::conjunction_v<std::negation<std::is_invocable<F&&, A&&...>>,
+                                   std::is_invocable<F&&, A&&..., std::stop_token>>) {
+    return invoke_callable(static_cast<F&&>(f), static_cast<A&&>(a)..., current_stop_token());
+  } else {
+    return invoke_callable(static_cast<F&&>(f), static_cast<A&&>(a)...);
+  }
+}
+
+/// Whether an op's callable can be called on `A...`, with or without a trailing stop token.
+template <class F, class... A>
+inline constexpr bool op_invocable_v =
+    std::disjunction_v<std::is_invocable<F, A...>, std::is_invocable<F, A..., std::stop_token>>;
+
+/// What an op's callable returns for arguments `A...` (given a stop token if it takes one).
+template <class F, class... A>
+using op_call_result_t =
+    typename std::conditional_t<std::is_invocable_v<F, A...>, std::invoke_result<F, A...>,
+                                std::invoke_result<F, A..., std::stop_token>>::type;
+
+/// The same as a trait, computed only when its `type` is named.
+template <class F, class... A>
+struct op_call_result {
+  using type = op_call_result_t<F, A...>;
+};
 
 /// False, but only once instantiated: for `static_assert` in a discarded `if constexpr` branch.
 template <class...>
