@@ -66,7 +66,7 @@ void timeline::clear() {
   entries_.clear();
 }
 
-std::string chat_fn::operator()(const chat_request& request) const {
+std::string chat_fn::operator()(const chat_request& request, std::stop_token stop) const {
   auto start = timeline::clock::now();
   struct recorder {
     timeline* log;
@@ -74,17 +74,21 @@ std::string chat_fn::operator()(const chat_request& request) const {
     timeline::clock::time_point start;
     ~recorder() { log->record(step, start, timeline::clock::now()); }
   } record{log, request.step, start};
-  return api->complete(request.prompt);
+  return api->complete(api->options().url, request.prompt, std::move(stop));
 }
 
 void chat_async_fn::operator()(const chat_request& request,
                                xcs::completion<std::string> done) const {
-  api->start(request.prompt,
-             [log = log, step = request.step, start = timeline::clock::now(),
-              complete = completing(std::move(done))](reply_or_error reply) mutable {
-               log->record(step, start, timeline::clock::now());
-               complete(std::move(reply));
-             });
+  // Taken before `done` moves into the callback (the order of start's arguments is unspecified).
+  std::stop_token stop = done.stop_token();
+  api->start(
+      request.prompt,
+      [log = log, step = request.step, start = timeline::clock::now(),
+       complete = completing(std::move(done))](reply_or_error reply) mutable {
+        log->record(step, start, timeline::clock::now());
+        complete(std::move(reply));
+      },
+      std::move(stop));
 }
 
 namespace {

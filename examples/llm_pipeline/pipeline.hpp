@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <mutex>
 #include <numeric>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -73,10 +74,16 @@ struct synthesis_prompt_fn {
 };
 /// The one op that talks to the endpoint: every step's request goes through it, so its
 /// concurrency bound is the bound on requests in flight to the API.
+///
+/// xcs passes the op instance's stop token (the parameter after the inputs): stop is requested
+/// at the deadline or cancellation of a bounded call (`with_deadline`, `with_stop_token`) and
+/// when an op before it in program order failed; the request then ends within a few
+/// milliseconds with `failure::cancelled`. A direct call gets an empty token, unless it runs
+/// inside a bounded call.
 struct chat_fn {
   const client* api;
   timeline* log;
-  std::string operator()(const chat_request& request) const;
+  std::string operator()(const chat_request& request, std::stop_token stop) const;
 };
 
 /// A callback for `async_client::start` that completes `done` with the reply, or fails it with
@@ -95,7 +102,8 @@ inline reply_callback completing(xcs::completion<std::string> done) {
 }
 
 /// The same op, asynchronous: starts the request on the async client and returns; the client's
-/// event thread completes it, so no thread waits for the reply.
+/// event thread completes it, so no thread waits for the reply. The request stops when the
+/// completion's `stop_token()` does, as `chat_fn`'s does.
 struct chat_async_fn {
   async_client* api;
   timeline* log;
