@@ -124,9 +124,12 @@ class PipelineStopTest : public AsyncServerTest, public ::testing::WithParamInte
     }
   }
 
-  /// The requests of a bounded call that ended at `ended`, all to the hung endpoint: they end
-  /// soon after, each closing its connection (a 499 at nginx). Prints how soon.
-  void expect_left_behind_requests_end(const llm::timeline& log, steady::time_point ended) const {
+  /// The requests of a bounded call that was stopped at `stopped` (its deadline, or the stop
+  /// on its token; on the wall clock, nginx's) and returned at `ended`, all to the hung
+  /// endpoint: they end soon after, each closing its connection (a 499 at nginx), and no later
+  /// step started. Prints how soon.
+  void expect_left_behind_requests_end(const llm::timeline& log, steady::time_point ended,
+                                       std::chrono::system_clock::time_point stopped) const {
     std::optional<steady::time_point> all_ended = await_recorded(log, "ensemble", kMembers, 2s);
     if (!all_ended) {
       ADD_FAILURE() << log.count("ensemble") << " of " << kMembers << " requests ended";
@@ -136,10 +139,21 @@ class PipelineStopTest : public AsyncServerTest, public ::testing::WithParamInte
     }
     const double after_ms = ms_between(ended, *all_ended);
     EXPECT_LT(after_ms, kSlackMs);
-    EXPECT_EQ(await_abandoned(kMembers), kMembers);
     EXPECT_EQ(log.count("judge"), 0u);
-    std::printf("its %d requests had ended %.1f ms after it returned; nginx logged 499 for each\n",
-                kMembers, after_ms);
+    ASSERT_EQ(await_abandoned(kMembers), kMembers);
+    // When nginx logged them, on its ms clock: after the stop (1 ms for the clocks' rounding).
+    std::int64_t first = INT64_MAX, last = INT64_MIN;
+    for (const llm::access_entry& e : server_->access_log()) {
+      if (e.uri != llm::local_server::hung_path) continue;
+      first = std::min(first, e.end_ms - wall_ms(stopped));
+      last = std::max(last, e.end_ms - wall_ms(stopped));
+    }
+    EXPECT_GE(first, -1);
+    EXPECT_LT(static_cast<double>(last), kSlackMs);
+    std::printf(
+        "its %d requests had ended %.1f ms after it returned; nginx logged 499 for each, %lld "
+        "to %lld ms after the stop\n",
+        kMembers, after_ms, static_cast<long long>(first), static_cast<long long>(last));
   }
 };
 
@@ -147,6 +161,7 @@ TEST_P(PipelineStopTest, DeadlineEndsACallWhoseRequestsHang) {
   llm::timeline log;
   ops_at hung(options_at(server_->hung_url()), log, GetParam());
   auto pipeline = xcs::jit(llm::ensemble_pipeline{&hung.ops});
+  const auto started_wall = std::chrono::system_clock::now();
   const steady::time_point started = steady::now();
   auto error =
       error_of<xcs::deadline_exceeded>([&] { pipeline.with_deadline(kDeadline)(kQuestion); });
@@ -160,7 +175,7 @@ TEST_P(PipelineStopTest, DeadlineEndsACallWhoseRequestsHang) {
   std::printf("deadline %.0f ms: the call threw deadline_exceeded after %.1f ms\n", deadline_ms,
               ms);
   EXPECT_EQ(pipeline.stats().deadline_exceeded_calls, 1u);
-  expect_left_behind_requests_end(log, ended);
+  expect_left_behind_requests_end(log, ended, started_wall + kDeadline);
 }
 
 TEST_P(PipelineStopTest, StopTokenCancelsACallWhoseRequestsHang) {
@@ -169,10 +184,12 @@ TEST_P(PipelineStopTest, StopTokenCancelsACallWhoseRequestsHang) {
   auto pipeline = xcs::jit(llm::ensemble_pipeline{&hung.ops});
   std::stop_source source;
   steady::time_point stopped;
+  std::chrono::system_clock::time_point stopped_wall;
   const steady::time_point started = steady::now();
   std::thread stopper([&] {
     std::this_thread::sleep_until(started + kDeadline);
     stopped = steady::now();
+    stopped_wall = std::chrono::system_clock::now();
     source.request_stop();
   });
   auto error =
@@ -187,7 +204,7 @@ TEST_P(PipelineStopTest, StopTokenCancelsACallWhoseRequestsHang) {
   std::printf("stopped after %.1f ms: the call threw cancelled %.1f ms after the stop\n",
               ms_between(started, stopped), after_stop_ms);
   EXPECT_EQ(pipeline.stats().cancelled_calls, 1u);
-  expect_left_behind_requests_end(log, ended);
+  expect_left_behind_requests_end(log, ended, stopped_wall);
 }
 
 // Member 0's request fails after kAsyncDelayMs, while the others' are in flight to the hung
