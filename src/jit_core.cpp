@@ -340,6 +340,9 @@ std::vector<op_stats> op_figures(const op_table& ops) {
     it->errors += c.errors.load(std::memory_order_relaxed);
     it->total_ns += c.total_ns.load(std::memory_order_relaxed);
     it->max_ns = std::max(it->max_ns, c.max_ns.load(std::memory_order_relaxed));
+    it->retries += c.retries.load(std::memory_order_relaxed);
+    it->timeouts += c.timeouts.load(std::memory_order_relaxed);
+    it->rate_wait_ns += c.rate_wait_ns.load(std::memory_order_relaxed);
     it->blocking = it->blocking || op_runtime::of(*c.op).blocking();
     it->async = it->async || c.op->async;
   });

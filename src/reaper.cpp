@@ -109,7 +109,7 @@ bool run::reap() noexcept {
   // Nothing starts any more: what is queued (successors of nodes that finished late, nodes
   // handed a permit) is skipped here, each in its turn.
   for (node_id n = pop(); n != no_id; n = pop()) run_chain(n, chain_policy::any);
-  if (remaining_.load(std::memory_order_seq_cst) != 0) return false;
+  if (unfinished()) return false;
   leave_pool();
   return true;  // kept_ goes with the run, after its results (their kernels may be the plan's)
 }

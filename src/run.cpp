@@ -138,37 +138,51 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
     node_state& s = nodes_[n];
     op_runtime* op = info(n).op;
     concurrency_limit* limit = op ? op->limit.get() : nullptr;
+    const op_policy* pol = op ? op->policy.get() : nullptr;
     if (must_skip(n)) {
       if (s.holds_permit) limit->release();
       s.outcome.store(skipped, std::memory_order_release);
     } else {
-      if (limit && !s.holds_permit) {
-        // Once parked, the node may be handed back by another thread at any time: count
-        // that thread as a helper from now on.
-        helpers_inside.fetch_add(1, std::memory_order_relaxed);
-        if (!limit->acquire_or_park(*this, n)) return;
-        helpers_inside.fetch_sub(1, std::memory_order_relaxed);
+      // Tokens first, then a permit: a node never holds a permit while it waits for tokens.
+      token_step tokens = token_step::taken;
+      if (pol && pol->bucket && !s.holds_tokens) {
+        tokens = take_tokens(n);
+        if (tokens == token_step::parked) return;  // tokens_granted() queues it again
       }
-      if (!plan_) note_started(s);
-      if (info(n).kernel->wants_stop) arm_stop(n);
-      if (info(n).kernel->start) {
-        n = start_async(n);  // holds its permit, if any, until its completion
-        continue;
+      if (tokens == token_step::failed) {
+        // A bad weight: the node failed (take_tokens recorded why); nothing ran.
+      } else {
+        if (limit && !s.holds_permit) {
+          // Once parked, the node may be handed back by another thread at any time: count
+          // that thread as a helper from now on.
+          helpers_inside.fetch_add(1, std::memory_order_relaxed);
+          if (!limit->acquire_or_park(*this, n)) return;
+          helpers_inside.fetch_sub(1, std::memory_order_relaxed);
+        }
+        if (!plan_ && !s.counted_in_flight) note_started(s);
+        ++s.attempts;
+        if (info(n).kernel->wants_stop) arm_stop(n);
+        if (info(n).kernel->start) {
+          n = start_async(n);  // holds its permit, if any, until its completion
+          continue;
+        }
+        // A blocking op goes to the lane; so does, while the owner waits for a read, an op
+        // that would hold it long and that the read does not need.
+        bool lane = op && op->blocking();
+        if (policy == chain_policy::needed && s.mark != read_mark_ && holds_thread_long(n)) {
+          lane = true;
+        }
+        // The owner of a bounded call runs no op (it must be free to return at the deadline),
+        // and an op with a timeout runs where it may be left behind: on the lane.
+        const bool elsewhere = op && (policy == chain_policy::no_ops || (pol && pol->timeout_ns));
+        if ((lane && !on_blocking_lane()) || elsewhere) {
+          offload(n, limit);
+          return;
+        }
+        const attempt_end end = execute(n);
+        if (limit) limit->release();
+        if (end != attempt_end::done) return;  // a retry is scheduled, or it timed out
       }
-      // A blocking op goes to the lane; so does, while the owner waits for a read, an op
-      // that would hold it long and that the read does not need.
-      bool lane = op && op->blocking();
-      if (policy == chain_policy::needed && s.mark != read_mark_ && holds_thread_long(n)) {
-        lane = true;
-      }
-      // The owner of a bounded call runs no op: it must be free to return at the deadline.
-      const bool free_owner = op && policy == chain_policy::no_ops;
-      if ((lane && !on_blocking_lane()) || free_owner) {
-        offload(n, limit);
-        return;
-      }
-      execute(n);
-      if (limit) limit->release();
     }
     node_id next = release(n, successor_use::keep_one);
     finish(n);
@@ -185,7 +199,7 @@ void run::note_started(node_state& s) noexcept {
   }
 }
 
-void run::execute(node_id n) noexcept {
+run::attempt_end run::execute(node_id n) noexcept {
   const node_layout& ni = info(n);
   node_state& s = nodes_[n];
   std::uint8_t o = s.out ? constructed : ran;
@@ -198,33 +212,70 @@ void run::execute(node_id n) noexcept {
       record_error(n, std::current_exception());
     }
     s.outcome.store(o, std::memory_order_release);
-    return;
+    return attempt_end::done;
   }
-  // A jitted call the op makes inherits the call's limits; the op's token is its instance's.
-  std::optional<limits_scope> inherit;
-  if (bounded_) inherit.emplace(&inherited_);
-  std::stop_token token;
-  std::optional<instance_stop_scope> instance;
-  if (ni.kernel->wants_stop) {
-    token = s.stop.get_token();
-    instance.emplace(&token);
+  // An op with a timeout runs each attempt into storage of its own: the attempt may be left
+  // behind while the node goes on (a retry, its successors).
+  attempt* at = ni.op->policy && ni.op->policy->timeout_ns ? begin_attempt(n, false) : nullptr;
+  void* out = at ? attempt_out(at) : s.out;
+  std::exception_ptr error;
+  std::uint64_t took = 0;
+  std::uint64_t cpu = 0;
+  {
+    // A jitted call the op makes inherits the call's limits; the op's token is its instance's.
+    std::optional<limits_scope> inherit;
+    if (bounded_) inherit.emplace(&inherited_);
+    std::stop_token token;
+    std::optional<instance_stop_scope> instance;
+    if (ni.kernel->wants_stop) {
+      token = s.stop.get_token();
+      instance.emplace(&token);
+    }
+    op_watch watch(ni.op);
+    const std::uint32_t est = ni.op->est_ns.load(std::memory_order_relaxed);
+    const bool measure_cpu = est == 0 || est >= kMeasureCpuNs || on_blocking_lane();
+    const std::int64_t cpu0 = measure_cpu ? thread_cpu_ns() : 0;
+    const std::uint64_t t0 = ticks();
+    try {
+      ni.kernel->invoke(ni.fn, &inputs_[ni.first_input], ni.input_count, out);
+    } catch (...) {
+      error = std::current_exception();
+    }
+    took = std::max<std::uint64_t>(ticks() - t0, 1);
+    cpu = measure_cpu
+              ? static_cast<std::uint64_t>(std::max<std::int64_t>(thread_cpu_ns() - cpu0, 1))
+              : 0;
   }
-  op_watch watch(ni.op);
-  const std::uint32_t est = ni.op->est_ns.load(std::memory_order_relaxed);
-  const bool measure_cpu = est == 0 || est >= kMeasureCpuNs || on_blocking_lane();
-  const std::int64_t cpu0 = measure_cpu ? thread_cpu_ns() : 0;
-  const std::uint64_t t0 = ticks();
-  try {
-    ni.kernel->invoke(ni.fn, &inputs_[ni.first_input], ni.input_count, s.out);
-  } catch (...) {
-    o = threw;
-    record_error(n, std::current_exception());
+  if (at) {
+    if (!claim(at)) {
+      discard(at, !error && s.out);  // timed out: the node went on without it
+      return attempt_end::lost;
+    }
+    if (!error && s.out) {
+      try {
+        ni.kernel->relocate(s.out, attempt_out(at));
+      } catch (...) {
+        error = std::current_exception();  // the result's move threw: that is the outcome
+      }
+    }
+    free_attempt(at);
   }
-  s.ticks = std::max<std::uint64_t>(ticks() - t0, 1);
-  s.cpu_ns = measure_cpu
-                 ? static_cast<std::uint64_t>(std::max<std::int64_t>(thread_cpu_ns() - cpu0, 1))
-                 : 0;
-  s.outcome.store(o, std::memory_order_release);
+  s.ticks = took;
+  s.cpu_ns = cpu;
+  return conclude_attempt(n, std::move(error), o);
+}
+
+run::attempt_end run::conclude_attempt(node_id n, std::exception_ptr e, std::uint8_t ok) noexcept {
+  node_state& s = nodes_[n];
+  if (!e) {
+    s.outcome.store(ok, std::memory_order_release);
+    return attempt_end::done;
+  }
+  const op_runtime* op = info(n).op;
+  if (op && op->policy && schedule_retry(n, e)) return attempt_end::retrying;
+  record_error(n, std::move(e));
+  s.outcome.store(threw, std::memory_order_release);
+  return attempt_end::done;
 }
 
 void run::record_error(node_id n, std::exception_ptr e) noexcept {
@@ -285,13 +336,14 @@ void run::stop(stop_kind why) noexcept {
   if (stopped_.load(std::memory_order_acquire) != not_stopped) return;
   // Where the call stopped: its first node not yet done. An op's exception before it is one
   // the direct call would have thrown before the stop; one after it may come of the stop.
-  const std::uint32_t known = queue_capacity_.load(std::memory_order_acquire) / kQueueCellsPerNode;
+  const std::uint32_t known = published_.load(std::memory_order_acquire);
   node_id point = 0;
   while (point < known && is_final(nodes_[point].outcome.load(std::memory_order_acquire))) ++point;
   stop_point_.store(point, std::memory_order_relaxed);
   std::uint8_t none = not_stopped;
   if (!stopped_.compare_exchange_strong(none, why, std::memory_order_seq_cst)) return;
   request_stops(0);
+  end_waits();
   // The jitted calls made inside its ops stop too: at the deadline by their own timers (they
   // inherited it, and throw deadline_exceeded), otherwise through the inherited token.
   if (why != deadline_passed && call_stop_.stop_possible()) call_stop_.request_stop();
@@ -300,8 +352,12 @@ void run::stop(stop_kind why) noexcept {
 
 node_id run::start_async(node_id n) noexcept {
   const node_layout& ni = info(n);
-  async_slot& a = *nodes_[n].async;
-  a.prepare(*this, ni.op, nodes_[n].out, n, ticks());
+  // An op with a timeout starts each attempt on a slot of its own (a late completion of an
+  // attempt left behind must not touch the next one's).
+  attempt* at = ni.op->policy && ni.op->policy->timeout_ns ? begin_attempt(n, true) : nullptr;
+  async_slot& a = at ? attempt_slot(at) : *nodes_[n].async;
+  a.prepare(*this, ni.op, at ? attempt_out(at) : nodes_[n].out, n, ticks());
+  a.attempt = at;
   // The completion may come from any thread: it counts as a helper until it has settled.
   helpers_inside.fetch_add(1, std::memory_order_relaxed);
   {
@@ -317,40 +373,55 @@ node_id run::start_async(node_id n) noexcept {
   // Completed (or failed, or dropped) before the start returned: on as after a plain op. The
   // completion's arrival was its last touch of the run.
   helpers_inside.fetch_sub(1, std::memory_order_relaxed);
-  conclude(n, a);
+  if (conclude(n, a) != attempt_end::done) return no_id;
   node_id next = release(n, successor_use::keep_one);
   finish(n);
   return next;
 }
 
-void run::conclude(node_id n, async_slot& a) noexcept {
+run::attempt_end run::conclude(node_id n, async_slot& a) noexcept {
   const node_layout& ni = info(n);
   node_state& s = nodes_[n];
-  s.ticks = std::max<std::uint64_t>(ticks() - a.t0, 1);  // start to completion
-  std::uint8_t o = s.out ? constructed : ran;
-  if (a.error()) {
-    if (a.has_value) ni.kernel->destroy(a.out);  // the function threw after completing
-    o = threw;
-    record_error(n, a.error());
-    a.start_error = nullptr;  // a reused run keeps no exception alive
-    a.done_error = nullptr;
+  auto* at = static_cast<attempt*>(a.attempt);
+  concurrency_limit* limit = ni.op->limit.get();
+  std::exception_ptr e = a.error();
+  const bool has_value = a.has_value;
+  const std::uint64_t took = std::max<std::uint64_t>(ticks() - a.t0, 1);  // start to completion
+  a.start_error = nullptr;  // a reused run keeps no exception alive
+  a.done_error = nullptr;
+  if (at && !claim(at)) {
+    discard(at, has_value);  // timed out: the node went on without it (`a` is gone)
+    if (limit) limit->release();
+    return attempt_end::lost;
   }
-  s.outcome.store(o, std::memory_order_release);
-  if (concurrency_limit* limit = ni.op->limit.get()) limit->release();
+  if (e) {
+    if (has_value) ni.kernel->destroy(a.out);  // the function threw after completing
+  } else if (at && has_value) {
+    try {
+      ni.kernel->relocate(s.out, a.out);
+    } catch (...) {
+      e = std::current_exception();
+    }
+  }
+  if (at) free_attempt(at);
+  s.ticks = took;
+  if (limit) limit->release();
+  return conclude_attempt(n, std::move(e), s.out ? constructed : ran);
 }
 
 void run::settle(async_slot& a) noexcept {
   const node_id n = a.node;
-  conclude(n, a);
   // Dependents go to the queue, never run here: this is the user's thread (an event loop, a
   // timer), which may hold locks the ops would need. The owner or a worker takes them.
-  node_id next = release(n, successor_use::keep_one);
-  if (next != no_id) {
-    push(next);
-    share(estimate(next), wake::if_worth);
-    owner_.wake_if_parked();  // after push()'s seq_cst store (see run_waiter)
+  if (conclude(n, a) == attempt_end::done) {
+    node_id next = release(n, successor_use::keep_one);
+    if (next != no_id) {
+      push(next);
+      share(estimate(next), wake::if_worth);
+      owner_.wake_if_parked();  // after push()'s seq_cst store (see run_waiter)
+    }
+    finish(n);
   }
-  finish(n);
   helpers_inside.fetch_sub(1, std::memory_order_release);  // last touch of the run
 }
 
@@ -362,7 +433,11 @@ void run::offload(node_id n, concurrency_limit* limit) noexcept {
     if (must_skip(n)) {
       s.outcome.store(skipped, std::memory_order_release);
     } else {
-      execute(n);
+      const attempt_end end = execute(n);
+      if (end != attempt_end::done) {
+        if (limit) limit->release();
+        return;  // a retry is scheduled, or it timed out
+      }
       // Learned, not hinted: if this instance was short or mostly computed, the op was
       // marked by mistake (say, its thread was preempted), so it goes back to the workers.
       op_runtime* op = info(n).op;
@@ -540,13 +615,33 @@ void run::leave_pool() noexcept {
 void run::run_to_end() {
   const chain_policy policy = bounded_ ? chain_policy::no_ops : chain_policy::any;
   const auto roots = plan_->roots();
+  // Roots of ops with a concurrency bound take their permits here, in program order, before
+  // any worker can: op #0 of a bounded fan-out starts in the first group, so that the direct
+  // call's first failure is found first. A root that finds none parks (permit_granted queues
+  // it), and is not queued here.
+  node_id first = no_id;
   std::uint64_t queued_ns = 0;
-  for (std::size_t i = 1; i < roots.size(); ++i) {
-    push(roots[i]);
-    queued_ns += estimate(roots[i]);
+  std::uint32_t queued = 0;
+  for (node_id r : roots) {
+    if (has_limited_roots_) {
+      const op_runtime* op = info(r).op;
+      if (op && op->limit && !(op->policy && op->policy->bucket)) {
+        helpers_inside.fetch_add(1, std::memory_order_relaxed);
+        if (!op->limit->acquire_or_park(*this, r)) continue;
+        helpers_inside.fetch_sub(1, std::memory_order_relaxed);
+        nodes_[r].holds_permit = true;
+      }
+    }
+    if (first == no_id) {
+      first = r;
+      continue;
+    }
+    push(r);
+    queued_ns += estimate(r);
+    ++queued;
   }
-  if (roots.size() > 1) share(queued_ns + estimate(roots[0]), wake::if_worth);
-  if (!roots.empty()) run_chain(roots[0], policy);
+  if (queued) share(queued_ns + (first == no_id ? 0 : estimate(first)), wake::if_worth);
+  if (first != no_id) run_chain(first, policy);
   owner_wait(policy, wait_for::end, no_id);
   if (std::exception_ptr e = end_call()) std::rethrow_exception(e);
 }
@@ -563,7 +658,7 @@ std::exception_ptr run::end_call() noexcept {
     if (!bounded_ || !detachable_) owner_wait(chain_policy::any, wait_for::all_nodes, no_id);
   }
   // An abandoned run leaves the pool later, from the reaper: a worker may be stuck in an op.
-  if (remaining_.load(std::memory_order_seq_cst) == 0) leave_pool();
+  if (!unfinished()) leave_pool();
   account();
   return end_error();
 }

@@ -25,6 +25,7 @@
 #include "xcs/detail/graph.hpp"
 #include "xcs/detail/op_runtime.hpp"
 #include "xcs/detail/plan.hpp"
+#include "xcs/detail/token_bucket.hpp"
 
 namespace xcs::detail {
 
@@ -59,7 +60,7 @@ struct run_times {
 /// (`wait_value`) runs what the value needs and cheap work the direct call would have done
 /// by then, and a delivered exception that the body catches abandons the nodes recorded
 /// after the thrower (the `abandon_below_` watermark).
-class run final : public job, public permit_waiter, public async_sink {
+class run final : public job, public permit_waiter, public token_waiter, public async_sink {
  public:
   /// A run of `p`, reused by every call of it.
   explicit run(const plan& p);
@@ -109,7 +110,10 @@ class run final : public job, public permit_waiter, public async_sink {
   void destroy_results() noexcept;
   /// Owner, after the run: nodes of the call are still running or queued (it ended early: a
   /// deadline, a stop, or a failure known before they finished).
-  bool unfinished() const noexcept { return remaining_.load(std::memory_order_acquire) != 0; }
+  bool unfinished() const noexcept {
+    return remaining_.load(std::memory_order_acquire) != 0 ||
+           stragglers_.load(std::memory_order_acquire) != 0;
+  }
   /// Owner, after the call, before the run is reused: if nodes of the call still run (an
   /// early end), keeps `keep` (a plan's run: the plan) and, for a staged run, the graph's
   /// constants and ops alive, and hands the run to the reaper, which frees it once its last
@@ -124,6 +128,8 @@ class run final : public job, public permit_waiter, public async_sink {
   void help() noexcept override;
   // permit_waiter: a node parked for a concurrency permit now holds one.
   void permit_granted(std::uint32_t n) noexcept override;
+  // token_waiter: a node queued for rate-limit tokens now holds them.
+  void tokens_granted(std::uint32_t n) noexcept override;
   // async_sink: an async node's completion came after its start returned.
   void settle(async_slot& s) noexcept override;
 
@@ -148,7 +154,13 @@ class run final : public job, public permit_waiter, public async_sink {
     void* out = nullptr;                      // its result (null for void)
     async_slot* async = nullptr;              // for an async op's node
     std::stop_source stop{std::nostopstate};  // its instance's, if its op takes a token
-    std::atomic<edge*> successors{nullptr};   // staged runs; closed when the node finishes
+    // Ops with a policy (timeout, retry, rate limit):
+    bool holds_tokens = false;    // of its op's rate limit, for the attempt about to start
+    std::uint16_t attempts = 0;   // attempts started (retries: attempts - 1)
+    std::uint16_t timeouts = 0;   // attempts that timed out
+    std::uint64_t rate_wait = 0;  // ticks spent waiting for tokens
+    std::uint64_t wait_from = 0;  // ticks when it queued for tokens
+    std::atomic<edge*> successors{nullptr};  // staged runs; closed when the node finishes
   };
   /// A node's outcome (node_state::outcome).
   enum outcome : std::uint8_t {
@@ -162,6 +174,22 @@ class run final : public job, public permit_waiter, public async_sink {
   static bool succeeded(std::uint8_t o) noexcept { return o == constructed || o == ran; }
   /// A node enters the ready queue at most this often: ready, and again with a permit.
   static constexpr std::uint32_t kQueueCellsPerNode = 2;
+  /// ... and a node of an op with a policy once more per attempt for each of a permit, its
+  /// tokens and the retry, and once for a stop that withdraws it from a wait.
+  static std::uint32_t queue_cells(const op_runtime* op) noexcept;
+  /// One attempt of an op with a timeout, which may outlive its node's turn (run_policy.cpp).
+  struct attempt;
+  /// How an attempt ended for the thread that ran it: the node is done (release and finish
+  /// it), a retry is scheduled, or the attempt had timed out and is discarded.
+  enum class attempt_end : std::uint8_t { done, retrying, lost };
+  /// What taking a node's tokens came to: taken, queued (parked), or failed (bad weight).
+  enum class token_step : std::uint8_t { taken, parked, failed };
+  /// A node that waits for something other than its inputs: tokens, or a retry's backoff.
+  struct waiting_node {
+    node_id n;
+    std::uint64_t timer;  // a retry's timer (0: tokens, or a retry not yet armed)
+    bool tokens;
+  };
 
   /// What a chain runs on this thread: any node, or (the owner in a read) what the read
   /// needs and what is cheap, an op that would hold the owner long going to the lane; or
@@ -200,9 +228,34 @@ class run final : public job, public permit_waiter, public async_sink {
   void run_chain(node_id n, chain_policy policy) noexcept;
   void note_started(node_state& s) noexcept;  // staged runs: for the peak in flight
   bool must_skip(node_id n) const noexcept;
-  void execute(node_id n) noexcept;
+  attempt_end execute(node_id n) noexcept;
   node_id start_async(node_id n) noexcept;
-  void conclude(node_id n, async_slot& s) noexcept;
+  attempt_end conclude(node_id n, async_slot& s) noexcept;
+  /// An attempt of `n` ended with `e` (null: its result is in place, outcome `ok`): stores the
+  /// outcome, or schedules a retry.
+  attempt_end conclude_attempt(node_id n, std::exception_ptr e, std::uint8_t ok) noexcept;
+
+  // Policies (run_policy.cpp): rate limits, retries, timeouts.
+  token_step take_tokens(node_id n) noexcept;
+  bool schedule_retry(node_id n, const std::exception_ptr& e) noexcept;
+  static void retry_due(void* r, std::uint64_t n) noexcept;
+  attempt* begin_attempt(node_id n, bool async) noexcept;
+  static void attempt_timed_out(void* at, std::uint64_t) noexcept;
+  static void* attempt_out(attempt* at) noexcept;
+  static async_slot& attempt_slot(attempt* at) noexcept;
+  /// The op's thread is done with `at`: true if it won (its outcome counts; it frees `at`
+  /// with free_attempt), false if the attempt had timed out.
+  bool claim(attempt* at) noexcept;
+  void free_attempt(attempt* at) noexcept;
+  /// The op's thread, after an attempt that timed out: discards its result and frees it.
+  void discard(attempt* at, bool has_value) noexcept;
+  /// Ends the waits of nodes waiting for tokens or a retry (the call stopped): each goes back
+  /// to the queue, where it is skipped.
+  void end_waits() noexcept;
+  void add_waiting(waiting_node w);
+  void remove_waiting(node_id n) noexcept;
+  /// The key that orders a node's waits for tokens and permits: call, then program order.
+  std::uint64_t order_key(node_id n) noexcept;
   void offload(node_id n, concurrency_limit* limit) noexcept;
   /// What the thread that finished a node does with the successors it made ready: keep one
   /// to run next and queue the rest, or queue them all (it will not run any).
@@ -308,6 +361,15 @@ class run final : public job, public permit_waiter, public async_sink {
   void* arg_at_ = nullptr;
   std::vector<const void*> arg_ptrs_;
   std::vector<std::shared_ptr<const void>> kept_;  // abandoned: what its nodes may still use
+  std::vector<waiting_node> waiting_;              // under error_mutex_
+  std::atomic<std::uint64_t> order_base_{0};
+  std::uint32_t cells_ = 0;    // ready-queue cells of the nodes in the table
+  bool has_timeouts_ = false;  // a plan run whose ops have timeouts: attempts may be left behind
+  bool has_limited_roots_ = false;  // a plan run with roots of ops with a concurrency bound
+  std::atomic<std::uint32_t> published_{0};  // nodes in the table (release), for stop()
+  /// Attempts that timed out while their op still runs: the run cannot be reused before they
+  /// return.
+  alignas(64) std::atomic<std::uint32_t> stragglers_{0};
 
  public:
   run* reap_next_ = nullptr;  // the reaper's list (reaper.cpp)

@@ -44,18 +44,23 @@ void run::append(node_id n) {
   const auto in_count = static_cast<std::uint32_t>(ins.size());
   own_info_.grow_to(n + 1);
   nodes_.grow_to(n + 1);
-  queue_.grow_to(kQueueCellsPerNode * (n + 1));
+  const op_runtime* op = nd.op ? &op_runtime::of(*nd.op) : nullptr;
+  const std::uint32_t cells = cells_ + queue_cells(op);
+  queue_.grow_to(cells);
   std::uint32_t first = inputs_.contiguous_from(inputs_used_, in_count);
   inputs_.grow_to(first + in_count);
   for (std::uint32_t i = 0; i < in_count; ++i) inputs_[first + i] = addr_[ins[i]];
   inputs_used_ = first + in_count;
-  own_info_[n] =
-      node_layout{nd.kernel, nd.fn, nd.op ? &op_runtime::of(*nd.op) : nullptr, first, in_count};
+  own_info_[n] = node_layout{nd.kernel, nd.fn, const_cast<op_runtime*>(op), first, in_count};
   node_state& s = nodes_[n];
   s.join.store(1, std::memory_order_relaxed);  // held until every producer is linked
   s.outcome.store(pending, std::memory_order_relaxed);
   s.bad_input.store(false, std::memory_order_relaxed);
   s.holds_permit = false;
+  s.holds_tokens = false;
+  s.attempts = 0;
+  s.timeouts = 0;
+  s.rate_wait = 0;
   s.counted_in_flight = false;
   s.mark = 0;
   s.linked_to = no_id;
@@ -69,7 +74,9 @@ void run::append(node_id n) {
   count_ = n + 1;
   remaining_.fetch_add(1, std::memory_order_seq_cst);
   // Release: a thread that pops one of the new cells sees the segments made for them.
-  queue_capacity_.store(kQueueCellsPerNode * (n + 1), std::memory_order_release);
+  cells_ = cells;
+  queue_capacity_.store(cells, std::memory_order_release);
+  published_.store(n + 1, std::memory_order_release);
   for (value_id v : ins) {
     node_id p = graph_->producer(graph_->root(v));
     if (p != no_id) link(n, p);

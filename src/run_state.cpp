@@ -30,10 +30,18 @@ run::run(const plan& p) : plan_(&p), graph_(&p.ir()) {
   nodes_.grow_to(n);
   inputs_.reset(inputs);
   inputs_.grow_to(inputs);
-  queue_.reset(kQueueCellsPerNode * n);
-  queue_.grow_to(kQueueCellsPerNode * n);
-  queue_capacity_.store(kQueueCellsPerNode * n, std::memory_order_relaxed);
+  for (const node_layout& l : p.nodes()) {
+    cells_ += queue_cells(l.op);
+    if (l.op && l.op->policy && l.op->policy->timeout_ns) has_timeouts_ = true;
+  }
+  for (node_id r : p.roots()) {
+    if (p.nodes()[r].op && p.nodes()[r].op->limit) has_limited_roots_ = true;
+  }
+  queue_.reset(cells_);
+  queue_.grow_to(cells_);
+  queue_capacity_.store(cells_, std::memory_order_relaxed);
   count_ = n;
+  published_.store(n, std::memory_order_relaxed);
   std::byte* base = allocate_storage(p.storage_bytes(), p.storage_align());
   const auto layout = p.nodes();
   for (std::uint32_t i = 0; i < n; ++i) {
@@ -64,9 +72,16 @@ run::run() {
 
 run::~run() { destroy_results(); }
 
+std::uint32_t run::queue_cells(const op_runtime* op) noexcept {
+  if (!op || !op->policy) return kQueueCellsPerNode;
+  return kQueueCellsPerNode + 3 * op->policy->max_attempts + 1;
+}
+
 std::size_t run::bytes(const plan& p) noexcept {
   const std::size_t n = p.node_count();
-  return sizeof(run) + n * (sizeof(node_state) + kQueueCellsPerNode * sizeof(std::uint32_t)) +
+  std::size_t cells = 0;
+  for (const node_layout& l : p.nodes()) cells += queue_cells(l.op);
+  return sizeof(run) + n * sizeof(node_state) + cells * sizeof(std::uint32_t) +
          (p.has_async() ? n * sizeof(async_slot) : 0) +
          p.input_values().size() * sizeof(const void*) + p.values().size() * sizeof(void*) +
          p.storage_bytes();
@@ -107,7 +122,8 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
   // A bounded call may leave ops behind: it reads its own copy of the arguments.
   const call_limits* limits = call_limits::current();
   bounded_ = limits && limits->bounded();
-  copy_args(args, bounded_ ? copier : nullptr);
+  // Its own copy when ops may be left behind: a bounded call's, or one that timed out.
+  copy_args(args, bounded_ || has_timeouts_ || !plan_ ? copier : nullptr);
   args = args_;
   counters_ = counters;
   ops_ = ops;
@@ -123,6 +139,8 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
   settled_prefix_ = 0;
   for (node_id n : stoppable_) nodes_[n].stop = std::stop_source(std::nostopstate);
   stoppable_.clear();
+  waiting_.clear();
+  order_base_.store(0, std::memory_order_relaxed);
   if (bounded_) arm_limits(*limits);  // may stop the call at once
 
   in_flight_.store(0, std::memory_order_relaxed);
@@ -140,6 +158,10 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
       s.outcome.store(pending, std::memory_order_relaxed);
       s.bad_input.store(false, std::memory_order_relaxed);
       s.holds_permit = false;
+      s.holds_tokens = false;
+      s.attempts = 0;
+      s.timeouts = 0;
+      s.rate_wait = 0;
       s.ticks = 0;
       s.cpu_ns = 0;
     }
@@ -156,6 +178,8 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
     return;
   }
   count_ = 0;
+  cells_ = 0;
+  published_.store(0, std::memory_order_relaxed);
   remaining_.store(0, std::memory_order_relaxed);
   queue_capacity_.store(0, std::memory_order_relaxed);
   inputs_used_ = 0;
@@ -183,9 +207,13 @@ void run::account() noexcept {
   op_counters* cur = nullptr;
   const op_runtime* cur_op = nullptr;
   std::uint64_t calls = 0, errors = 0, total = 0, longest = 0, work = 0;
+  std::uint64_t retries = 0, timeouts = 0, rate_wait = 0;
   auto flush = [&] {
     if (!cur || calls == 0) return;
     cur->calls.fetch_add(calls, std::memory_order_relaxed);
+    if (retries) cur->retries.fetch_add(retries, std::memory_order_relaxed);
+    if (timeouts) cur->timeouts.fetch_add(timeouts, std::memory_order_relaxed);
+    if (rate_wait) cur->rate_wait_ns.fetch_add(rate_wait, std::memory_order_relaxed);
     if (errors) cur->errors.fetch_add(errors, std::memory_order_relaxed);
     cur->total_ns.fetch_add(total, std::memory_order_relaxed);
     std::uint64_t m = cur->max_ns.load(std::memory_order_relaxed);
@@ -226,9 +254,14 @@ void run::account() noexcept {
       flush();
       cur = c;
       cur_op = op;
-      calls = errors = total = longest = 0;
+      calls = errors = total = longest = retries = timeouts = rate_wait = 0;
     }
-    ++calls;
+    // Every attempt is a call of the op; the retries are counted on their own too.
+    const std::uint64_t attempts = std::max<std::uint16_t>(s.attempts, 1);
+    calls += attempts;
+    retries += attempts - 1;
+    timeouts += s.timeouts;
+    rate_wait += ticks_to_ns(s.rate_wait);
     errors += o == threw;
     total += d;
     longest = std::max<std::uint64_t>(longest, d);

@@ -137,7 +137,7 @@ class completion<void> : public detail::completion_base {
 namespace detail {
 
 /// Calls an async op's function `Fn` on typed inputs `U...` with a completion of `R`.
-template <class Fn, class R, class... U>
+template <class Fn, class R, class W, class... U>
 struct async_kernel {
   static void start(const void* fn, const void* const* in, async_slot& s) noexcept {
     call(*static_cast<const Fn*>(fn), in, s, std::index_sequence_for<U...>{});
@@ -153,7 +153,7 @@ struct async_kernel {
   }
   /// The run engine always starts an async node through `start`: `invoke` is null. Every
   /// instance gets a stop token, for its completion's stop_token().
-  static inline const kernel value = make_kernel<R>(nullptr, &start, true);
+  static inline const kernel value = make_kernel<R>(nullptr, &start, true, weigh_of<W, U...>());
 };
 
 /// The result type of an async op's function, read off its last parameter,
@@ -206,8 +206,11 @@ using async_result_t =
 template <class Fn>
 struct async_op_state final : op_runtime {
   async_op_state(std::string op_name, Fn f, const op_options& o)
-      : op_runtime(std::move(op_name), false, o.max_concurrency, true), fn(std::move(f)) {}
+      : op_runtime(op_name, false, o.max_concurrency, true, o.policy(op_name)),
+        fn(std::move(f)),
+        weight(o.weight) {}
   Fn fn;
+  std::shared_ptr<const void> weight;  // keeps policy->weight alive
 };
 
 /// Storage for a direct call's result until it is moved out.
@@ -263,7 +266,7 @@ auto async_op_not_callable() {
 /// needs), and may run on several threads at once. If it throws, the op fails with that
 /// exception, whatever the completion does (the run still waits for the completion, if the
 /// function handed it on). Copies share one state. Thread-safe.
-template <class Fn, class R>
+template <class Fn, class R, class Weight = void>
 class async_op_fn {
  public:
   template <class... Options>
@@ -282,9 +285,9 @@ class async_op_fn {
         return detail::after_misuse<R>();
       }
     } else if constexpr ((detail::is_trace_input_v<A> || ...)) {
-      return detail::record_node<R>(state_->name,
-                                    detail::async_kernel<Fn, R, detail::input_type_t<A>...>::value,
-                                    &state_->fn, state_, a...);
+      return detail::record_node<R>(
+          state_->name, detail::async_kernel<Fn, R, Weight, detail::input_type_t<A>...>::value,
+          &state_->fn, state_, a...);
     } else {
       std::optional<detail::untraced_scope> outside;
       if (auto* ctx = detail::trace_context::current()) {
@@ -292,8 +295,21 @@ class async_op_fn {
         ctx->run_outside("async op '" + state_->name + "'", __builtin_return_address(0));
         outside.emplace();
       }
-      detail::direct_permit slot(*state_);  // held until the completion
-      return detail::call_async<R>(state_->fn, *state_, a...);
+      const detail::call_limits* limits = detail::call_limits::current();
+      if (limits) limits->check_op(state_->name);
+      auto once = [&]() -> R {
+        // Tokens, then a permit held until the completion.
+        detail::direct_instance instance(*state_, limits, direct_tokens(a...));
+        return detail::call_async<R>(state_->fn, *state_, a...);
+      };
+      if constexpr (std::is_void_v<R>) {
+        detail::direct_attempts(*state_, limits, once);
+        if (limits) limits->check_op(state_->name);
+      } else {
+        R r = detail::direct_attempts(*state_, limits, once);
+        if (limits) limits->check_op(state_->name);
+        return r;
+      }
     }
   }
 
@@ -304,6 +320,16 @@ class async_op_fn {
   std::uint32_t peak_concurrency() const noexcept { return detail::concurrency_peak(*state_); }
 
  private:
+  template <class... A>
+  double direct_tokens(const A&... a) const {
+    if constexpr (std::is_void_v<Weight>) {
+      return 1.0;
+    } else {
+      return static_cast<double>(
+          detail::invoke_callable(*static_cast<const Weight*>(state_->policy->weight), a...));
+    }
+  }
+
   template <class... Options>
   static std::shared_ptr<detail::async_op_state<Fn>> make_state(std::string name, Fn fn,
                                                                 Options... options) {
@@ -338,7 +364,8 @@ requires(detail::is_op_option_v<Options>&&...) auto async_op(std::string name, F
   static_assert(std::is_void_v<Result> || (std::is_object_v<Result> && !std::is_const_v<Result> &&
                                            std::is_move_constructible_v<Result>),
                 "xcs::async_op: R must be void or a movable, non-const object type");
-  return async_op_fn<F, Result>(std::move(name), std::forward<Fn>(fn), options...);
+  return async_op_fn<F, Result, detail::weight_of_t<Options...>>(std::move(name),
+                                                                 std::forward<Fn>(fn), options...);
 }
 
 }  // namespace xcs

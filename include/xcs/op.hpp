@@ -2,6 +2,10 @@
 // xcs::op: a unit of work the tracer records as one node.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -12,6 +16,7 @@
 #include "xcs/detail/record.hpp"
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/error.hpp"
+#include "xcs/rate_limit.hpp"
 #include "xcs/traced.hpp"
 
 namespace xcs {
@@ -35,6 +40,62 @@ struct max_concurrency_t {
 inline max_concurrency_t max_concurrency(std::uint32_t n) {
   if (n == 0) throw error("xcs::max_concurrency: the bound must be at least 1");
   return {n};
+}
+
+/// Option for `xcs::op` and `xcs::async_op`: an instance that has not finished `d` after it
+/// started fails with `xcs::timeout_error`. Stop is requested on its token, and the call does
+/// not wait for it: its late result or exception is discarded (an async op's late completion
+/// has no effect). Applies in jitted calls; a direct call runs the op on its own thread and
+/// cannot leave it. `d` must be above zero (checked when the op is made).
+struct timeout_t {
+  std::int64_t ns;
+};
+template <class Rep, class Period>
+timeout_t timeout(std::chrono::duration<Rep, Period> d) {
+  return {std::chrono::duration_cast<std::chrono::nanoseconds>(d).count()};
+}
+
+/// Option: a failed instance runs again, up to `max_attempts` runs in all. The wait before
+/// attempt k+1 is uniform over [0, first_backoff * 2^(k-1)] (full jitter), capped at
+/// 30 * first_backoff, and holds no thread. No attempt starts after the call's deadline, and
+/// xcs::cancelled, xcs::deadline_exceeded and failures `xcs::retry_if` rejects are not
+/// retried. After the last attempt the call sees the last exception (the same object).
+struct retry_t {
+  std::uint32_t max_attempts;
+  std::int64_t first_backoff_ns;
+};
+template <class Rep, class Period>
+retry_t retry(unsigned max_attempts, std::chrono::duration<Rep, Period> first_backoff) {
+  return {max_attempts,
+          std::chrono::duration_cast<std::chrono::nanoseconds>(first_backoff).count()};
+}
+
+/// Option: which failures `xcs::retry` retries: `pred(const std::exception_ptr&)` says yes.
+struct retry_if_t {
+  std::function<bool(const std::exception_ptr&)> pred;
+};
+template <class Pred>
+retry_if_t retry_if(Pred pred) {
+  return {std::function<bool(const std::exception_ptr&)>(std::move(pred))};
+}
+
+/// Option: each instance takes a token of `limiter` before it starts (again for each retry);
+/// a node waiting for tokens holds no thread, and nodes of one call are served in program
+/// order. A direct call waits on its own thread. See `xcs::rate_limiter`.
+struct rate_limit_t {
+  rate_limiter limiter;
+};
+/// The same, taking `weight(inputs...)` tokens (a double, at most the limiter's burst) per
+/// instance: token-per-minute budgets.
+template <class W>
+struct weighted_rate_limit_t {
+  rate_limiter limiter;
+  W weight;
+};
+inline rate_limit_t rate_limit(rate_limiter limiter) { return {std::move(limiter)}; }
+template <class W>
+weighted_rate_limit_t<W> rate_limit(rate_limiter limiter, W weight) {
+  return {std::move(limiter), std::move(weight)};
 }
 
 namespace detail {
@@ -71,23 +132,73 @@ auto op_takes_non_const_reference() {
 }
 
 template <class T>
+struct is_weighted_rate_limit : std::false_type {};
+template <class W>
+struct is_weighted_rate_limit<weighted_rate_limit_t<W>> : std::true_type {
+  using weight = W;
+};
+
+template <class T>
 inline constexpr bool is_op_option_v =
-    std::is_same_v<T, blocking_t> || std::is_same_v<T, max_concurrency_t>;
+    std::is_same_v<T, blocking_t> || std::is_same_v<T, max_concurrency_t> ||
+    std::is_same_v<T, timeout_t> || std::is_same_v<T, retry_t> || std::is_same_v<T, retry_if_t> ||
+    std::is_same_v<T, rate_limit_t> || is_weighted_rate_limit<T>::value;
+
+/// The weight function among an op's options, or void.
+template <class... Options>
+struct weight_of {
+  using weight = void;
+};
+template <class O, class... Rest>
+struct weight_of<O, Rest...> {
+  using weight = typename std::conditional_t<is_weighted_rate_limit<O>::value,
+                                             is_weighted_rate_limit<O>, weight_of<Rest...>>::weight;
+};
+template <class... Options>
+using weight_of_t = typename weight_of<Options...>::weight;
 
 /// The options of one op, gathered before its runtime state is made.
 struct op_options {
   bool blocking = false;
   std::uint32_t max_concurrency = 0;
+  std::int64_t timeout_ns = 0;
+  bool has_timeout = false;
+  std::uint32_t max_attempts = 1;
+  std::int64_t first_backoff_ns = 0;
+  std::function<bool(const std::exception_ptr&)> retry_if;
+  std::optional<rate_limiter> limiter;
+  std::shared_ptr<const void> weight;  ///< the weight function, type-erased
   void apply(blocking_t) { blocking = true; }
   void apply(max_concurrency_t m) { max_concurrency = m.n; }
+  void apply(timeout_t t) {
+    timeout_ns = t.ns;
+    has_timeout = true;
+  }
+  void apply(retry_t r) {
+    max_attempts = r.max_attempts;
+    first_backoff_ns = r.first_backoff_ns;
+  }
+  void apply(retry_if_t r) { retry_if = std::move(r.pred); }
+  void apply(rate_limit_t r) { limiter = std::move(r.limiter); }
+  template <class W>
+  void apply(weighted_rate_limit_t<W> r) {
+    limiter = std::move(r.limiter);
+    weight = std::make_shared<const W>(std::move(r.weight));
+  }
+  /// The policy these options make (null if none), checked: throws xcs::error naming op
+  /// `name` and the bad value.
+  std::unique_ptr<const op_policy> policy(const std::string& name) const;
 };
 
 /// An op's callable beside its runtime state (and identity), so that a graph node keeps both alive.
 template <class Fn>
 struct op_state final : op_runtime {
   op_state(std::string op_name, Fn f, const op_options& o)
-      : op_runtime(std::move(op_name), o.blocking, o.max_concurrency), fn(std::move(f)) {}
+      : op_runtime(op_name, o.blocking, o.max_concurrency, false, o.policy(op_name)),
+        fn(std::move(f)),
+        weight(o.weight) {}
   Fn fn;
+  std::shared_ptr<const void> weight;  // keeps policy->weight alive
 };
 
 }  // namespace detail
@@ -99,7 +210,7 @@ struct op_state final : op_runtime {
 /// While a plan runs, instances of one op may run on several threads at once, so the callable
 /// must be safe to call concurrently. It receives its inputs as `const T&`.
 /// Copies share one state (name, hints and statistics). Thread-safe.
-template <class Fn>
+template <class Fn, class Weight = void>
 class op_fn {
  public:
   template <class... Options>
@@ -111,7 +222,7 @@ class op_fn {
   decltype(auto) operator()(A&&... a) const {
     if constexpr ((detail::is_trace_input_v<A> || ...)) {
       if constexpr (detail::op_invocable_v<const Fn&, const detail::input_type_t<A>&...>) {
-        return detail::record_call(state_->name, &state_->fn, state_, a...);
+        return detail::record_call<Weight>(state_->name, &state_->fn, state_, a...);
       } else {
         if constexpr (detail::op_invocable_v<Fn&, const detail::input_type_t<A>&...>) {
           detail::op_not_const<Fn>();
@@ -136,17 +247,20 @@ class op_fn {
       // op's start and end.
       const detail::call_limits* limits = detail::call_limits::current();
       if (limits) limits->check_op(state_->name);
-      detail::direct_permit slot(*state_);
       using R = detail::op_call_result_t<Fn&, A&&...>;
+      auto once = [&]() -> R {
+        detail::direct_instance instance(*state_, limits, direct_tokens(a...));
+        return detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
+      };
       if constexpr (std::is_void_v<R>) {
-        detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
+        detail::direct_attempts(*state_, limits, once);
         if (limits) limits->check_op(state_->name);
       } else if constexpr (std::is_reference_v<R>) {
-        R r = detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
+        R r = detail::direct_attempts(*state_, limits, once);
         if (limits) limits->check_op(state_->name);
         return static_cast<R>(r);
       } else {
-        R r = detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
+        R r = detail::direct_attempts(*state_, limits, once);
         if (limits) limits->check_op(state_->name);
         return r;
       }
@@ -161,6 +275,17 @@ class op_fn {
   std::uint32_t peak_concurrency() const noexcept { return detail::concurrency_peak(*state_); }
 
  private:
+  /// The tokens a direct call takes (its weight, if the op has one).
+  template <class... A>
+  double direct_tokens(const A&... a) const {
+    if constexpr (std::is_void_v<Weight>) {
+      return 1.0;
+    } else {
+      return static_cast<double>(
+          detail::invoke_callable(*static_cast<const Weight*>(state_->policy->weight), a...));
+    }
+  }
+
   template <class... Options>
   static std::shared_ptr<detail::op_state<Fn>> make_state(std::string name, Fn fn,
                                                           Options... options) {
@@ -178,9 +303,11 @@ class op_fn {
 ///     auto summarize = xcs::op("summarize", [](const std::string& d) { return call_llm(d); });
 ///     auto fetch = xcs::op("fetch", http_get, xcs::blocking, xcs::max_concurrency(4));
 template <class Fn, class... Options>
-requires(detail::is_op_option_v<Options>&&...) op_fn<std::decay_t<Fn>> op(std::string name, Fn&& fn,
-                                                                          Options... options) {
-  return op_fn<std::decay_t<Fn>>(std::move(name), std::forward<Fn>(fn), options...);
+requires(detail::is_op_option_v<Options>&&...)
+    op_fn<std::decay_t<Fn>, detail::weight_of_t<Options...>> op(std::string name, Fn&& fn,
+                                                                Options... options) {
+  return op_fn<std::decay_t<Fn>, detail::weight_of_t<Options...>>(std::move(name),
+                                                                  std::forward<Fn>(fn), options...);
 }
 /// An unnamed op; it shows as "op".
 template <class Fn>

@@ -29,6 +29,8 @@ class rate_limiter {
 
   /// The shared bucket (for the engine).
   detail::token_bucket& bucket() const noexcept { return *bucket_; }
+  /// The same, shared (an op's rate limit keeps it alive).
+  std::shared_ptr<detail::token_bucket> shared_bucket() const noexcept { return bucket_; }
 
  private:
   std::shared_ptr<detail::token_bucket> bucket_;

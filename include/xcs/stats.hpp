@@ -20,8 +20,12 @@ struct op_stats {
   /// Time in the op; for an async op, from its start to its completion.
   std::uint64_t total_ns = 0;
   std::uint64_t max_ns = 0;
-  bool blocking = false;  ///< runs on the blocking lane (hinted, or seen waiting)
-  bool async = false;     ///< an xcs::async_op: waits for its completion holding no thread
+  /// Attempts after the first (xcs::retry); each also counts in `calls`.
+  std::uint64_t retries = 0;
+  std::uint64_t timeouts = 0;      ///< attempts that hit their xcs::timeout
+  std::uint64_t rate_wait_ns = 0;  ///< time instances waited for xcs::rate_limit tokens
+  bool blocking = false;           ///< runs on the blocking lane (hinted, or seen waiting)
+  bool async = false;              ///< an xcs::async_op: waits for its completion holding no thread
 };
 
 /// A snapshot of `jitted::stats()`. Counters are exact; the analysis fields describe the most

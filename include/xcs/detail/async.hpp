@@ -45,6 +45,8 @@ struct async_slot {
   bool has_value = false;          ///< the completion constructed the result at `out`
   std::exception_ptr start_error;  ///< the function threw (wins over the completion's outcome)
   std::exception_ptr done_error;   ///< passed to fail(), or the completion was dropped
+  /// An op with a timeout: the attempt this start belongs to (the run's), else null.
+  void* attempt = nullptr;
 
   void prepare(async_sink& s, op_runtime* o, void* result, std::uint32_t n,
                std::uint64_t start_ticks) noexcept {

@@ -68,6 +68,12 @@ struct kernel {
   /// The callable takes a `std::stop_token` after its inputs: the engine gives each instance
   /// one (see current_stop_token).
   bool wants_stop = false;
+  /// An op with a weighted rate limit: the tokens an instance takes, from its inputs
+  /// (`weight`: the op's weight function); else null (one token).
+  double (*weigh)(const void* weight, const void* const* inputs) = nullptr;
+  /// Moves a result from `from` to `to` and destroys it at `from` (an op with a timeout runs
+  /// each attempt into storage of its own); null for void results and immovable types.
+  void (*relocate)(void* to, void* from) = nullptr;
 };
 
 /// Address of element `index` of a container value, type-erased.

@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -12,6 +14,27 @@
 namespace xcs::detail {
 
 class concurrency_limit;
+class token_bucket;
+
+/// What an op's options say about its instances beyond running them: a timeout, retries and a
+/// rate limit (xcs::timeout, xcs::retry, xcs::retry_if, xcs::rate_limit). The run engine and
+/// the direct call apply it; an op without these options has none (a null policy).
+struct op_policy {
+  std::uint64_t timeout_ns = 0;  ///< 0: none
+  std::uint32_t max_attempts = 1;
+  std::uint64_t first_backoff_ns = 0;
+  /// Which failures are retried (empty: all but xcs::cancelled and xcs::deadline_exceeded).
+  std::function<bool(const std::exception_ptr&)> retry_if;
+  std::shared_ptr<token_bucket> bucket;  ///< null: no rate limit
+  /// The tokens one instance takes, from its inputs (set by the op's kernel; null: 1).
+  const void* weight = nullptr;
+
+  /// Whether a failed attempt `e` after `attempts` runs is tried again (time aside).
+  bool retries(const std::exception_ptr& e, std::uint32_t attempts) const noexcept;
+  /// The backoff before attempt `attempts + 1`: full jitter over first * 2^(attempts-1),
+  /// capped at 30 * first.
+  std::uint64_t backoff_ns(std::uint32_t attempts) const noexcept;
+};
 
 /// One `xcs::op`'s runtime state, shared by every copy of the op, every plan and every
 /// thread. Its base is the op's immutable identity, which is all the IR names; the run engine,
@@ -20,7 +43,7 @@ class concurrency_limit;
 /// scheduling decision, never used to synchronize.
 struct op_runtime : op_identity {
   op_runtime(std::string op_name, bool hinted_blocking, std::uint32_t max_concurrency,
-             bool is_async = false);
+             bool is_async = false, std::unique_ptr<const op_policy> op_policy = nullptr);
   ~op_runtime() override;
 
   /// The runtime state of the op whose identity is `id` (every op identity is made as the
@@ -32,6 +55,8 @@ struct op_runtime : op_identity {
   /// Set by xcs::max_concurrency: at most this many instances run at once, process-wide.
   /// Null when unbounded.
   const std::unique_ptr<concurrency_limit> limit;
+  /// Its timeout, retries and rate limit; null when it has none.
+  const std::unique_ptr<const op_policy> policy;
   /// The monitor saw an instance sit in the kernel without using CPU (set), or the blocking
   /// lane saw one that computed or returned quickly (cleared). Read on every dispatch.
   std::atomic<bool> observed_blocking{false};
@@ -65,6 +90,48 @@ class direct_permit {
  private:
   concurrency_limit* limit_;
 };
+
+struct call_limits;
+
+/// One instance of a direct (plain) call of `p`: takes `tokens` of its rate limit (blocking
+/// this thread, within `limits`' deadline and stop), then a permit of its concurrency limit;
+/// gives the permit back when destroyed. Throws xcs::error for a weight that is negative, not
+/// a number, or above the limiter's burst; xcs::deadline_exceeded or xcs::cancelled if the
+/// wait for tokens ends that way.
+class direct_instance {
+ public:
+  direct_instance(op_runtime& p, const call_limits* limits, double tokens);
+  ~direct_instance() = default;
+  direct_instance(const direct_instance&) = delete;
+  direct_instance& operator=(const direct_instance&) = delete;
+
+ private:
+  direct_permit permit_;
+};
+
+/// Checks the tokens an instance of `p` asks for; throws xcs::error naming the op and value.
+void check_tokens(const op_runtime& p, double tokens);
+
+/// A direct call's wait before attempt `attempts + 1` of `p`: false (no wait) if it would end
+/// past `limits`' deadline or stop is requested meanwhile.
+bool direct_backoff(const op_runtime& p, std::uint32_t attempts, const call_limits* limits);
+
+/// Runs `once()` (one instance of a direct call of `p`), again while `p`'s retry policy says so.
+template <class Once>
+auto direct_attempts(const op_runtime& p, const call_limits* limits, Once& once)
+    -> decltype(once()) {
+  if (!p.policy || p.policy->max_attempts <= 1) return once();
+  for (std::uint32_t attempts = 1;; ++attempts) {
+    try {
+      return once();
+    } catch (...) {
+      if (!p.policy->retries(std::current_exception(), attempts) ||
+          !direct_backoff(p, attempts, limits)) {
+        throw;
+      }
+    }
+  }
+}
 
 /// The bound of `p`'s limit (0 if none) and the most instances that ran at once.
 std::uint32_t concurrency_bound(const op_runtime& p) noexcept;

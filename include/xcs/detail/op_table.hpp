@@ -21,6 +21,9 @@ struct op_counters {
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> total_ns{0};
   std::atomic<std::uint64_t> max_ns{0};
+  std::atomic<std::uint64_t> retries{0};
+  std::atomic<std::uint64_t> timeouts{0};
+  std::atomic<std::uint64_t> rate_wait_ns{0};
 };
 
 /// The counters of every op a function's plans ran. Entries never move or go away, so plans

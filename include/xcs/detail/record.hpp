@@ -43,21 +43,60 @@ void destroy_value(void* p) noexcept {
 }
 
 template <class R>
+void relocate_value(void* to, void* from) {
+  R* f = static_cast<R*>(from);
+  struct destroy_at_exit {
+    R* p;
+    ~destroy_at_exit() { p->~R(); }
+  } guard{f};
+  ::new (to) R(std::move(*f));
+}
+
+template <class R>
 constexpr kernel make_kernel(void (*invoke)(const void*, const void* const*, std::uint32_t, void*),
                              void (*start)(const void*, const void* const*,
                                            async_slot&) noexcept = nullptr,
-                             bool wants_stop = false) {
+                             bool wants_stop = false,
+                             double (*weigh)(const void*, const void* const*) = nullptr) {
   if constexpr (std::is_void_v<R>) {
-    return kernel{invoke, nullptr, 0, 1, &typeid(void), start, wants_stop};
+    return kernel{invoke, nullptr, 0, 1, &typeid(void), start, wants_stop, weigh, nullptr};
   } else {
-    return kernel{invoke, &destroy_value<R>, sizeof(R), alignof(R), &typeid(R), start, wants_stop};
+    void (*relocate)(void*, void*) = nullptr;
+    if constexpr (std::is_move_constructible_v<R>) relocate = &relocate_value<R>;
+    return kernel{invoke, &destroy_value<R>, sizeof(R), alignof(R), &typeid(R),
+                  start,  wants_stop,        weigh,     relocate};
+  }
+}
+
+/// The tokens an instance of an op with rate-limit weight `W` takes, from its inputs `U...`.
+template <class W, class... U>
+double weigh_inputs(const void* weight, const void* const* in) {
+  return [&]<std::size_t... I>(std::index_sequence<I...>) {
+    return static_cast<double>(
+        invoke_callable(*static_cast<const W*>(weight), *static_cast<const U*>(in[I])...));
+  }
+  (std::index_sequence_for<U...>{});
+}
+
+/// weigh_inputs for weight `W`, or null when the op has none (W is void).
+template <class W, class... U>
+constexpr auto weigh_of() {
+  using weigh_fn = double (*)(const void*, const void* const*);
+  if constexpr (std::is_void_v<W>) {
+    return static_cast<weigh_fn>(nullptr);
+  } else {
+    return static_cast<weigh_fn>(&weigh_inputs<W, U...>);
   }
 }
 
 /// Calls `Fn` on typed inputs `U...` (and the instance's stop token, if it takes one) and
-/// constructs its `R` result in place.
+/// constructs its `R` result in place. `W`: the op's rate-limit weight function, or void.
+template <class Fn, class R, class W, class... U>
+struct weighed_op_kernel;
 template <class Fn, class R, class... U>
-struct op_kernel {
+using op_kernel = weighed_op_kernel<Fn, R, void, U...>;
+template <class Fn, class R, class W, class... U>
+struct weighed_op_kernel {
   static constexpr bool wants_stop = takes_stop_token_v<Fn, U...>;
   static void invoke(const void* fn, const void* const* in, std::uint32_t, void* out) {
     call(*static_cast<const Fn*>(fn), in, out, std::index_sequence_for<U...>{});
@@ -70,7 +109,8 @@ struct op_kernel {
       ::new (out) R(invoke_with_stop(f, *static_cast<const U*>(in[I])...));
     }
   }
-  static inline const kernel value = make_kernel<R>(&invoke, nullptr, wants_stop);
+  static inline const kernel value =
+      make_kernel<R>(&invoke, nullptr, wants_stop, weigh_of<W, U...>());
 };
 
 /// Builds a container of `n` inputs of type T (the "pack" node).
@@ -176,11 +216,12 @@ traced<R> record_node(std::string_view name, const kernel& k, const void* fn,
 
 /// Records a call of `fn` (an op's callable, or an operator functor) on `a...`. The caller has
 /// checked that `fn` takes the inputs as const.
-template <class Fn, class... A>
+template <class W = void, class Fn, class... A>
 auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<const op_identity> op,
                  const A&... a) {
   using R = op_result_t<op_call_result_t<const Fn&, const input_type_t<A>&...>>;
-  return record_node<R>(name, op_kernel<Fn, R, input_type_t<A>...>::value, fn, std::move(op), a...);
+  return record_node<R>(name, weighed_op_kernel<Fn, R, W, input_type_t<A>...>::value, fn,
+                        std::move(op), a...);
 }
 
 /// Operators run stateless functors; the kernel ignores `fn`.

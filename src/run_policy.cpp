@@ -1,0 +1,260 @@
+// SPDX-License-Identifier: MIT
+// The run engine's policies, what an op's options add to a node's life (see run.hpp): waits
+// for rate-limit tokens, retries after a backoff, and attempts that time out. Each waits
+// holding no thread: a queued node, a timer.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <new>
+#include <string>
+#include <utility>
+
+#include "clock.hpp"
+#include "run.hpp"
+#include "timer.hpp"
+#include "xcs/error.hpp"
+
+namespace xcs::detail {
+namespace {
+
+/// A node a wait gives back is worth a wake whatever it costs: nobody else will run it.
+constexpr std::uint64_t kWakeNsForPolicies = 4'000;
+
+}  // namespace
+
+// ---- ordering -----------------------------------------------------------------------------
+
+std::uint64_t run::order_key(node_id n) noexcept {
+  // Calls in the order they first waited, nodes of a call in program order.
+  std::uint64_t base = order_base_.load(std::memory_order_relaxed);
+  if (base == 0) {
+    const std::uint64_t mine = token_bucket::next_order();
+    if (order_base_.compare_exchange_strong(base, mine, std::memory_order_relaxed)) base = mine;
+  }
+  return base | n;
+}
+
+void run::add_waiting(waiting_node w) {
+  std::lock_guard lock(error_mutex_);
+  waiting_.push_back(w);
+}
+
+void run::remove_waiting(node_id n) noexcept {
+  std::lock_guard lock(error_mutex_);
+  auto it = std::find_if(waiting_.begin(), waiting_.end(),
+                         [n](const waiting_node& w) { return w.n == n; });
+  if (it != waiting_.end()) {
+    *it = waiting_.back();
+    waiting_.pop_back();
+  }
+}
+
+void run::end_waits() noexcept {
+  // Taken in turns outside the lock: cancel_timer waits for a retry that is firing, which
+  // takes the lock.
+  for (;;) {
+    waiting_node w{};
+    {
+      std::lock_guard lock(error_mutex_);
+      auto it = std::find_if(waiting_.begin(), waiting_.end(),
+                             [](const waiting_node& x) { return x.tokens || x.timer != 0; });
+      if (it == waiting_.end()) return;
+      w = *it;
+      *it = waiting_.back();
+      waiting_.pop_back();
+    }
+    // Exactly one of the wait's end and this withdrawal happens: if it wins, the node goes
+    // back to the queue from here, and must_skip() skips it.
+    const op_policy& pol = *info(w.n).op->policy;
+    const bool withdrawn = w.tokens ? pol.bucket->withdraw(*this, w.n) : cancel_timer(w.timer);
+    if (withdrawn) {
+      push(w.n);
+      share(kWakeNsForPolicies, wake::always);
+      helpers_inside.fetch_sub(1, std::memory_order_release);  // taken when it began to wait
+    }
+  }
+}
+
+// ---- rate limits --------------------------------------------------------------------------
+
+run::token_step run::take_tokens(node_id n) noexcept {
+  const node_layout& ni = info(n);
+  const op_policy& pol = *ni.op->policy;
+  node_state& s = nodes_[n];
+  try {
+    double tokens = 1.0;
+    if (ni.kernel->weigh) tokens = ni.kernel->weigh(pol.weight, &inputs_[ni.first_input]);
+    check_tokens(*ni.op, tokens);
+    s.wait_from = ticks();
+    // Counted as a helper (and listed, for a stop) before it can be granted.
+    helpers_inside.fetch_add(1, std::memory_order_relaxed);
+    add_waiting({n, 0, true});
+    if (!pol.bucket->acquire_or_queue(*this, n, tokens, order_key(n))) return token_step::parked;
+    remove_waiting(n);
+    helpers_inside.fetch_sub(1, std::memory_order_relaxed);
+    s.holds_tokens = true;
+    return token_step::taken;
+  } catch (...) {
+    // A bad weight (xcs::error), the weight function's own exception, or no memory: the
+    // node fails with it, as an attempt of the op would.
+    record_error(n, std::current_exception());
+    s.outcome.store(threw, std::memory_order_release);
+    return token_step::failed;
+  }
+}
+
+void run::tokens_granted(std::uint32_t n) noexcept {
+  node_state& s = nodes_[n];
+  remove_waiting(n);
+  s.holds_tokens = true;
+  s.rate_wait += ticks() - s.wait_from;
+  push(n);
+  share(kWakeNsForPolicies, wake::always);
+  helpers_inside.fetch_sub(1, std::memory_order_release);  // taken when it queued
+}
+
+// ---- retries ------------------------------------------------------------------------------
+
+bool run::schedule_retry(node_id n, const std::exception_ptr& e) noexcept {
+  node_state& s = nodes_[n];
+  const op_policy& pol = *info(n).op->policy;
+  if (!pol.retries(e, s.attempts)) return false;
+  // The call is over (stopped, or an earlier node failed): the failure stands.
+  if (must_skip(n)) return false;
+  const auto due =
+      std::chrono::steady_clock::now() + std::chrono::nanoseconds(pol.backoff_ns(s.attempts));
+  if (bounded_ && due >= limits_.deadline) return false;  // no attempt after the deadline
+  // The next attempt takes a permit and tokens of its own.
+  s.holds_permit = false;
+  s.holds_tokens = false;
+  helpers_inside.fetch_add(1, std::memory_order_relaxed);
+  try {
+    add_waiting({n, 0, false});
+  } catch (...) {
+    helpers_inside.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  std::uint64_t id = 0;
+  try {
+    id = add_timer(due, &run::retry_due, this, n);
+  } catch (...) {
+    // No timer: the failure stands. (retry_due never runs, so the node is still listed.)
+    remove_waiting(n);
+    helpers_inside.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  {
+    // Armed: a stop may cancel it from now on (unless it fired already and left the list).
+    std::lock_guard lock(error_mutex_);
+    for (waiting_node& w : waiting_) {
+      if (w.n == n) w.timer = id;
+    }
+  }
+  return true;
+}
+
+void run::retry_due(void* r, std::uint64_t node) noexcept {
+  run& self = *static_cast<run*>(r);
+  const auto n = static_cast<node_id>(node);
+  self.remove_waiting(n);
+  self.push(n);
+  self.share(kWakeNsForPolicies, wake::always);
+  self.helpers_inside.fetch_sub(1, std::memory_order_release);  // taken when it was scheduled
+}
+
+// ---- timeouts -----------------------------------------------------------------------------
+
+/// One attempt of an op with a timeout. The op's thread and the timer race to end it (`state`):
+/// the op, by returning; the timer, at the timeout, by failing the attempt with
+/// xcs::timeout_error and going on with the node. The op's thread frees it either way.
+struct run::attempt {
+  enum : std::uint8_t { running = 0, finished = 1, timed_out = 2 };
+  run* r;
+  node_id n;
+  std::atomic<std::uint8_t> state{running};
+  std::uint64_t timer = 0;
+  async_slot slot;                       // an async op's start
+  std::unique_ptr<std::byte[]> storage;  // the result, until it is moved to the node's
+  void* out = nullptr;
+};
+
+void* run::attempt_out(attempt* at) noexcept { return at->out; }
+async_slot& run::attempt_slot(attempt* at) noexcept { return at->slot; }
+
+run::attempt* run::begin_attempt(node_id n, bool) noexcept {
+  const node_layout& ni = info(n);
+  // Without a way to move the result, or without memory, the attempt has no timeout.
+  if (ni.kernel->size && !ni.kernel->relocate) return nullptr;
+  try {
+    auto at = std::make_unique<attempt>();
+    at->r = this;
+    at->n = n;
+    if (ni.kernel->size) {
+      at->storage.reset(new std::byte[ni.kernel->size + ni.kernel->align]);
+      auto p = reinterpret_cast<std::uintptr_t>(at->storage.get());
+      p = (p + ni.kernel->align - 1) / ni.kernel->align * ni.kernel->align;
+      at->out = reinterpret_cast<void*>(p);
+    }
+    const auto due =
+        std::chrono::steady_clock::now() + std::chrono::nanoseconds(ni.op->policy->timeout_ns);
+    at->timer = add_timer(due, &run::attempt_timed_out, at.get(), 0);
+    return at.release();
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+bool run::claim(attempt* at) noexcept {
+  std::uint8_t running = attempt::running;
+  if (!at->state.compare_exchange_strong(running, attempt::finished, std::memory_order_acq_rel)) {
+    return false;
+  }
+  cancel_timer(at->timer);  // waits for a timer that is firing: it loses, and lets go of `at`
+  return true;
+}
+
+void run::free_attempt(attempt* at) noexcept { delete at; }
+
+void run::discard(attempt* at, bool has_value) noexcept {
+  if (has_value) info(at->n).kernel->destroy(at->out);
+  delete at;
+  stragglers_.fetch_sub(1, std::memory_order_release);  // the last touch of the run
+}
+
+void run::attempt_timed_out(void* p, std::uint64_t) noexcept {
+  auto* at = static_cast<attempt*>(p);
+  run& self = *at->r;
+  const node_id n = at->n;
+  // Counted before the claim: the op's thread, once it sees it lost, uncounts it.
+  self.stragglers_.fetch_add(1, std::memory_order_acq_rel);
+  std::uint8_t running = attempt::running;
+  if (!at->state.compare_exchange_strong(running, attempt::timed_out, std::memory_order_acq_rel)) {
+    self.stragglers_.fetch_sub(1, std::memory_order_relaxed);
+    return;  // the op finished first
+  }
+  // From here `at` belongs to the op's thread. The node goes on without the attempt.
+  node_state& s = self.nodes_[n];
+  ++s.timeouts;
+  const op_runtime& op = *self.info(n).op;
+  std::stop_source source{std::nostopstate};
+  {
+    std::lock_guard lock(self.error_mutex_);
+    source = s.stop;
+  }
+  source.request_stop();  // outside the lock: the op's stop callback may complete it
+  std::exception_ptr e;
+  try {
+    throw timeout_error(fmt::format("xcs: op '{}' timed out after {}", op.name,
+                                    describe_ns(static_cast<std::int64_t>(op.policy->timeout_ns))));
+  } catch (...) {
+    e = std::current_exception();
+  }
+  if (self.conclude_attempt(n, std::move(e), 0) == attempt_end::done) {
+    self.release(n, successor_use::queue_all);
+    self.finish(n);
+  }
+}
+
+}  // namespace xcs::detail
