@@ -7,8 +7,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <numeric>
+#include <optional>
 #include <stop_token>
 #include <string>
 #include <string_view>
@@ -110,10 +112,43 @@ struct chat_async_fn {
   void operator()(const chat_request& request, xcs::completion<std::string> done) const;
 };
 
-/// The ops of the pipeline. `max_concurrency` bounds the requests in flight at once across
-/// every jitted function and thread that uses these ops (0: no bound). Requests go through
-/// `llm_async` when the ops are made with an async client, else through `llm`.
+/// Whether a failed request may succeed if it is sent again: an `llm_error` with HTTP 429 (rate
+/// limited) or 503 (overloaded), or a transport failure (no HTTP answer: refused, reset). Not
+/// other statuses, bad responses, the client's timeout, cancellations, or anything that is not
+/// an `llm_error` (`xcs::timeout_error` included). The chat op's `xcs::retry_if`.
+bool transient(const std::exception_ptr& error);
+
+/// How the chat op treats the endpoint: xcs's op options, each passed only when it is set.
+/// Both chat ops (`llm`, `llm_async`) get the same; copies of one limiter share its tokens.
+///
+///     llm::chat_policy policy;
+///     policy.rate = xcs::rate_limiter(18, 5);  // under the API's 20 requests a second
+///     policy.max_attempts = 5;                 // 429, 503 and transport failures, 4 times more
+struct chat_policy {
+  /// Requests in flight at once, across every jitted function and thread (0: no bound):
+  /// `xcs::max_concurrency`.
+  std::uint32_t max_concurrency = 0;
+  /// A token of this bucket before each request starts, retries included: `xcs::rate_limit`.
+  /// A waiting request holds no thread in a jitted call; a direct call waits on its thread.
+  std::optional<xcs::rate_limiter> rate;
+  /// Runs of one request in all (1: none again): `xcs::retry(max_attempts, first_backoff)`,
+  /// for the failures `transient` accepts (`xcs::retry_if`). The wait before a retry is
+  /// uniform over [0, first_backoff * 2^(retry - 1)], capped at 30 * first_backoff.
+  std::uint32_t max_attempts = 1;
+  std::chrono::milliseconds first_backoff{100};
+  /// How long one attempt may run in a jitted call: then it fails with `xcs::timeout_error`
+  /// and its request is stopped (it ends with `failure::cancelled`, which nobody sees). Not
+  /// retried. A direct call has only the client's own timeout (`client_options::timeout_ms`).
+  std::optional<std::chrono::milliseconds> timeout;
+};
+
+/// The ops of the pipeline. Requests go through `llm_async` when the ops are made with an
+/// async client, else through `llm`; `policy` applies to both.
 struct pipeline_ops {
+  pipeline_ops(const client& api, timeline& log, int members, const chat_policy& policy,
+               async_client* async_api = nullptr);
+  /// `max_concurrency` bounds the requests in flight at once across every jitted function and
+  /// thread that uses these ops (0: no bound); no other policy.
   pipeline_ops(const client& api, timeline& log, int members, std::uint32_t max_concurrency,
                async_client* async_api = nullptr);
 
