@@ -27,6 +27,7 @@ using namespace llm_test;
 using steady = std::chrono::steady_clock;
 
 constexpr int kMembers = 4;
+constexpr std::uint32_t kBound = 8;  // the chat ops' max_concurrency
 const std::string kQuestion = "q";
 
 // The bound of the issue is the deadline plus 10 ms; the tests allow a loaded 2-core machine
@@ -37,38 +38,6 @@ constexpr double kSlackMs = 150;
 double ms_between(steady::time_point from, steady::time_point to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
 }
-
-/// The exception of type `E` that `fn` threw, if any; others pass through.
-template <class E, class Fn>
-std::optional<E> error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e;
-  }
-  return std::nullopt;
-}
-
-enum class op_kind { blocking, async };
-
-/// The pipeline's ops over clients of one URL: requests go through the async client for
-/// op_kind::async, else through the blocking one. The ops reference the clients and the
-/// timeline, so a test keeps them until every request the ops started has ended (a bounded
-/// call may leave requests running when it returns; `await_recorded` waits for them).
-struct ops_at {
-  ops_at(const llm::client_options& options, llm::timeline& log, op_kind kind)
-      : blocking(options),
-        async(kind == op_kind::async ? std::optional<llm::async_client>(std::in_place, options)
-                                     : std::nullopt),
-        ops(blocking, log, kMembers, 8, async ? &*async : nullptr) {}
-
-  std::uint64_t requests() const { return async ? async->requests() : blocking.requests(); }
-  int in_flight() const { return async ? async->in_flight() : blocking.in_flight(); }
-
-  llm::client blocking;
-  std::optional<llm::async_client> async;
-  llm::pipeline_ops ops;
-};
 
 /// The ensemble step of ensemble_pipeline, with member 0 asking through `first` and the other
 /// members through `rest`: the direct call throws member 0's error before the others start.
@@ -95,19 +64,6 @@ class PipelineStopTest : public AsyncServerTest, public ::testing::WithParamInte
     llm::client_options o = options();
     o.url = url;
     return o;
-  }
-
-  /// Waits until `log` holds `n` requests of `step`, each recorded when its request ended;
-  /// returns when, or nullopt after `within`.
-  static std::optional<steady::time_point> await_recorded(const llm::timeline& log,
-                                                          std::string_view step, std::size_t n,
-                                                          std::chrono::milliseconds within) {
-    const steady::time_point give_up = steady::now() + within;
-    while (log.count(step) < n) {
-      if (steady::now() >= give_up) return std::nullopt;
-      std::this_thread::sleep_for(1ms);
-    }
-    return steady::now();
   }
 
   /// nginx's 499s for the hung endpoint: once `n` have been logged (or after `within`), how
@@ -159,7 +115,7 @@ class PipelineStopTest : public AsyncServerTest, public ::testing::WithParamInte
 
 TEST_P(PipelineStopTest, DeadlineEndsACallWhoseRequestsHang) {
   llm::timeline log;
-  ops_at hung(options_at(server_->hung_url()), log, GetParam());
+  ops_at hung(options_at(server_->hung_url()), log, GetParam(), kMembers, kBound);
   auto pipeline = xcs::jit(llm::ensemble_pipeline{&hung.ops});
   const auto started_wall = std::chrono::system_clock::now();
   const steady::time_point started = steady::now();
@@ -180,7 +136,7 @@ TEST_P(PipelineStopTest, DeadlineEndsACallWhoseRequestsHang) {
 
 TEST_P(PipelineStopTest, StopTokenCancelsACallWhoseRequestsHang) {
   llm::timeline log;
-  ops_at hung(options_at(server_->hung_url()), log, GetParam());
+  ops_at hung(options_at(server_->hung_url()), log, GetParam(), kMembers, kBound);
   auto pipeline = xcs::jit(llm::ensemble_pipeline{&hung.ops});
   std::stop_source source;
   steady::time_point stopped;
@@ -211,8 +167,9 @@ TEST_P(PipelineStopTest, StopTokenCancelsACallWhoseRequestsHang) {
 // endpoint: the call throws member 0's error, and the others were asked to stop.
 TEST_P(PipelineStopTest, FailingMemberStopsTheOthers) {
   llm::timeline log;
-  ops_at failing(options_at(server_->url("/v1/late500/chat/completions")), log, GetParam());
-  ops_at hung(options_at(server_->hung_url()), log, GetParam());
+  ops_at failing(options_at(server_->url("/v1/late500/chat/completions")), log, GetParam(),
+                 kMembers, kBound);
+  ops_at hung(options_at(server_->hung_url()), log, GetParam(), kMembers, kBound);
   const split_ensemble body{&failing.ops, &hung.ops};
   // The direct call: member 0's error, and the others never start.
   auto direct = llm_error_of([&] { body(kQuestion); });
@@ -242,8 +199,9 @@ TEST_P(PipelineStopTest, FailingMemberStopsTheOthers) {
 // had reached the server, ended with a 499.
 TEST_P(PipelineStopTest, MemberFailingAtOnceEndsTheCallAtOnce) {
   llm::timeline log;
-  ops_at failing(options_at(server_->url("/v1/fail500/chat/completions")), log, GetParam());
-  ops_at hung(options_at(server_->hung_url()), log, GetParam());
+  ops_at failing(options_at(server_->url("/v1/fail500/chat/completions")), log, GetParam(),
+                 kMembers, kBound);
+  ops_at hung(options_at(server_->hung_url()), log, GetParam(), kMembers, kBound);
   const split_ensemble body{&failing.ops, &hung.ops};
   auto direct = llm_error_of([&] { body(kQuestion); });
 
@@ -269,9 +227,6 @@ TEST_P(PipelineStopTest, MemberFailingAtOnceEndsTheCallAtOnce) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, PipelineStopTest,
-                         ::testing::Values(op_kind::blocking, op_kind::async),
-                         [](const ::testing::TestParamInfo<op_kind>& info) {
-                           return info.param == op_kind::async ? "AsyncOp" : "BlockingOp";
-                         });
+                         ::testing::Values(op_kind::blocking, op_kind::async), op_kind_name);
 
 }  // namespace

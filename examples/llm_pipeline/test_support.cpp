@@ -138,6 +138,21 @@ void expect_same_error(const std::optional<llm::llm_error>& direct,
   EXPECT_STREQ(other->what(), direct->what());
 }
 
+std::string op_kind_name(const ::testing::TestParamInfo<op_kind>& info) {
+  return info.param == op_kind::async ? "AsyncOp" : "BlockingOp";
+}
+
+std::optional<std::chrono::steady_clock::time_point> await_recorded(
+    const llm::timeline& log, std::string_view step, std::size_t n,
+    std::chrono::milliseconds within) {
+  const auto give_up = std::chrono::steady_clock::now() + within;
+  while (log.count(step) < n) {
+    if (std::chrono::steady_clock::now() >= give_up) return std::nullopt;
+    std::this_thread::sleep_for(1ms);
+  }
+  return std::chrono::steady_clock::now();
+}
+
 status_sampler::status_sampler(std::string url) : url_(std::move(url)), thread_([this] { run(); }) {
   while (samples_.load() == 0 && !failed_.load()) std::this_thread::sleep_for(1ms);
 }
