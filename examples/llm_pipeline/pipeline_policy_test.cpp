@@ -8,6 +8,7 @@
 // The rate tests send 60 requests in one jitted call by default (3 s at 18 a second), to keep
 // the suite fast; XCS_LLM_POLICY_REQUESTS=200 runs the measurement of the README (about 11 s
 // at 18 a second).
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -200,6 +201,7 @@ TEST_P(PipelinePolicyTest, TimeoutEndsRequestsThatHang) {
   ops_at hung(options_at(server_->hung_url()), log, GetParam(), kMembers, policy);
   auto stage = xcs::jit(ensemble_stage{&hung.ops});
   std::optional<xcs::timeout_error> error;
+  const auto started_wall = std::chrono::system_clock::now();
   const double ms =
       millis([&] { error = error_of<xcs::timeout_error>([&] { stage(kQuestion); }); });
   const steady::time_point returned = steady::now();
@@ -217,6 +219,14 @@ TEST_P(PipelinePolicyTest, TimeoutEndsRequestsThatHang) {
   EXPECT_EQ(hung.requests(), static_cast<std::uint64_t>(kMembers)) << "no retry";
   std::map<int, int> statuses = await_statuses(llm::local_server::hung_path, kMembers);
   EXPECT_EQ(statuses[499], kMembers);
+  // When nginx logged them, on its clock (whole milliseconds) from when the call was made.
+  std::int64_t last_499_ms = 0;
+  for (const llm::access_entry& e : server_->access_log()) {
+    if (e.uri == llm::local_server::hung_path && e.status == 499) {
+      last_499_ms = std::max(last_499_ms, e.end_ms - wall_ms(started_wall));
+    }
+  }
+  EXPECT_LT(last_499_ms, 1000);
   const xcs::op_stats chat = chat_stats(stage.stats());
   EXPECT_GE(chat.timeouts, 1u);
   EXPECT_EQ(chat.retries, 0u);
@@ -224,9 +234,10 @@ TEST_P(PipelinePolicyTest, TimeoutEndsRequestsThatHang) {
   std::printf(
       "%d requests that hang, timeout(200ms): the call threw timeout_error after %.1f ms (\"%s\"); "
       "%llu timed out (the first failure stopped the rest); all had ended %.1f ms after the "
-      "call returned, nginx logged 499 for %d\n",
+      "call returned; nginx logged 499 for %d, the last %lld ms after the call was made\n",
       kMembers, ms, error->what(), static_cast<unsigned long long>(chat.timeouts),
-      std::chrono::duration<double, std::milli>(*ended - returned).count(), statuses[499]);
+      std::chrono::duration<double, std::milli>(*ended - returned).count(), statuses[499],
+      static_cast<long long>(last_499_ms));
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, PipelinePolicyTest,
