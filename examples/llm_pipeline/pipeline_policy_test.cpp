@@ -65,12 +65,6 @@ xcs::op_stats chat_stats(const xcs::stats& s) {
 
 class PipelinePolicyTest : public AsyncServerTest, public ::testing::WithParamInterface<op_kind> {
  protected:
-  llm::client_options options_at(const std::string& url) const {
-    llm::client_options o = options();
-    o.url = url;
-    return o;
-  }
-
   /// How many requests to `uri` nginx logged with each status, once it has logged `n` (or
   /// after `within`): nginx writes a request's line after its reply, so the last may lag.
   std::map<int, int> await_statuses(std::string_view uri, int n,

@@ -60,12 +60,6 @@ struct split_ensemble {
 
 class PipelineStopTest : public AsyncServerTest, public ::testing::WithParamInterface<op_kind> {
  protected:
-  llm::client_options options_at(const std::string& url) const {
-    llm::client_options o = options();
-    o.url = url;
-    return o;
-  }
-
   /// nginx's 499s for the hung endpoint: once `n` have been logged (or after `within`), how
   /// many.
   int await_abandoned(int n, std::chrono::milliseconds within = 2s) const {

@@ -112,6 +112,12 @@ llm::client_options AsyncServerTest::options(long timeout_ms) const {
   return o;
 }
 
+llm::client_options AsyncServerTest::options_at(const std::string& url) const {
+  llm::client_options o = options();
+  o.url = url;
+  return o;
+}
+
 std::optional<llm::access_entry> await_log_entry(const llm::local_server& server,
                                                  std::string_view uri, int status,
                                                  std::chrono::milliseconds within) {

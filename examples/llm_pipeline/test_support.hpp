@@ -216,6 +216,8 @@ class AsyncServerTest : public ::testing::Test {
   void SetUp() override;
   void TearDown() override;
   llm::client_options options(long timeout_ms = 10000) const;
+  /// The same, for another URL of the server.
+  llm::client_options options_at(const std::string& url) const;
 
   std::unique_ptr<llm::local_server> server_;
 };
