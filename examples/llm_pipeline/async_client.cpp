@@ -13,19 +13,44 @@
 #include <chrono>
 #include <cstring>
 #include <future>
+#include <optional>
 #include <stdexcept>
 
 #include "transfer.hpp"
 
 namespace llm {
 
+// One request from start() to its callback. Made on the thread that calls start(); from then
+// on touched only by the event thread, except its stop callback, which may run on any thread
+// and only posts the id.
 struct async_client::pending {
-  pending(const client_options& options, std::string url, const std::string& prompt,
-          reply_callback& callback)
-      : request(options, std::move(url), prompt), done(std::move(callback)) {}
+  // Posts this request's cancel to the event thread: the stop callback's whole work, so that
+  // it never waits for the event thread (which may be destroying it).
+  struct post_cancel_fn {
+    async_client* client;
+    std::uint64_t id;
+    void operator()() const noexcept { client->post_cancel(id); }
+  };
+
+  pending(async_client& client, std::string url, const std::string& prompt,
+          reply_callback& callback, std::stop_token token)
+      : request(client.options_, std::move(url), prompt),
+        done(std::move(callback)),
+        id(client.next_id_.fetch_add(1, std::memory_order_relaxed)),
+        stop(std::move(token)) {}
+
+  // Deregisters the stop callback, then runs `done`. Called once per request, by whichever
+  // path ends it, never with mutex_ held (see mutex_).
+  void complete(reply_or_error result) {
+    on_stop.reset();
+    done(std::move(result));
+  }
 
   transfer request;
   reply_callback done;
+  std::uint64_t id;
+  std::stop_token stop;
+  std::optional<std::stop_callback<post_cancel_fn>> on_stop;  // set once the request is whole
 };
 
 namespace {
@@ -34,6 +59,10 @@ namespace {
 std::exception_ptr destroyed(const std::string& url) {
   return std::make_exception_ptr(llm_error(
       failure::transport, 0, "llm request to " + url + " failed: the client was destroyed"));
+}
+
+std::exception_ptr cancelled(const std::string& url) {
+  return std::make_exception_ptr(transfer::cancelled(url));
 }
 
 std::int64_t now_ns() {
@@ -91,28 +120,35 @@ async_client::~async_client() {
   ::close(epoll_fd_);
 }
 
-void async_client::start(std::string url, const std::string& prompt, reply_callback done) {
+void async_client::start(std::string url, const std::string& prompt, reply_callback done,
+                         std::stop_token stop) {
   std::unique_ptr<pending> request;
   try {
-    request = std::make_unique<pending>(options_, std::move(url), prompt, done);
+    request = std::make_unique<pending>(*this, std::move(url), prompt, done, stop);
   } catch (...) {
     // curl_easy_init or an allocation failed: the request never existed.
     done(reply_or_error{{}, std::current_exception()});
     return;
   }
+  // Registered before the request is queued, so a stop from now on posts a cancel. One posted
+  // before the event thread has the request finds nothing to cancel; add() then sees the stop
+  // on the token itself. On a token stopped already it posts at once, to the same effect.
+  if (stop.stop_possible()) {
+    request->on_stop.emplace(stop, pending::post_cancel_fn{this, request->id});
+  }
   bool wake = false;
   {
     std::lock_guard lock(mutex_);
     if (!stopping_) {
-      // The event thread reads the eventfd before it takes the queue, so a queue that is not
-      // empty has a wake-up on its way already.
-      wake = queue_.empty();
+      // The event thread reads the eventfd before it takes the queue and the cancels, so when
+      // either is not empty a wake-up is on its way already.
+      wake = queue_.empty() && cancels_.empty();
       queue_.push_back(std::move(request));
     }
   }
   if (request) {  // the client is being destroyed
     request->request.close();
-    request->done(reply_or_error{{}, destroyed(request->request.url())});
+    request->complete(reply_or_error{{}, destroyed(request->request.url())});
     return;
   }
   if (wake) {
@@ -121,10 +157,13 @@ void async_client::start(std::string url, const std::string& prompt, reply_callb
   }
 }
 
-std::string async_client::complete(std::string url, const std::string& prompt) {
+std::string async_client::complete(std::string url, const std::string& prompt,
+                                   std::stop_token stop) {
   std::promise<reply_or_error> promise;
   std::future<reply_or_error> result = promise.get_future();
-  start(std::move(url), prompt, [&promise](reply_or_error r) { promise.set_value(std::move(r)); });
+  start(
+      std::move(url), prompt, [&promise](reply_or_error r) { promise.set_value(std::move(r)); },
+      std::move(stop));
   return result.get().value();
 }
 
@@ -189,18 +228,29 @@ bool async_client::take_queued() noexcept {
   std::uint64_t count = 0;
   (void)::read(wake_fd_, &count, sizeof count);  // first: see start()
   queue batch;
+  std::vector<std::uint64_t> cancels;
   {
     std::lock_guard lock(mutex_);
     if (stopping_) return false;
     batch.swap(queue_);
+    cancels.swap(cancels_);
   }
+  // Cancels after adds: a cancel taken with its own request then finds it running.
   add(batch);
+  for (std::uint64_t id : cancels) cancel(id);
   return true;
 }
 
 void async_client::add(queue& batch) noexcept {
   for (std::unique_ptr<pending>& owned : batch) {
     pending* request = owned.get();
+    if (request->stop.stop_requested()) {
+      // Stopped before it reached the event thread; its posted cancel, if already taken,
+      // found nothing to cancel. Nothing was sent.
+      request->request.close();
+      request->complete(reply_or_error{{}, cancelled(request->request.url())});
+      continue;
+    }
     CURL* handle = request->request.handle();
     curl_easy_setopt(handle, CURLOPT_PRIVATE, static_cast<void*>(request));
     // Adding sets curl's timer to 0: the next turn of the loop starts the request.
@@ -209,10 +259,10 @@ void async_client::add(queue& batch) noexcept {
       request->request.close();
       reply_or_error result;
       result.error = request->request.outcome(CURLE_OUT_OF_MEMORY, result.text);
-      request->done(std::move(result));
+      request->complete(std::move(result));
       continue;
     }
-    running_.insert(owned.release());
+    running_.emplace(request->id, owned.release());
     requests_.fetch_add(1, std::memory_order_relaxed);
     int now = in_flight_.fetch_add(1, std::memory_order_relaxed) + 1;
     if (now > peak_.load(std::memory_order_relaxed)) {
@@ -236,13 +286,40 @@ void async_client::finish(CURL* handle, CURLcode rc) noexcept {
   void* user = nullptr;
   curl_easy_getinfo(handle, CURLINFO_PRIVATE, &user);
   std::unique_ptr<pending> request(static_cast<pending*>(user));
-  running_.erase(request.get());
+  running_.erase(request->id);
   curl_multi_remove_handle(multi_, handle);
   request->request.close();  // the connection goes back to the multi handle's cache
   in_flight_.fetch_sub(1, std::memory_order_relaxed);
   reply_or_error result;
   result.error = request->request.outcome(rc, result.text);
-  request->done(std::move(result));
+  request->complete(std::move(result));
+}
+
+void async_client::post_cancel(std::uint64_t id) noexcept {
+  bool wake = false;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;                      // fail_all ends every request
+    wake = queue_.empty() && cancels_.empty();  // see start()
+    cancels_.push_back(id);
+  }
+  if (wake) {
+    const std::uint64_t one = 1;
+    (void)::write(wake_fd_, &one, sizeof one);
+  }
+}
+
+void async_client::cancel(std::uint64_t id) noexcept {
+  auto at = running_.find(id);
+  if (at == running_.end()) return;  // it ended first, or add() found it stopped
+  std::unique_ptr<pending> request(at->second);
+  running_.erase(at);
+  // A transfer removed before its end loses its connection, which curl closes: the server
+  // sees the client go (nginx logs 499).
+  curl_multi_remove_handle(multi_, request->request.handle());
+  request->request.close();
+  in_flight_.fetch_sub(1, std::memory_order_relaxed);
+  request->complete(reply_or_error{{}, cancelled(request->request.url())});
 }
 
 void async_client::fail_all() noexcept {
@@ -251,17 +328,17 @@ void async_client::fail_all() noexcept {
     std::lock_guard lock(mutex_);
     queued.swap(queue_);
   }
-  for (pending* raw : running_) {
+  for (const auto& [id, raw] : running_) {
     std::unique_ptr<pending> request(raw);
     curl_multi_remove_handle(multi_, request->request.handle());
     request->request.close();
     in_flight_.fetch_sub(1, std::memory_order_relaxed);
-    request->done(reply_or_error{{}, destroyed(request->request.url())});
+    request->complete(reply_or_error{{}, destroyed(request->request.url())});
   }
   running_.clear();
   for (std::unique_ptr<pending>& request : queued) {
     request->request.close();
-    request->done(reply_or_error{{}, destroyed(request->request.url())});
+    request->complete(reply_or_error{{}, destroyed(request->request.url())});
   }
 }
 

@@ -11,10 +11,12 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <stop_token>
 #include <string>
 #include <thread>
-#include <unordered_set>
+#include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "llm_client.hpp"
 
@@ -68,6 +70,12 @@ class reply_callback {
 /// `client::complete` throws for it: both clients build their requests and read their ends
 /// with the same code (transfer.hpp).
 ///
+/// A request started with a stop token ends when a stop is requested on it: the event thread
+/// takes the request out of the multi handle, which closes its connection, and calls its
+/// callback with `failure::cancelled`, within a few milliseconds of the stop when the event
+/// thread is free. Whatever races (the stop, the reply, the client's destruction), the callback
+/// runs exactly once, with whichever came first to the event thread.
+///
 ///     llm::async_client api({.url = "http://127.0.0.1:8080/v1/chat/completions"});
 ///     api.start("Why is the sky blue?", [](llm::reply_or_error r) {
 ///       if (!r.error) std::puts(r.text.c_str());
@@ -90,17 +98,20 @@ class async_client {
   /// the event thread. `done` must not block (every other request waits while it runs) and
   /// must not throw (std::terminate). If the request cannot be made at all (curl_easy_init
   /// failed), `done` runs before `start` returns, on the calling thread, with the llm_error
-  /// the blocking client throws for it.
-  void start(const std::string& prompt, reply_callback done) {
-    start(options_.url, prompt, std::move(done));
+  /// the blocking client throws for it. A stop requested on `stop` before the request ends
+  /// ends it with `failure::cancelled` (a token stopped already sends nothing); `stop` may be
+  /// stopped from any thread, a callback of this client's included.
+  void start(const std::string& prompt, reply_callback done, std::stop_token stop = {}) {
+    start(options_.url, prompt, std::move(done), std::move(stop));
   }
   /// The same, to another URL of the same API.
-  void start(std::string url, const std::string& prompt, reply_callback done);
+  void start(std::string url, const std::string& prompt, reply_callback done,
+             std::stop_token stop = {});
 
   /// Sends a request and waits for it: returns the text or throws the llm_error, as
   /// `client::complete` does. Not from a callback (the event thread would wait for itself).
   std::string complete(const std::string& prompt) { return complete(options_.url, prompt); }
-  std::string complete(std::string url, const std::string& prompt);
+  std::string complete(std::string url, const std::string& prompt, std::stop_token stop = {});
 
   const client_options& options() const noexcept { return options_; }
 
@@ -112,7 +123,7 @@ class async_client {
   void reset_peak() noexcept { peak_.store(in_flight(), std::memory_order_relaxed); }
 
  private:
-  struct pending;  // one request: its transfer and its callback
+  struct pending;  // one request: its transfer, its callback and its stop callback
   using queue = std::deque<std::unique_ptr<pending>>;
   static int on_socket(CURL* easy, curl_socket_t socket, int what, void* self, void* known);
   static int on_timer(CURLM* multi, long timeout_ms, void* self);
@@ -122,20 +133,30 @@ class async_client {
   void add(queue& batch) noexcept;
   void act(curl_socket_t socket, int events) noexcept;
   void finish(CURL* handle, CURLcode rc) noexcept;
+  void post_cancel(std::uint64_t id) noexcept;
+  void cancel(std::uint64_t id) noexcept;
   void fail_all() noexcept;
 
   client_options options_;
   // The event thread's state. The constructor and destructor touch it too, before the thread
   // starts and after it ends; other threads only write to wake_fd_.
   CURLM* multi_ = nullptr;
-  int epoll_fd_ = -1;                     // curl's sockets, and wake_fd_
-  int wake_fd_ = -1;                      // an eventfd: start() and the destructor write to it
-  std::int64_t timer_due_ns_ = -1;        // curl's timer on the steady clock, or -1 for none
-  std::unordered_set<pending*> running_;  // in multi_; owned through their CURLOPT_PRIVATE
+  int epoll_fd_ = -1;  // curl's sockets, and wake_fd_
+  int wake_fd_ = -1;   // an eventfd: start(), stop callbacks and the destructor write to it
+  std::int64_t timer_due_ns_ = -1;  // curl's timer on the steady clock, or -1 for none
+  // In multi_, by id; owned through their CURLOPT_PRIVATE. An id, not the address, names a
+  // request to cancel: a cancel may arrive after its request ended and another took its place.
+  std::unordered_map<std::uint64_t, pending*> running_;
 
-  std::mutex mutex_;  // guards queue_ and stopping_
+  // Guards queue_, cancels_ and stopping_. Held only to move requests and ids in and out,
+  // never while a request's stop callback is destroyed: that destructor waits for a stop
+  // callback running on another thread, which takes this lock to post its cancel.
+  std::mutex mutex_;
   queue queue_;
+  std::vector<std::uint64_t> cancels_;  // ids whose stop was requested, for the event thread
   bool stopping_ = false;
+
+  std::atomic<std::uint64_t> next_id_{0};  // only unique: relaxed
 
   // Counters only; relaxed order is enough because nothing is published through them.
   std::atomic<int> in_flight_{0};

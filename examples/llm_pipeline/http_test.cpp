@@ -223,6 +223,49 @@ TEST_F(LlmHttpTest, ExampleBatchModeTakesTheUrlFromTheEnvironment) {
   EXPECT_EQ(summary["peak_in_flight"], "6") << r.output;  // both ensembles at once
 }
 
+// The chat op's policy flags against nginx's rate-limited endpoint (20 a second, bursts of 5;
+// 429 beyond; instant replies): --rate 18 keeps every request under the limit; without it,
+// --retries sends the rejected requests again until they are answered. Each run sends 37
+// requests: one alone, then the batch directly and jitted twice.
+TEST_F(LlmHttpTest, ExampleTakesRateAndRetryFlags) {
+  auto rejected = [&] {
+    int n = 0;
+    for (const llm::access_entry& e : server_->access_log()) {
+      n += e.uri == llm::local_server::limited_path && e.status == 429 ? 1 : 0;
+    }
+    return n;
+  };
+  const std::vector<std::string> batch = {XCS_LLM_PIPELINE_EXE,
+                                          "--url",
+                                          server_->limited_url(),
+                                          "--n",
+                                          "2",
+                                          "--questions",
+                                          "a?",
+                                          "b?",
+                                          "c?"};
+  auto with = [&](std::vector<std::string> flags) {
+    flags.insert(flags.begin(), batch.begin(), batch.end());
+    return flags;
+  };
+
+  process_result r = run_process(with({"--rate", "18"}));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto summary = parse_summary(r.output);
+  EXPECT_EQ(summary["same"], "yes") << r.output;
+  EXPECT_EQ(summary["retries"], "0") << r.output;
+  EXPECT_GT(std::stod(summary["rate_wait_ms"]), 0) << r.output;
+  EXPECT_NE(r.output.find("rate limit 18 a second, bursts of 5"), std::string::npos) << r.output;
+  EXPECT_EQ(rejected(), 0);
+
+  r = run_process(with({"--retries", "30", "--backoff-ms", "50"}));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  summary = parse_summary(r.output);
+  EXPECT_EQ(summary["same"], "yes") << r.output;
+  EXPECT_GT(std::stoi(summary["retries"]), 0) << r.output;
+  EXPECT_GT(rejected(), 0);
+}
+
 TEST_F(LlmHttpTest, ExampleRejectsBadArgumentsAndAMissingEndpoint) {
   process_result r = run_process({XCS_LLM_PIPELINE_EXE, "--url", server_->chat_url(), "--n", "0"});
   EXPECT_EQ(r.exit_code, 2);
@@ -234,6 +277,13 @@ TEST_F(LlmHttpTest, ExampleRejectsBadArgumentsAndAMissingEndpoint) {
   r = run_process({XCS_LLM_PIPELINE_EXE});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("no endpoint"), std::string::npos) << r.output;
+  r = run_process({XCS_LLM_PIPELINE_EXE, "--url", server_->chat_url(), "--rate", "0"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--rate expects a number above 0, not '0'"), std::string::npos)
+      << r.output;
+  r = run_process({XCS_LLM_PIPELINE_EXE, "--url", server_->chat_url(), "--limited"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--limited needs --local-server"), std::string::npos) << r.output;
   // A request that fails ends the example with the error's kind and message.
   r = run_process(
       {XCS_LLM_PIPELINE_EXE, "--url", server_->url("/v1/fail500/chat/completions"), "--n", "2"});

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <memory>
 #include <utility>
 
 #include "transfer.hpp"
@@ -44,6 +45,56 @@ class in_flight_guard {
   std::atomic<int>& in_flight_;
 };
 
+// CURLOPT_XFERINFOFUNCTION: a nonzero return aborts the transfer with
+// CURLE_ABORTED_BY_CALLBACK, which transfer::reply reads as cancelled.
+int abort_on_stop(void* stop, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return static_cast<const std::stop_token*>(stop)->stop_requested() ? 1 : 0;
+}
+
+// Runs `easy` to its end, as curl_easy_perform does, but on a multi handle of its own so that
+// a stop can wake the wait. curl calls the progress callback whenever it drives the transfer,
+// and a transfer waiting on a silent server is driven only by curl's timers: inside
+// curl_easy_perform (curl 7.88) that is at 200 ms, then once a second (measured), so a stop
+// would take up to a second to land. Here the stop callback interrupts curl_multi_poll with
+// curl_multi_wakeup (the one call curl allows on a multi handle another thread is using), the
+// next curl_multi_perform calls the progress callback, and it aborts: the request ends within
+// a few milliseconds of the stop, whether it was connecting, sending or waiting.
+CURLcode perform(CURL* easy, const std::stop_token& stop) {
+  std::unique_ptr<CURLM, decltype(&curl_multi_cleanup)> multi(curl_multi_init(),
+                                                              &curl_multi_cleanup);
+  if (!multi) return CURLE_OUT_OF_MEMORY;
+  curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, &abort_on_stop);
+  curl_easy_setopt(easy, CURLOPT_XFERINFODATA, &stop);
+  if (CURLMcode added = curl_multi_add_handle(multi.get(), easy); added != CURLM_OK) {
+    return added == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+  }
+  CURLcode rc = CURLE_OK;
+  CURLMcode mc = CURLM_OK;
+  {
+    // Declared after the multi handle, so destroyed before it; its destructor waits for a
+    // wake-up that another thread's request_stop is making.
+    std::stop_callback wake(stop, [m = multi.get()] { curl_multi_wakeup(m); });
+    for (int running = 1; running > 0 && mc == CURLM_OK;) {
+      mc = curl_multi_perform(multi.get(), &running);
+      if (mc == CURLM_OK && running > 0) {
+        // 1 s at most; curl shortens the wait to its own next timer.
+        mc = curl_multi_poll(multi.get(), nullptr, 0, 1000, nullptr);
+      }
+    }
+  }
+  int left = 0;
+  while (CURLMsg* message = curl_multi_info_read(multi.get(), &left)) {
+    if (message->msg == CURLMSG_DONE) rc = message->data.result;
+  }
+  // What curl_easy_perform returns when its own multi handle fails.
+  if (mc != CURLM_OK) {
+    rc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_BAD_FUNCTION_ARGUMENT;
+  }
+  curl_multi_remove_handle(multi.get(), easy);
+  return rc;
+}
+
 }  // namespace
 
 std::string_view to_string(failure kind) noexcept {
@@ -56,6 +107,8 @@ std::string_view to_string(failure kind) noexcept {
       return "http_status";
     case failure::bad_response:
       return "bad_response";
+    case failure::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }
@@ -84,13 +137,15 @@ std::optional<std::string> error_message(std::string_view body) {
   return string_at(body, "/error/message");
 }
 
-std::string client::complete(const std::string& url, const std::string& prompt) const {
+std::string client::complete(const std::string& url, const std::string& prompt,
+                             std::stop_token stop) const {
+  if (stop.stop_requested()) throw transfer::cancelled(url);
   transfer request(options_, url, prompt);
   CURLcode rc;
   {
     in_flight_guard guard(in_flight_, peak_);
     requests_.fetch_add(1, std::memory_order_relaxed);
-    rc = curl_easy_perform(request.handle());
+    rc = perform(request.handle(), stop);
     request.close();  // closes the connection while the request still counts as in flight
   }
   return request.reply(rc);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <string_view>
 
@@ -17,6 +18,7 @@ enum class failure {
   timeout,       ///< no complete answer within the client's timeout
   http_status,   ///< the server answered with a 4xx or 5xx status
   bad_response,  ///< a 2xx answer without choices[0].message.content
+  cancelled,     ///< the caller's stop token asked the request to stop before it ended
 };
 
 /// Thrown by `client::complete` for every failed request. The message names the URL and the
@@ -55,7 +57,18 @@ class client {
   /// choices[0].message.content. Throws `llm_error`. Thread-safe.
   std::string complete(const std::string& prompt) const { return complete(options_.url, prompt); }
   /// The same, to another URL of the same API.
-  std::string complete(const std::string& url, const std::string& prompt) const;
+  std::string complete(const std::string& url, const std::string& prompt) const {
+    return complete(url, prompt, std::stop_token{});
+  }
+  /// The same, and a stop requested on `stop` ends the request within a few milliseconds,
+  /// wherever it is (connecting, sending, waiting for the reply), closing its connection; it
+  /// then throws `llm_error` with `failure::cancelled`. A token stopped already sends nothing.
+  ///
+  ///     std::stop_source source;
+  ///     std::jthread watchdog([&] { std::this_thread::sleep_for(1s); source.request_stop(); });
+  ///     api.complete(url, "Why?", source.get_token());  // at most about a second
+  std::string complete(const std::string& url, const std::string& prompt,
+                       std::stop_token stop) const;
 
   const client_options& options() const noexcept { return options_; }
 

@@ -149,6 +149,8 @@ bool local_server::start_on(int port, std::string& why) {
   replace_all(config, "@ECHO_MODULE@", options_.echo_module);
   replace_all(config, "@DELAY_S@", seconds(options_.delay_ms));
   replace_all(config, "@SLOW_S@", seconds(options_.slow_ms));
+  replace_all(config, "@LIMIT_RATE@", std::to_string(limited_rate_per_second));
+  replace_all(config, "@LIMIT_BURST@", std::to_string(limited_burst));
   // As root nginx would switch to "nobody", which may not exist in a container.
   replace_all(config, "@USER_DIRECTIVE@", ::geteuid() == 0 ? "user root;" : "");
   const fs::path config_path = prefix_ / "nginx.conf";

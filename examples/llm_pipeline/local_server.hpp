@@ -13,6 +13,12 @@
 
 namespace llm {
 
+/// nginx's own rate limit on /v1/limited/chat/completions (limit_req with nodelay), one bucket
+/// for all clients: `limited_rate_per_second` requests a second on average, and up to
+/// `limited_burst` more at once; a request beyond that is rejected at once with 429.
+inline constexpr int limited_rate_per_second = 20;
+inline constexpr int limited_burst = 5;
+
 struct local_server_options {
   std::string nginx;               ///< the nginx executable
   std::string config_template;     ///< nginx.conf.in
@@ -58,6 +64,14 @@ class local_server {
   std::string url(std::string_view path) const;
   /// The chat-completions endpoint: the canned reply after `delay_ms`.
   std::string chat_url() const { return url("/v1/chat/completions"); }
+  /// The same reply at once, behind nginx's rate limit (`limited_rate_per_second`,
+  /// `limited_burst`); over it, 429 with an OpenAI-style error body.
+  std::string limited_url() const { return url(limited_path); }
+  static constexpr std::string_view limited_path = "/v1/limited/chat/completions";
+  /// An endpoint that never answers: a request to it ends only when its client gives up, and
+  /// the access log shows status 499 for it once the client has closed the connection.
+  std::string hung_url() const { return url(hung_path); }
+  static constexpr std::string_view hung_path = "/v1/hung/chat/completions";
   const std::filesystem::path& prefix() const noexcept { return prefix_; }
 
   /// GET /nginx_status on a new connection. Throws std::runtime_error if it fails.

@@ -11,6 +11,7 @@
 
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -30,12 +31,18 @@ struct options {
   std::string url;
   std::string model = "xcs-demo";
   int members = 4;
-  long timeout_ms = 30000;
+  long client_timeout_ms = 30000;
+  std::optional<long> timeout_ms;  // xcs::timeout on the chat op
   std::uint32_t max_concurrency = 8;
+  std::optional<double> rate;  // requests a second (xcs::rate_limiter)
+  double burst = 5;
+  unsigned retries = 0;
+  long backoff_ms = 100;
   std::vector<std::string> questions;
   bool batch = false;
   bool explain = false;
   bool local_server = false;
+  bool limited = false;  // the local server's rate-limited endpoint
   int delay_ms = 200;
   bool async = true;  // the async op on the multi client, or the blocking op
 };
@@ -43,8 +50,16 @@ struct options {
 constexpr std::string_view usage = R"(usage: llm_pipeline [options]
   --url URL              chat-completions endpoint (default: $XCS_LLM_URL)
   --n N                  ensemble size (default 4)
-  --timeout-ms MS        per-request timeout (default 30000)
   --max-concurrency K    requests in flight at once, 0 for no bound (default 8)
+  --rate R               at most R requests a second on average (xcs::rate_limit), in bursts of
+                         up to --burst B (default 5); default: no limit
+  --retries N            send a request again up to N times after a 429, a 503 or a connection
+                         failure (xcs::retry), after a random wait of up to MS, 2 MS, 4 MS, ...
+                         (capped at 30 MS) for --backoff-ms MS (default 100); default 0
+  --timeout-ms MS        in the jitted calls, each attempt of a request fails with
+                         xcs::timeout_error after MS (xcs::timeout); default: none
+  --client-timeout-ms MS the client's own timeout per request, the only one in direct calls
+                         (default 30000)
   --client KIND          async (default): requests on one event thread (libcurl multi) through
                          an xcs::async_op; blocking: one thread per request in flight
   --model NAME           the "model" field of each request (default xcs-demo)
@@ -53,6 +68,8 @@ constexpr std::string_view usage = R"(usage: llm_pipeline [options]
   --batch FILE           batch mode over FILE's non-empty lines
   --explain              print the plan of the jitted pipeline and exit
   --local-server         start nginx with nginx.conf.in and use it
+  --limited              with --local-server: its endpoint behind nginx's rate limit (20
+                         requests a second, bursts of 5 more, 429 beyond), which answers at once
   --delay-ms MS          the local server's reply delay (default 200)
   $XCS_LLM_API_KEY, when set, is sent as a bearer token.
 )";
@@ -68,6 +85,16 @@ Int parse_int(std::string_view flag, std::string_view text, Int lowest) {
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (ec != std::errc() || end != text.data() + text.size() || value < lowest) {
     fail_usage(fmt::format("{} expects an integer >= {}, not '{}'", flag, lowest, text));
+  }
+  return value;
+}
+
+double parse_positive(std::string_view flag, std::string_view text) {
+  double value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || !(value > 0) ||
+      !std::isfinite(value)) {
+    fail_usage(fmt::format("{} expects a number above 0, not '{}'", flag, text));
   }
   return value;
 }
@@ -88,8 +115,18 @@ options parse_options(int argc, char** argv) {
       o.members = parse_int(arg, value(), 1);
     } else if (arg == "--timeout-ms") {
       o.timeout_ms = parse_int(arg, value(), 1L);
+    } else if (arg == "--client-timeout-ms") {
+      o.client_timeout_ms = parse_int(arg, value(), 1L);
     } else if (arg == "--max-concurrency") {
       o.max_concurrency = parse_int(arg, value(), std::uint32_t{0});
+    } else if (arg == "--rate") {
+      o.rate = parse_positive(arg, value());
+    } else if (arg == "--burst") {
+      o.burst = parse_int(arg, value(), 1);
+    } else if (arg == "--retries") {
+      o.retries = parse_int(arg, value(), 0U);
+    } else if (arg == "--backoff-ms") {
+      o.backoff_ms = parse_int(arg, value(), 0L);
     } else if (arg == "--client") {
       std::string_view kind = value();
       if (kind != "async" && kind != "blocking") {
@@ -117,6 +154,8 @@ options parse_options(int argc, char** argv) {
       o.explain = true;
     } else if (arg == "--local-server") {
       o.local_server = true;
+    } else if (arg == "--limited") {
+      o.limited = true;
     } else if (arg == "--delay-ms") {
       o.delay_ms = parse_int(arg, value(), 0);
     } else if (arg == "--help" || arg == "-h") {
@@ -127,6 +166,9 @@ options parse_options(int argc, char** argv) {
     }
   }
   if (o.batch && o.questions.empty()) fail_usage("batch mode needs at least one question");
+  if (o.retries > 1000)
+    fail_usage(fmt::format("--retries expects at most 1000, not {}", o.retries));
+  if (o.limited && !o.local_server) fail_usage("--limited needs --local-server");
   if (!o.batch)
     o.questions = {question.value_or("Why is the sky \"blue\"? Réponds en une phrase.")};
   if (o.url.empty() && !o.local_server && !o.explain) {
@@ -166,6 +208,25 @@ std::unique_ptr<llm::local_server> start_local_server(const options& o) {
   fmt::print(stderr, "llm_pipeline: built without nginx or its echo module; use --url\n");
   std::exit(2);
 #endif
+}
+
+llm::chat_policy chat_policy_of(const options& o) {
+  llm::chat_policy p;
+  p.max_concurrency = o.max_concurrency;
+  if (o.rate) p.rate = xcs::rate_limiter(*o.rate, o.burst);
+  p.max_attempts = o.retries + 1;
+  p.first_backoff = std::chrono::milliseconds(o.backoff_ms);
+  if (o.timeout_ms) p.timeout = std::chrono::milliseconds(*o.timeout_ms);
+  return p;
+}
+
+std::string describe_policy(const options& o) {
+  std::string rate = o.rate ? fmt::format("{} a second, bursts of {}", *o.rate, o.burst) : "none";
+  std::string timeout = o.timeout_ms ? fmt::format("{} ms", *o.timeout_ms) : "none";
+  return fmt::format(
+      "chat op: max_concurrency {}, rate limit {}, retries {} (backoff from {} ms), timeout {}",
+      o.max_concurrency == 0 ? std::string("none") : std::to_string(o.max_concurrency), rate,
+      o.retries, o.backoff_ms, timeout);
 }
 
 /// Whichever client the pipeline's requests go through, for its in-flight counters.
@@ -213,14 +274,26 @@ bool compare(const char* mode, const Body& body, const Arg& arg, const options& 
   fmt::print("speedup:            {:7.2f} x   (direct / jitted cached)\n", direct_ms / cached_ms);
   fmt::print("requests in flight: at most {} (bound {})\n", peak,
              o.max_concurrency == 0 ? std::string("none") : std::to_string(o.max_concurrency));
-  fmt::print("same result: {}\n\n{}\n", same ? "yes" : "NO", jitted.stats());
+  const xcs::stats stats = jitted.stats();
+  xcs::op_stats chat;  // both chat ops are named "llm"
+  for (const xcs::op_stats& op : stats.ops) {
+    if (op.name == "llm") chat = op;
+  }
+  const double rate_wait_ms = static_cast<double>(chat.rate_wait_ns) / 1e6;
+  fmt::print(
+      "chat op, jitted calls: {} attempts, {} retries, {} timeouts, {:.1f} ms waited for "
+      "rate-limit tokens (summed over requests)\n",
+      chat.calls, chat.retries, chat.timeouts, rate_wait_ms);
+  fmt::print("same result: {}\n\n{}\n", same ? "yes" : "NO", stats);
   // One line for scripts and tests.
   fmt::print(
       "summary: mode={} client={} questions={} members={} one_call_ms={:.1f} direct_ms={:.1f} "
       "jitted_first_ms={:.1f} jitted_ms={:.1f} ensemble_direct_ms={:.1f} "
-      "ensemble_jitted_ms={:.1f} peak_in_flight={} same={}\n",
+      "ensemble_jitted_ms={:.1f} peak_in_flight={} retries={} timeouts={} rate_wait_ms={:.1f} "
+      "same={}\n",
       mode, o.async ? "async" : "blocking", o.questions.size(), o.members, one_call_ms, direct_ms,
-      first_ms, cached_ms, ensemble_direct_ms, ensemble_jitted_ms, peak, same ? "yes" : "no");
+      first_ms, cached_ms, ensemble_direct_ms, ensemble_jitted_ms, peak, chat.retries,
+      chat.timeouts, rate_wait_ms, same ? "yes" : "no");
   return same;
 }
 
@@ -233,19 +306,19 @@ int main(int argc, char** argv) {
   try {
     if (o.local_server) {
       server = start_local_server(o);
-      o.url = server->chat_url();
+      o.url = o.limited ? server->limited_url() : server->chat_url();
     }
     llm::client_options co;
     co.url = o.url;
     co.model = o.model;
-    co.timeout_ms = o.timeout_ms;
+    co.timeout_ms = o.client_timeout_ms;
     if (const char* key = std::getenv("XCS_LLM_API_KEY")) co.api_key = key;
     llm::client api(co);
     std::optional<llm::async_client> async_api;
     if (o.async) async_api.emplace(co);
     const clients in_use{&api, async_api ? &*async_api : nullptr};
     llm::timeline log;
-    llm::pipeline_ops ops(api, log, o.members, o.max_concurrency, in_use.async);
+    llm::pipeline_ops ops(api, log, o.members, chat_policy_of(o), in_use.async);
     llm::ensemble_pipeline one{&ops};
     llm::batch_pipeline batch{one};
 
@@ -258,8 +331,9 @@ int main(int argc, char** argv) {
       return 0;
     }
 
-    fmt::print("endpoint: {}\nensemble of {}, timeout {} ms, {} client\n\n", o.url, o.members,
-               o.timeout_ms, o.async ? "async (one event thread)" : "blocking");
+    fmt::print("endpoint: {}\nensemble of {}, client timeout {} ms, {} client\n{}\n\n", o.url,
+               o.members, o.client_timeout_ms, o.async ? "async (one event thread)" : "blocking",
+               describe_policy(o));
     // One request on its own: the latency the ensemble stage should take when jitted. It also
     // checks that the endpoint answers before the pipeline starts.
     double one_call_ms = millis([&] { ops.chat(llm::member_prompt(o.questions.front(), 0, 1)); });

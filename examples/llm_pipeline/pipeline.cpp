@@ -5,6 +5,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <optional>
+#include <tuple>
+#include <utility>
 
 namespace llm {
 
@@ -66,7 +69,7 @@ void timeline::clear() {
   entries_.clear();
 }
 
-std::string chat_fn::operator()(const chat_request& request) const {
+std::string chat_fn::operator()(const chat_request& request, std::stop_token stop) const {
   auto start = timeline::clock::now();
   struct recorder {
     timeline* log;
@@ -74,41 +77,93 @@ std::string chat_fn::operator()(const chat_request& request) const {
     timeline::clock::time_point start;
     ~recorder() { log->record(step, start, timeline::clock::now()); }
   } record{log, request.step, start};
-  return api->complete(request.prompt);
+  return api->complete(api->options().url, request.prompt, std::move(stop));
 }
 
 void chat_async_fn::operator()(const chat_request& request,
                                xcs::completion<std::string> done) const {
-  api->start(request.prompt,
-             [log = log, step = request.step, start = timeline::clock::now(),
-              complete = completing(std::move(done))](reply_or_error reply) mutable {
-               log->record(step, start, timeline::clock::now());
-               complete(std::move(reply));
-             });
+  // Taken before `done` moves into the callback (the order of start's arguments is unspecified).
+  std::stop_token stop = done.stop_token();
+  api->start(
+      request.prompt,
+      [log = log, step = request.step, start = timeline::clock::now(),
+       complete = completing(std::move(done))](reply_or_error reply) mutable {
+        log->record(step, start, timeline::clock::now());
+        complete(std::move(reply));
+      },
+      std::move(stop));
+}
+
+bool transient(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const llm_error& e) {
+    return e.kind() == failure::transport ||
+           (e.kind() == failure::http_status && (e.status() == 429 || e.status() == 503));
+  } catch (...) {
+    return false;
+  }
 }
 
 namespace {
-xcs::op_fn<chat_fn> make_llm_op(const client& api, timeline& log, std::uint32_t max_concurrency) {
-  // Blocking: the op waits on the network, so it goes straight to xcs's blocking lane.
-  if (max_concurrency == 0) return xcs::op("llm", chat_fn{&api, &log}, xcs::blocking);
-  return xcs::op("llm", chat_fn{&api, &log}, xcs::blocking, xcs::max_concurrency(max_concurrency));
+
+// Calls `make(options...)` with `chosen` and those of `rest` that are set: xcs checks every
+// option it is given (a bound of 0 throws), so one that is not set must not be passed.
+template <class Make, class... Chosen>
+auto with_set_options(const Make& make, std::tuple<Chosen...> chosen) {
+  return std::apply(make, std::move(chosen));
 }
-xcs::async_op_fn<chat_async_fn, std::string> make_llm_async_op(async_client* api, timeline& log,
-                                                               std::uint32_t max_concurrency) {
-  // The bound holds a slot from the start of a request until its completion.
-  if (max_concurrency == 0) return xcs::async_op("llm", chat_async_fn{api, &log});
-  return xcs::async_op("llm", chat_async_fn{api, &log}, xcs::max_concurrency(max_concurrency));
+template <class Make, class... Chosen, class Next, class... Rest>
+auto with_set_options(const Make& make, std::tuple<Chosen...> chosen, std::optional<Next> next,
+                      std::optional<Rest>... rest) {
+  if (!next) return with_set_options(make, std::move(chosen), std::move(rest)...);
+  return with_set_options(make, std::tuple_cat(std::move(chosen), std::make_tuple(*next)),
+                          std::move(rest)...);
 }
+
+// The chat op made by `make(options...)` with `policy`'s options. Retries are always passed:
+// with one attempt xcs makes no policy of them.
+template <class Make>
+auto with_policy(const chat_policy& policy, const Make& make) {
+  return with_set_options(
+      make,
+      std::make_tuple(xcs::retry(policy.max_attempts, policy.first_backoff),
+                      xcs::retry_if(&transient)),
+      policy.max_concurrency > 0 ? std::optional(xcs::max_concurrency(policy.max_concurrency))
+                                 : std::nullopt,
+      policy.rate ? std::optional(xcs::rate_limit(*policy.rate)) : std::nullopt,
+      policy.timeout ? std::optional(xcs::timeout(*policy.timeout)) : std::nullopt);
+}
+
 }  // namespace
 
 pipeline_ops::pipeline_ops(const client& api, timeline& log, int members_,
-                           std::uint32_t max_concurrency, async_client* async_api)
+                           const chat_policy& policy, async_client* async_api)
     : members(members_),
       use_async(async_api != nullptr),
       ask_prompt(xcs::op("ask_prompt", member_prompt_fn{members_})),
       judge_prompt(xcs::op("judge_prompt", judge_prompt_fn{})),
       synthesis_prompt(xcs::op("synthesis_prompt", synthesis_prompt_fn{})),
-      llm(make_llm_op(api, log, max_concurrency)),
-      llm_async(make_llm_async_op(async_api, log, max_concurrency)) {}
+      // Blocking: the op waits on the network, so it goes straight to xcs's blocking lane.
+      llm(with_policy(policy,
+                      [&](auto... options) {
+                        return xcs::op("llm", chat_fn{&api, &log}, xcs::blocking, options...);
+                      })),
+      // A concurrency bound holds a slot from the start of a request until its completion.
+      llm_async(with_policy(policy, [&](auto... options) {
+        return xcs::async_op("llm", chat_async_fn{async_api, &log}, options...);
+      })) {}
+
+namespace {
+chat_policy bounded(std::uint32_t max_concurrency) {
+  chat_policy policy;
+  policy.max_concurrency = max_concurrency;
+  return policy;
+}
+}  // namespace
+
+pipeline_ops::pipeline_ops(const client& api, timeline& log, int members_,
+                           std::uint32_t max_concurrency, async_client* async_api)
+    : pipeline_ops(api, log, members_, bounded(max_concurrency), async_api) {}
 
 }  // namespace llm

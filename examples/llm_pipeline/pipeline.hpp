@@ -7,8 +7,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <mutex>
 #include <numeric>
+#include <optional>
+#include <stop_token>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -73,10 +76,16 @@ struct synthesis_prompt_fn {
 };
 /// The one op that talks to the endpoint: every step's request goes through it, so its
 /// concurrency bound is the bound on requests in flight to the API.
+///
+/// xcs passes the op instance's stop token (the parameter after the inputs): stop is requested
+/// at the deadline or cancellation of a bounded call (`with_deadline`, `with_stop_token`) and
+/// when an op before it in program order failed; the request then ends within a few
+/// milliseconds with `failure::cancelled`. A direct call gets an empty token, unless it runs
+/// inside a bounded call.
 struct chat_fn {
   const client* api;
   timeline* log;
-  std::string operator()(const chat_request& request) const;
+  std::string operator()(const chat_request& request, std::stop_token stop) const;
 };
 
 /// A callback for `async_client::start` that completes `done` with the reply, or fails it with
@@ -95,17 +104,51 @@ inline reply_callback completing(xcs::completion<std::string> done) {
 }
 
 /// The same op, asynchronous: starts the request on the async client and returns; the client's
-/// event thread completes it, so no thread waits for the reply.
+/// event thread completes it, so no thread waits for the reply. The request stops when the
+/// completion's `stop_token()` does, as `chat_fn`'s does.
 struct chat_async_fn {
   async_client* api;
   timeline* log;
   void operator()(const chat_request& request, xcs::completion<std::string> done) const;
 };
 
-/// The ops of the pipeline. `max_concurrency` bounds the requests in flight at once across
-/// every jitted function and thread that uses these ops (0: no bound). Requests go through
-/// `llm_async` when the ops are made with an async client, else through `llm`.
+/// Whether a failed request may succeed if it is sent again: an `llm_error` with HTTP 429 (rate
+/// limited) or 503 (overloaded), or a transport failure (no HTTP answer: refused, reset). Not
+/// other statuses, bad responses, the client's timeout, cancellations, or anything that is not
+/// an `llm_error` (`xcs::timeout_error` included). The chat op's `xcs::retry_if`.
+bool transient(const std::exception_ptr& error);
+
+/// How the chat op treats the endpoint: xcs's op options, each passed only when it is set.
+/// Both chat ops (`llm`, `llm_async`) get the same; copies of one limiter share its tokens.
+///
+///     llm::chat_policy policy;
+///     policy.rate = xcs::rate_limiter(18, 5);  // under the API's 20 requests a second
+///     policy.max_attempts = 5;                 // 429, 503 and transport failures, 4 times more
+struct chat_policy {
+  /// Requests in flight at once, across every jitted function and thread (0: no bound):
+  /// `xcs::max_concurrency`.
+  std::uint32_t max_concurrency = 0;
+  /// A token of this bucket before each request starts, retries included: `xcs::rate_limit`.
+  /// A waiting request holds no thread in a jitted call; a direct call waits on its thread.
+  std::optional<xcs::rate_limiter> rate;
+  /// Runs of one request in all (1: none again): `xcs::retry(max_attempts, first_backoff)`,
+  /// for the failures `transient` accepts (`xcs::retry_if`). The wait before a retry is
+  /// uniform over [0, first_backoff * 2^(retry - 1)], capped at 30 * first_backoff.
+  std::uint32_t max_attempts = 1;
+  std::chrono::milliseconds first_backoff{100};
+  /// How long one attempt may run in a jitted call: then it fails with `xcs::timeout_error`
+  /// and its request is stopped (it ends with `failure::cancelled`, which nobody sees). Not
+  /// retried. A direct call has only the client's own timeout (`client_options::timeout_ms`).
+  std::optional<std::chrono::milliseconds> timeout;
+};
+
+/// The ops of the pipeline. Requests go through `llm_async` when the ops are made with an
+/// async client, else through `llm`; `policy` applies to both.
 struct pipeline_ops {
+  pipeline_ops(const client& api, timeline& log, int members, const chat_policy& policy,
+               async_client* async_api = nullptr);
+  /// `max_concurrency` bounds the requests in flight at once across every jitted function and
+  /// thread that uses these ops (0: no bound); no other policy.
   pipeline_ops(const client& api, timeline& log, int members, std::uint32_t max_concurrency,
                async_client* async_api = nullptr);
 

@@ -112,6 +112,29 @@ llm::client_options AsyncServerTest::options(long timeout_ms) const {
   return o;
 }
 
+llm::client_options AsyncServerTest::options_at(const std::string& url) const {
+  llm::client_options o = options();
+  o.url = url;
+  return o;
+}
+
+std::optional<llm::access_entry> await_log_entry(const llm::local_server& server,
+                                                 std::string_view uri, int status,
+                                                 std::chrono::milliseconds within) {
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  for (;;) {
+    for (const llm::access_entry& e : server.access_log()) {
+      if (e.uri == uri && e.status == status) return e;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+    std::this_thread::sleep_for(2ms);
+  }
+}
+
+std::int64_t wall_ms(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
 void expect_same_error(const std::optional<llm::llm_error>& direct,
                        const std::optional<llm::llm_error>& other) {
   ASSERT_TRUE(direct.has_value());
@@ -119,6 +142,21 @@ void expect_same_error(const std::optional<llm::llm_error>& direct,
   EXPECT_EQ(other->kind(), direct->kind());
   EXPECT_EQ(other->status(), direct->status());
   EXPECT_STREQ(other->what(), direct->what());
+}
+
+std::string op_kind_name(const ::testing::TestParamInfo<op_kind>& info) {
+  return info.param == op_kind::async ? "AsyncOp" : "BlockingOp";
+}
+
+std::optional<std::chrono::steady_clock::time_point> await_recorded(
+    const llm::timeline& log, std::string_view step, std::size_t n,
+    std::chrono::milliseconds within) {
+  const auto give_up = std::chrono::steady_clock::now() + within;
+  while (log.count(step) < n) {
+    if (std::chrono::steady_clock::now() >= give_up) return std::nullopt;
+    std::this_thread::sleep_for(1ms);
+  }
+  return std::chrono::steady_clock::now();
 }
 
 status_sampler::status_sampler(std::string url) : url_(std::move(url)), thread_([this] { run(); }) {

@@ -8,11 +8,13 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -77,9 +79,65 @@ std::optional<llm::llm_error> llm_error_of(Fn&& fn) {
   return std::nullopt;
 }
 
+/// The first line of `server`'s access log for `uri` with `status`, polled every 2 ms for up
+/// to `within` (nginx writes a line when a request ends, which for a request its client
+/// abandoned is when nginx notices the close); nullopt if none came.
+std::optional<llm::access_entry> await_log_entry(const llm::local_server& server,
+                                                 std::string_view uri, int status,
+                                                 std::chrono::milliseconds within);
+
+/// Milliseconds on nginx's clock ($msec, the wall clock) at `t`, to compare with an access
+/// log entry's end_ms.
+std::int64_t wall_ms(std::chrono::system_clock::time_point t);
+
 /// Both are set, and are the same failure: kind, status and message.
 void expect_same_error(const std::optional<llm::llm_error>& direct,
                        const std::optional<llm::llm_error>& other);
+
+/// The exception of type `E` that `fn` threw, if any; others pass through.
+template <class E, class Fn>
+std::optional<E> error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const E& e) {
+    return e;
+  }
+  return std::nullopt;
+}
+
+/// Which of the pipeline's chat ops a test sends its requests through.
+enum class op_kind { blocking, async };
+/// "BlockingOp" or "AsyncOp", for INSTANTIATE_TEST_SUITE_P.
+std::string op_kind_name(const ::testing::TestParamInfo<op_kind>& info);
+
+/// The pipeline's ops over clients of one URL: requests go through the async client for
+/// op_kind::async, else through the blocking one. The ops reference the clients and the
+/// timeline, so a test keeps them until every request the ops started has ended (a bounded
+/// call, or an op's timeout, may leave requests running when the call returns;
+/// `await_recorded` waits for them).
+struct ops_at {
+  /// `policy` is the chat ops' `llm::chat_policy`, or their max_concurrency.
+  template <class Policy>
+  ops_at(const llm::client_options& options, llm::timeline& log, op_kind kind, int members,
+         const Policy& policy)
+      : blocking(options),
+        async(kind == op_kind::async ? std::optional<llm::async_client>(std::in_place, options)
+                                     : std::nullopt),
+        ops(blocking, log, members, policy, async ? &*async : nullptr) {}
+
+  std::uint64_t requests() const { return async ? async->requests() : blocking.requests(); }
+  int in_flight() const { return async ? async->in_flight() : blocking.in_flight(); }
+
+  llm::client blocking;
+  std::optional<llm::async_client> async;
+  llm::pipeline_ops ops;
+};
+
+/// Waits until `log` holds `n` requests of `step`, each recorded when its request ended;
+/// returns when, or nullopt after `within`.
+std::optional<std::chrono::steady_clock::time_point> await_recorded(
+    const llm::timeline& log, std::string_view step, std::size_t n,
+    std::chrono::milliseconds within);
 
 /// Polls nginx's stub_status over one keep-alive connection while requests are in flight, and
 /// keeps the most requests and connections it saw besides its own.
@@ -158,6 +216,8 @@ class AsyncServerTest : public ::testing::Test {
   void SetUp() override;
   void TearDown() override;
   llm::client_options options(long timeout_ms = 10000) const;
+  /// The same, for another URL of the server.
+  llm::client_options options_at(const std::string& url) const;
 
   std::unique_ptr<llm::local_server> server_;
 };

@@ -89,8 +89,14 @@ void transfer::close() noexcept {
   handle_.reset();
 }
 
+llm_error transfer::cancelled(const std::string& url) {
+  return llm_error(failure::cancelled, 0, "llm request to " + url + " was cancelled");
+}
+
 std::string transfer::reply(CURLcode rc) const {
   const std::string where = "llm request to " + url_;
+  // Only the blocking client's progress callback aborts a transfer, and only on a stop.
+  if (rc == CURLE_ABORTED_BY_CALLBACK) throw cancelled(url_);
   if (rc == CURLE_OPERATION_TIMEDOUT) {
     throw llm_error(failure::timeout, 0,
                     where + " timed out after " + std::to_string(timeout_ms_) + " ms");

@@ -37,6 +37,10 @@ class transfer {
   /// The same, as an exception_ptr (null on success) and the text, without throwing.
   std::exception_ptr outcome(CURLcode rc, std::string& text) const noexcept;
 
+  /// The llm_error (`failure::cancelled`) of a request to `url` that its caller's stop token
+  /// ended: the same on both clients, however far the request had got.
+  static llm_error cancelled(const std::string& url);
+
  private:
   std::string url_;
   long timeout_ms_;
