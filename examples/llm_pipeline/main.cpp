@@ -56,9 +56,9 @@ constexpr std::string_view usage = R"(usage: llm_pipeline [options]
   --retries N            send a request again up to N times after a 429, a 503 or a connection
                          failure (xcs::retry), after a random wait of up to MS, 2 MS, 4 MS, ...
                          (capped at 30 MS) for --backoff-ms MS (default 100); default 0
-  --timeout-ms MS        in the jitted calls, each attempt of a request fails with
-                         xcs::timeout_error after MS (xcs::timeout); default: none
-  --client-timeout-ms MS the client's own timeout per request, the only one in direct calls
+  --timeout-ms MS        each attempt of a request fails with xcs::timeout_error after
+                         MS (xcs::timeout); default: none
+  --client-timeout-ms MS the client's own timeout per request
                          (default 30000)
   --client KIND          async (default): requests on one event thread (libcurl multi) through
                          an xcs::async_op; blocking: one thread per request in flight

@@ -96,12 +96,14 @@ class PipelinePolicyTest : public AsyncServerTest, public ::testing::WithParamIn
 
 // Under nginx's 20 a second, with bursts of 5 at both ends: no request is rejected, and every
 // member gets its own answer. The limiter, not the server, sets the pace: the call takes at
-// least the time the tokens beyond the first 5 take to come.
+// least the time the tokens beyond the first 3 take to come. The limiter's burst (3) is below
+// the server's (5): requests the client's threads send late bunch up at the server, and the
+// margin keeps a loaded machine's bunching under nginx's burst.
 TEST_P(PipelinePolicyTest, RateLimiterUnderTheServersLimitGetsNo429) {
   const int n = rate_test_requests();
   llm::timeline log;
   llm::chat_policy policy;
-  policy.rate = xcs::rate_limiter(18, 5);
+  policy.rate = xcs::rate_limiter(18, 3);
   ops_at limited(options_at(server_->limited_url()), log, GetParam(), n, policy);
   auto stage = xcs::jit(ensemble_stage{&limited.ops});
   std::vector<std::string> answers;
@@ -115,11 +117,11 @@ TEST_P(PipelinePolicyTest, RateLimiterUnderTheServersLimitGetsNo429) {
   const xcs::op_stats chat = chat_stats(stage.stats());
   EXPECT_EQ(chat.retries, 0u);
   EXPECT_GT(chat.rate_wait_ns, 0u);
-  const double paced_ms = (n - 5) * 1000.0 / 18;
+  const double paced_ms = (n - 3) * 1000.0 / 18;
   EXPECT_GE(ms, paced_ms * 0.95);
   RecordProperty("call_ms", std::to_string(ms));
   std::printf(
-      "%d requests, rate_limiter(18, 5): %.1f ms (the tokens alone: %.1f ms); nginx answered "
+      "%d requests, rate_limiter(18, 3): %.1f ms (the tokens alone: %.1f ms); nginx answered "
       "%d, rejected %d; %.1f s waited for tokens, summed over requests\n",
       n, ms, paced_ms, statuses[200], statuses[429], static_cast<double>(chat.rate_wait_ns) / 1e9);
 }
