@@ -4,7 +4,7 @@
 // and what a process making many such calls holds. Each xcs figure (BM_Jit_*) sits beside the
 // direct call (BM_Serial_*) and, where it fits, std::async (BM_StdAsync_*) from the same run.
 //
-//   build-bench/bench/policy_bench                              # everything, about 2.5 min
+//   build-bench/bench/policy_bench                              # everything, about 2 min
 //   XCS_POLICY_CALLS=20000 build-bench/bench/policy_bench       # a shorter memory figure
 //
 // Times are manual (SetIterationTime): the time each figure is about (to the exception, from
@@ -177,6 +177,26 @@ void BM_Jit_DeadlineBlocking(benchmark::State& state) {
       state, [&] { bounded(1, 2); }, kDeadlineTargetMs);
   state.counters["deadline_exceeded_calls"] =
       static_cast<double>(f.stats().deadline_exceeded_calls);
+  gate->open_and_drain();
+}
+
+/// The direct call under the same deadline: a plain-typed body falls back and runs directly,
+/// with the deadline checked at each op's start and end, so it ends when the first stuck op
+/// returns (10 s).
+void BM_Serial_DeadlineBlocking(benchmark::State& state) {
+  auto gate = std::make_shared<stuck_gate>();
+  auto stuck = xcs::op(
+      "stuck",
+      [gate](int v) {
+        gate->wait();
+        return v;
+      },
+      xcs::blocking);
+  auto f = xcs::jit([stuck](int a, int b) { return stuck(a) + stuck(b); });
+  auto bounded = f.with_deadline(kDeadline);
+  time_to_exception<xcs::deadline_exceeded>(
+      state, [&] { bounded(1, 2); }, kDeadlineTargetMs);
+  state.counters["fallback_calls"] = static_cast<double>(f.stats().fallback_calls);
   gate->open_and_drain();
 }
 
@@ -733,7 +753,6 @@ void BM_Jit_RateLimit(benchmark::State& state) {
   });
   const xcs::stats s = stats();
   state.counters["rate_wait_s"] = static_cast<double>(s.ops.at(0).rate_wait_ns) / 1e9;
-  state.counters["blocking_threads_peak"] = s.blocking_threads_peak;
 }
 
 /// The direct call: each op waits for its token on the caller's thread.
@@ -967,7 +986,6 @@ void BM_Jit_DeadlineMemory(benchmark::State& state) {
   });
   state.counters["deadline_exceeded_calls"] =
       static_cast<double>(f.stats().deadline_exceeded_calls);
-  state.counters["blocking_threads_peak"] = f.stats().blocking_threads_peak;
 }
 
 struct deadline_by_hand : std::runtime_error {
@@ -993,8 +1011,12 @@ void BM_Serial_DeadlineMemory(benchmark::State& state) {
   });
 }
 
-// Each deadline figure runs 10 calls of 100 ms; the rate limit 5 s (plus the calls in flight
-// at its end); the memory figure 100,000 calls.
+// Each deadline figure runs 10 calls of 100 ms (the direct call one call of 10 s); the rate
+// limit 5 s (plus the calls in flight at its end); the memory figure 100,000 calls.
+BENCHMARK(BM_Serial_DeadlineBlocking)
+    ->UseManualTime()
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Jit_DeadlineBlocking)->UseManualTime()->Iterations(10)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Jit_DeadlineStagedRead)
     ->UseManualTime()
