@@ -79,6 +79,26 @@ class stuck_gate {
   bool open_ = false;
 };
 
+/// A blocking op stuck in user code until `gate` opens (at most 10 s): it ignores its token.
+auto stuck_op(const std::shared_ptr<stuck_gate>& gate) {
+  return xcs::op(
+      "stuck",
+      [gate](int v) {
+        gate->wait();
+        return v;
+      },
+      xcs::blocking);
+}
+
+/// Makes one call that throws `E`, outside the timed loop: a first call traces and compiles.
+template <class E, class Call>
+void warm_up(Call&& call) {
+  try {
+    call();
+  } catch (const E&) {
+  }
+}
+
 /// Waits up to `d`, returning early when stop is requested on `stop` (a condition variable
 /// wait on the token): an op that honours its stop token. True if it was stopped.
 bool wait_or_stop(std::stop_token stop, std::chrono::nanoseconds d) {
@@ -160,19 +180,10 @@ void time_to_exception(benchmark::State& state, Call&& call, double target_ms) {
 /// A blocking op that ignores stop, stuck for 10 s: the call must still end at its deadline.
 void BM_Jit_DeadlineBlocking(benchmark::State& state) {
   auto gate = std::make_shared<stuck_gate>();
-  auto stuck = xcs::op(
-      "stuck",
-      [gate](int v) {
-        gate->wait();
-        return v;
-      },
-      xcs::blocking);
+  auto stuck = stuck_op(gate);
   auto f = xcs::jit([stuck](auto a, auto b) { return stuck(a) + stuck(b); });
   auto bounded = f.with_deadline(kDeadline);
-  try {
-    bounded(1, 2);  // traces and compiles
-  } catch (const xcs::deadline_exceeded&) {
-  }
+  warm_up<xcs::deadline_exceeded>([&] { bounded(1, 2); });
   time_to_exception<xcs::deadline_exceeded>(
       state, [&] { bounded(1, 2); }, kDeadlineTargetMs);
   state.counters["deadline_exceeded_calls"] =
@@ -185,13 +196,7 @@ void BM_Jit_DeadlineBlocking(benchmark::State& state) {
 /// returns (10 s).
 void BM_Serial_DeadlineBlocking(benchmark::State& state) {
   auto gate = std::make_shared<stuck_gate>();
-  auto stuck = xcs::op(
-      "stuck",
-      [gate](int v) {
-        gate->wait();
-        return v;
-      },
-      xcs::blocking);
+  auto stuck = stuck_op(gate);
   auto f = xcs::jit([stuck](int a, int b) { return stuck(a) + stuck(b); });
   auto bounded = f.with_deadline(kDeadline);
   time_to_exception<xcs::deadline_exceeded>(
@@ -204,13 +209,7 @@ void BM_Serial_DeadlineBlocking(benchmark::State& state) {
 /// The same body staged: it branches on the stuck op's result, so the read waits for it.
 void BM_Jit_DeadlineStagedRead(benchmark::State& state) {
   auto gate = std::make_shared<stuck_gate>();
-  auto stuck = xcs::op(
-      "stuck",
-      [gate](int v) {
-        gate->wait();
-        return v;
-      },
-      xcs::blocking);
+  auto stuck = stuck_op(gate);
   auto f = xcs::jit([stuck](auto a, auto b) {
     auto x = stuck(a);
     auto y = stuck(b);
@@ -218,10 +217,7 @@ void BM_Jit_DeadlineStagedRead(benchmark::State& state) {
     return y;
   });
   auto bounded = f.with_deadline(kDeadline);
-  try {
-    bounded(1, 2);
-  } catch (const xcs::deadline_exceeded&) {
-  }
+  warm_up<xcs::deadline_exceeded>([&] { bounded(1, 2); });
   time_to_exception<xcs::deadline_exceeded>(
       state, [&] { bounded(1, 2); }, kDeadlineTargetMs);
   state.counters["staged_calls"] = static_cast<double>(f.stats().staged_calls);
@@ -299,10 +295,7 @@ void BM_Jit_DeadlineAsyncOp(benchmark::State& state) {
     std::lock_guard lock(p->m);
     p->callbacks.clear();
   };
-  try {
-    bounded(1, 2);
-  } catch (const xcs::deadline_exceeded&) {
-  }
+  warm_up<xcs::deadline_exceeded>([&] { bounded(1, 2); });
   clear();
   (void)p->times.latest_delay_ms(0);
   spread took, delay;
@@ -397,39 +390,43 @@ struct stopper {
   }
 };
 
-/// Reports the cancellation figures: time from the stop to the return (manual time), and op
-/// starts after request_stop() returned (and between its call and its return).
-class cancel_figures {
- public:
-  void add(benchmark::State& state, stopper& s, std::int64_t returned_at,
-           const std::vector<std::int64_t>& starts) {
-    s.join();
-    const std::int64_t ns = returned_at - s.requested;
-    state.SetIterationTime(static_cast<double>(std::max<std::int64_t>(ns, 0)) / 1e9);
-    took_.add(to_ms(ns));
-    for (std::int64_t t : starts) {
-      after_ += t > s.returned;
-      during_ += t > s.requested && t <= s.returned;
+/// Calls `call(token)` once per iteration, stop being requested on `token` from another thread
+/// 55 ms in; `call` must then throw `E`. Reports the time from the stop to the return (manual
+/// time) and the op starts in `log` after request_stop() returned (and during it).
+template <class E, class Call>
+void stopped_calls(benchmark::State& state, start_log& log, Call&& call) {
+  spread took;
+  int after = 0, during = 0, wrong = 0, calls = 0, starts = 0;
+  for (auto _ : state) {
+    stopper s(now_ns());
+    try {
+      call(s.source.get_token());
+      ++wrong;
+    } catch (const E&) {
+    } catch (...) {
+      ++wrong;
     }
-    starts_ += static_cast<double>(starts.size());
-    ++calls_;
+    const std::int64_t returned = now_ns();
+    std::this_thread::sleep_for(20ms);  // an op started late would show in the log by now
+    s.join();
+    const std::int64_t ns = returned - s.requested;
+    state.SetIterationTime(static_cast<double>(std::max<std::int64_t>(ns, 0)) / 1e9);
+    took.add(to_ms(ns));
+    for (std::int64_t t : log.take()) {
+      after += t > s.returned;
+      during += t > s.requested && t <= s.returned;
+      ++starts;
+    }
+    ++calls;
   }
-  void report(benchmark::State& state) const {
-    took_.report(state, "stop_to_return_ms");
-    state.counters["starts_after_stop"] = after_;
-    state.counters["starts_during_request_stop"] = during_;
-    state.counters["starts_per_call"] = calls_ ? starts_ / calls_ : 0;
-    state.counters["wrong"] = wrong;
-    state.counters["target_ms"] = kCancelTargetMs;
-    state.counters["target_starts_after_stop"] = 0;
-  }
-  int wrong = 0;
-
- private:
-  spread took_;
-  int after_ = 0, during_ = 0, calls_ = 0;
-  double starts_ = 0;
-};
+  took.report(state, "stop_to_return_ms");
+  state.counters["starts_after_stop"] = after;
+  state.counters["starts_during_request_stop"] = during;
+  state.counters["starts_per_call"] = calls ? static_cast<double>(starts) / calls : 0;
+  state.counters["wrong"] = wrong;
+  state.counters["target_ms"] = kCancelTargetMs;
+  state.counters["target_starts_after_stop"] = 0;
+}
 
 /// Two chains of 30 stop-aware 10 ms steps; stop is requested 55 ms in, from another thread.
 void BM_Jit_Cancel(benchmark::State& state) {
@@ -451,31 +448,14 @@ void BM_Jit_Cancel(benchmark::State& state) {
     }
     return x + y;
   });
-  cancel_figures figures;
   {
     stopper warm(now_ns());  // one call to trace and compile, stopped as the timed ones are
-    try {
-      f.with_stop_token(warm.source.get_token())(1);
-    } catch (const xcs::cancelled&) {
-    }
+    warm_up<xcs::cancelled>([&] { f.with_stop_token(warm.source.get_token())(1); });
   }
   std::this_thread::sleep_for(20ms);
   log->take();
-  for (auto _ : state) {
-    const std::int64_t t0 = now_ns();
-    stopper s(t0);
-    try {
-      f.with_stop_token(s.source.get_token())(1);
-      ++figures.wrong;
-    } catch (const xcs::cancelled&) {
-    } catch (...) {
-      ++figures.wrong;
-    }
-    const std::int64_t returned = now_ns();
-    std::this_thread::sleep_for(20ms);  // an op started late would show in the log by now
-    figures.add(state, s, returned, log->take());
-  }
-  figures.report(state);
+  stopped_calls<xcs::cancelled>(state, *log,
+                                [&](std::stop_token stop) { f.with_stop_token(stop)(1); });
   state.counters["cancelled_calls"] = static_cast<double>(f.stats().cancelled_calls);
 }
 
@@ -498,44 +478,20 @@ int hand_chain(int v, const std::stop_token& stop, start_log& log) {
 /// The direct call: the two chains one after the other, each step checking the token.
 void BM_Serial_Cancel(benchmark::State& state) {
   start_log log;
-  cancel_figures figures;
-  for (auto _ : state) {
-    const std::int64_t t0 = now_ns();
-    stopper s(t0);
-    try {
-      const auto stop = s.source.get_token();
-      benchmark::DoNotOptimize(hand_chain(1, stop, log) + hand_chain(2, stop, log));
-      ++figures.wrong;
-    } catch (const cancelled_by_hand&) {
-    }
-    const std::int64_t returned = now_ns();
-    std::this_thread::sleep_for(20ms);
-    figures.add(state, s, returned, log.take());
-  }
-  figures.report(state);
+  stopped_calls<cancelled_by_hand>(state, log, [&](const std::stop_token& stop) {
+    benchmark::DoNotOptimize(hand_chain(1, stop, log) + hand_chain(2, stop, log));
+  });
 }
 
 /// std::async: each chain on its own thread; the call returns once both futures are done.
 void BM_StdAsync_Cancel(benchmark::State& state) {
   start_log log;
-  cancel_figures figures;
-  for (auto _ : state) {
-    const std::int64_t t0 = now_ns();
-    stopper s(t0);
-    try {
-      const auto stop = s.source.get_token();
-      auto a = std::async(std::launch::async, [&] { return hand_chain(1, stop, log); });
-      auto b = std::async(std::launch::async, [&] { return hand_chain(2, stop, log); });
-      b.wait();  // a.get() may throw: b's destructor would wait for it anyway
-      benchmark::DoNotOptimize(a.get() + b.get());
-      ++figures.wrong;
-    } catch (const cancelled_by_hand&) {
-    }
-    const std::int64_t returned = now_ns();
-    std::this_thread::sleep_for(20ms);
-    figures.add(state, s, returned, log.take());
-  }
-  figures.report(state);
+  stopped_calls<cancelled_by_hand>(state, log, [&](const std::stop_token& stop) {
+    auto a = std::async(std::launch::async, [&] { return hand_chain(1, stop, log); });
+    auto b = std::async(std::launch::async, [&] { return hand_chain(2, stop, log); });
+    b.wait();  // a.get() may throw: b's destructor would wait for it anyway
+    benchmark::DoNotOptimize(a.get() + b.get());
+  });
 }
 
 // ---- 3. fail fast: op #0 of 6 throws after 10 ms, the others would wait 200 ms -------------
@@ -584,13 +540,19 @@ struct start_order {
   }
 };
 
-template <class Op>
-void fail_fast(benchmark::State& state, const Op& op, const std::shared_ptr<start_order>& order) {
+/// The six ops as one blocking op with `options`, jitted; also reports where op #0 started.
+template <class... Options>
+void fail_fast(benchmark::State& state, Options... options) {
+  auto order = std::make_shared<start_order>();
+  auto op = xcs::op(
+      "op",
+      [order](int i, std::stop_token stop) {
+        order->add(i);
+        return fail_fast_work(i, stop);
+      },
+      xcs::blocking, options...);
   auto f = xcs::jit(six_ops(op));
-  try {
-    f(0);  // traces and compiles
-  } catch (const op_zero_failed&) {
-  }
+  warm_up<op_zero_failed>([&] { f(0); });
   std::this_thread::sleep_for(50ms);
   order->position_of_zero();
   int worst = 0, first_pair = 0, not_started = 0, iterations = 0;
@@ -616,30 +578,12 @@ void fail_fast(benchmark::State& state, const Op& op, const std::shared_ptr<star
 }
 
 /// Six independent blocking ops, no bound on concurrency: all six start at once.
-void BM_Jit_FailFast(benchmark::State& state) {
-  auto order = std::make_shared<start_order>();
-  auto op = xcs::op(
-      "op",
-      [order](int i, std::stop_token stop) {
-        order->add(i);
-        return fail_fast_work(i, stop);
-      },
-      xcs::blocking);
-  fail_fast(state, op, order);
-}
+void BM_Jit_FailFast(benchmark::State& state) { fail_fast(state); }
 
 /// The same with xcs::max_concurrency(2): op #0 must start in the first pair, or its failure
 /// would wait for a 200 ms sibling.
 void BM_Jit_FailFastMaxConcurrency2(benchmark::State& state) {
-  auto order = std::make_shared<start_order>();
-  auto op = xcs::op(
-      "op",
-      [order](int i, std::stop_token stop) {
-        order->add(i);
-        return fail_fast_work(i, stop);
-      },
-      xcs::blocking, xcs::max_concurrency(2));
-  fail_fast(state, op, order);
+  fail_fast(state, xcs::max_concurrency(2));
 }
 
 /// The direct call: op #0 runs first and throws at 10 ms.
@@ -1012,44 +956,44 @@ void BM_Serial_DeadlineMemory(benchmark::State& state) {
   });
 }
 
+/// Registers a figure timed by SetIterationTime over `calls` calls.
+void per_call(const char* name, void (*fn)(benchmark::State&), int calls) {
+  benchmark::RegisterBenchmark(name, fn)->UseManualTime()->Iterations(calls)->Unit(
+      benchmark::kMillisecond);
+}
+
+/// Registers a figure that runs once, timed as a whole.
+void whole(const char* name, void (*fn)(benchmark::State&)) {
+  benchmark::RegisterBenchmark(name, fn)->UseRealTime()->Iterations(1)->Unit(
+      benchmark::kMillisecond);
+}
+
 // Each deadline figure runs 10 calls of 100 ms (the direct call one call of 10 s); the rate
 // limit 5 s (plus the calls in flight at its end); the memory figure 100,000 calls.
-BENCHMARK(BM_Serial_DeadlineBlocking)
-    ->UseManualTime()
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Jit_DeadlineBlocking)->UseManualTime()->Iterations(10)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Jit_DeadlineStagedRead)
-    ->UseManualTime()
-    ->Iterations(10)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_StdAsync_DeadlineBlocking)
-    ->UseManualTime()
-    ->Iterations(10)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Jit_DeadlineAsyncOp)->UseManualTime()->Iterations(10)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_StdAsync_DeadlineStopCallback)
-    ->UseManualTime()
-    ->Iterations(10)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Serial_Cancel)->UseManualTime()->Iterations(10)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_StdAsync_Cancel)->UseManualTime()->Iterations(10)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Jit_Cancel)->UseManualTime()->Iterations(10)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Serial_FailFast)->UseManualTime()->Iterations(10)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_StdAsync_FailFast)->UseManualTime()->Iterations(10)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Jit_FailFast)->UseManualTime()->Iterations(10)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Jit_FailFastMaxConcurrency2)
-    ->UseManualTime()
-    ->Iterations(10)
-    ->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Serial_RateLimit)->UseRealTime()->Iterations(1)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Jit_RateLimit)->UseRealTime()->Iterations(1)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Serial_Retry)->UseManualTime()->Iterations(20)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Jit_Retry)->UseManualTime()->Iterations(20)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Serial_RetryDeadline)->UseManualTime()->Iterations(20)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Jit_RetryDeadline)->UseManualTime()->Iterations(20)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Serial_DeadlineMemory)->UseRealTime()->Iterations(1)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Jit_DeadlineMemory)->UseRealTime()->Iterations(1)->Unit(benchmark::kMillisecond);
+const int kRegistered = [] {
+  per_call("BM_Serial_DeadlineBlocking", BM_Serial_DeadlineBlocking, 1);
+  per_call("BM_Jit_DeadlineBlocking", BM_Jit_DeadlineBlocking, 10);
+  per_call("BM_Jit_DeadlineStagedRead", BM_Jit_DeadlineStagedRead, 10);
+  per_call("BM_StdAsync_DeadlineBlocking", BM_StdAsync_DeadlineBlocking, 10);
+  per_call("BM_Jit_DeadlineAsyncOp", BM_Jit_DeadlineAsyncOp, 10);
+  per_call("BM_StdAsync_DeadlineStopCallback", BM_StdAsync_DeadlineStopCallback, 10);
+  per_call("BM_Serial_Cancel", BM_Serial_Cancel, 10);
+  per_call("BM_StdAsync_Cancel", BM_StdAsync_Cancel, 10);
+  per_call("BM_Jit_Cancel", BM_Jit_Cancel, 10);
+  per_call("BM_Serial_FailFast", BM_Serial_FailFast, 10);
+  per_call("BM_StdAsync_FailFast", BM_StdAsync_FailFast, 10);
+  per_call("BM_Jit_FailFast", BM_Jit_FailFast, 10);
+  per_call("BM_Jit_FailFastMaxConcurrency2", BM_Jit_FailFastMaxConcurrency2, 10);
+  whole("BM_Serial_RateLimit", BM_Serial_RateLimit);
+  whole("BM_Jit_RateLimit", BM_Jit_RateLimit);
+  per_call("BM_Serial_Retry", BM_Serial_Retry, 20);
+  per_call("BM_Jit_Retry", BM_Jit_Retry, 20);
+  per_call("BM_Serial_RetryDeadline", BM_Serial_RetryDeadline, 20);
+  per_call("BM_Jit_RetryDeadline", BM_Jit_RetryDeadline, 20);
+  whole("BM_Serial_DeadlineMemory", BM_Serial_DeadlineMemory);
+  whole("BM_Jit_DeadlineMemory", BM_Jit_DeadlineMemory);
+  return 0;
+}();
 
 }  // namespace
 
