@@ -12,12 +12,11 @@ namespace xcs::detail {
 class trace_context;
 trace_context* exchange_current_trace(trace_context* ctx) noexcept;  // trace.cpp
 
-namespace {
 thread_local const call_limits* t_limits = nullptr;
+
+namespace {
 thread_local const std::stop_token* t_instance_stop = nullptr;
 }  // namespace
-
-const call_limits* call_limits::current() noexcept { return t_limits; }
 
 void call_limits::check(std::string_view what) const {
   if (stop.stop_requested()) throw_cancelled(what);

@@ -200,6 +200,23 @@ void run::note_started(node_state& s) noexcept {
   }
 }
 
+void run::invoke_timed(const node_layout& ni, void* out, std::exception_ptr& error,
+                       std::uint64_t& took, std::uint64_t& cpu) noexcept {
+  op_watch watch(ni.op);
+  const std::uint32_t est = ni.op->est_ns.load(std::memory_order_relaxed);
+  const bool measure_cpu = est == 0 || est >= kMeasureCpuNs || on_blocking_lane();
+  const std::int64_t cpu0 = measure_cpu ? thread_cpu_ns() : 0;
+  const std::uint64_t t0 = ticks();
+  try {
+    ni.kernel->invoke(ni.fn, &inputs_[ni.first_input], ni.input_count, out);
+  } catch (...) {
+    error = std::current_exception();
+  }
+  took = std::max<std::uint64_t>(ticks() - t0, 1);
+  cpu = measure_cpu ? static_cast<std::uint64_t>(std::max<std::int64_t>(thread_cpu_ns() - cpu0, 1))
+                    : 0;
+}
+
 run::attempt_end run::execute(node_id n) noexcept {
   const node_layout& ni = info(n);
   node_state& s = nodes_[n];
@@ -222,7 +239,9 @@ run::attempt_end run::execute(node_id n) noexcept {
   std::exception_ptr error;
   std::uint64_t took = 0;
   std::uint64_t cpu = 0;
-  {
+  if (!bounded_ && !ni.kernel->wants_stop) {
+    invoke_timed(ni, out, error, took, cpu);  // the common case: nothing to set around it
+  } else {
     // A jitted call the op makes inherits the call's limits; the op's token is its instance's.
     std::optional<limits_scope> inherit;
     if (bounded_) inherit.emplace(&inherited_);
@@ -232,20 +251,7 @@ run::attempt_end run::execute(node_id n) noexcept {
       token = s.stop.get_token();
       instance.emplace(&token);
     }
-    op_watch watch(ni.op);
-    const std::uint32_t est = ni.op->est_ns.load(std::memory_order_relaxed);
-    const bool measure_cpu = est == 0 || est >= kMeasureCpuNs || on_blocking_lane();
-    const std::int64_t cpu0 = measure_cpu ? thread_cpu_ns() : 0;
-    const std::uint64_t t0 = ticks();
-    try {
-      ni.kernel->invoke(ni.fn, &inputs_[ni.first_input], ni.input_count, out);
-    } catch (...) {
-      error = std::current_exception();
-    }
-    took = std::max<std::uint64_t>(ticks() - t0, 1);
-    cpu = measure_cpu
-              ? static_cast<std::uint64_t>(std::max<std::int64_t>(thread_cpu_ns() - cpu0, 1))
-              : 0;
+    invoke_timed(ni, out, error, took, cpu);
   }
   if (at) {
     if (!claim(at)) {
@@ -263,6 +269,10 @@ run::attempt_end run::execute(node_id n) noexcept {
   }
   s.ticks = took;
   s.cpu_ns = cpu;
+  if (!error) {  // the common end, without the call
+    s.outcome.store(o, std::memory_order_release);
+    return attempt_end::done;
+  }
   return conclude_attempt(n, std::move(error), o);
 }
 
@@ -540,12 +550,13 @@ void run::permit_granted(std::uint32_t n) noexcept {
 // ---- the owner's side ---------------------------------------------------------------------
 
 bool run::error_settled() noexcept {
-  while (settled_prefix_ < count_ &&
+  const std::uint32_t f = first_error_.load(std::memory_order_seq_cst);
+  if (f == no_id) return false;  // no error: nothing to walk
+  while (settled_prefix_ < f &&
          is_final(nodes_[settled_prefix_].outcome.load(std::memory_order_acquire))) {
     ++settled_prefix_;
   }
-  std::uint32_t f = first_error_.load(std::memory_order_seq_cst);
-  return f != no_id && settled_prefix_ >= f;
+  return settled_prefix_ >= f;
 }
 
 bool run::waited_for(wait_for what, node_id n) noexcept {

@@ -231,6 +231,9 @@ class run final : public job, public permit_waiter, public token_waiter, public 
   void note_started(node_state& s) noexcept;  // staged runs: for the peak in flight
   bool must_skip(node_id n) const noexcept;
   attempt_end execute(node_id n) noexcept;
+  /// Calls an op node's kernel on this thread into `out`, watched by the monitor and timed.
+  void invoke_timed(const node_layout& ni, void* out, std::exception_ptr& error,
+                    std::uint64_t& took, std::uint64_t& cpu) noexcept;
   node_id start_async(node_id n) noexcept;
   attempt_end conclude(node_id n, async_slot& s) noexcept;
   /// An attempt of `n` ended with `e` (null: its result is in place, outcome `ok`): stores the

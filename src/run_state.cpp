@@ -262,7 +262,7 @@ void run::account() noexcept {
     calls += attempts;
     retries += attempts - 1;
     timeouts += s.timeouts;
-    rate_wait += ticks_to_ns(s.rate_wait);
+    if (s.rate_wait) rate_wait += ticks_to_ns(s.rate_wait);
     errors += o == threw;
     total += d;
     longest = std::max<std::uint64_t>(longest, d);

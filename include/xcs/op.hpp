@@ -248,6 +248,10 @@ class op_fn {
       // A call with a deadline or stop token (a fallback runs its ops here) checks it at each
       // op's start and end.
       const detail::call_limits* limits = detail::call_limits::current();
+      if (!limits && !state_->policy && !state_->limit) {
+        // Nothing to apply around it: a plain call.
+        return detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
+      }
       if (limits) limits->check_op(state_->name);
       using R = detail::op_call_result_t<Fn&, A&&...>;
       auto once = [&]() -> R {

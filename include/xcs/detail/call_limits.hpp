@@ -33,6 +33,10 @@ struct call_limits {
   static const call_limits* current() noexcept;
 };
 
+/// What call_limits::current() returns (set by limits_scope; fibers carry it along).
+extern thread_local const call_limits* t_limits;
+inline const call_limits* call_limits::current() noexcept { return t_limits; }
+
 /// Makes `l` the current limits of this thread for its lifetime (null: none).
 class limits_scope {
  public:
