@@ -489,30 +489,37 @@ void redis_bucket::on_timer(std::uint64_t generation) noexcept {
   }
 }
 
+redis_bucket::answered_node redis_bucket::answer(waiter_queue::iterator at,
+                                                 const std::exception_ptr& failure) noexcept {
+  answered_node out;
+  if (blocked_call* call = at->second.call) {
+    if (failure) {
+      call->failed = failure;
+    } else {
+      call->granted = true;
+    }
+    // Under the lock: once the caller sees its answer it returns and its blocked_call is gone.
+    call->cv.notify_one();
+  } else {
+    out = answered_node{at->second.waiter, at->second.node};
+    nodes_.erase(node_ref{out.waiter, out.node});
+  }
+  queue_.erase(at);
+  return out;
+}
+
 void redis_bucket::grant(waiter_key asked) noexcept {
-  token_waiter* w = nullptr;
-  std::uint32_t node = 0;
+  answered_node granted;
   bool next = false;
   {
     std::lock_guard lock(mutex_);
     auto at = queue_.find(asked);
-    if (at != queue_.end()) {  // else withdrawn: the tokens are spent
-      if (blocked_call* call = at->second.call) {
-        call->granted = true;
-        // Under the lock: once the caller sees `granted` it returns and its blocked_call is gone.
-        call->cv.notify_one();
-      } else {
-        w = at->second.waiter;
-        node = at->second.node;
-        nodes_.erase(node_ref{w, node});
-      }
-      queue_.erase(at);
-    }
+    if (at != queue_.end()) granted = answer(at, nullptr);  // else withdrawn: the tokens are spent
     reserved_ = false;
     next = !queue_.empty();
     head_ = next ? head_state::asking : head_state::idle;
   }
-  if (w) w->tokens_granted(node);
+  if (granted.waiter) granted.waiter->tokens_granted(granted.node);
   if (next) ask();
 }
 
@@ -525,8 +532,7 @@ void redis_bucket::fail_all(const std::string& why) noexcept {
   }
   // One at a time, the lock released for each node's tokens_failed.
   for (;;) {
-    token_waiter* w = nullptr;
-    std::uint32_t node = 0;
+    answered_node failed;
     {
       std::lock_guard lock(mutex_);
       if (queue_.empty()) {
@@ -535,18 +541,9 @@ void redis_bucket::fail_all(const std::string& why) noexcept {
         ++timer_generation_;
         return;
       }
-      auto at = queue_.begin();
-      if (blocked_call* call = at->second.call) {
-        call->failed = e;
-        call->cv.notify_one();
-      } else {
-        w = at->second.waiter;
-        node = at->second.node;
-        nodes_.erase(node_ref{w, node});
-      }
-      queue_.erase(at);
+      failed = answer(queue_.begin(), e);
     }
-    if (w) w->tokens_failed(node, e);
+    if (failed.waiter) failed.waiter->tokens_failed(failed.node, e);
   }
 }
 

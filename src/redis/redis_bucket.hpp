@@ -8,7 +8,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
-#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -18,6 +17,7 @@
 #include "address.hpp"
 #include "connection.hpp"
 #include "xcs/detail/token_source.hpp"
+#include "xcs/detail/token_waiters.hpp"
 #include "xcs/redis.hpp"
 
 namespace xcs::detail::redis {
@@ -78,14 +78,6 @@ class redis_bucket final : public token_source, public std::enable_shared_from_t
     bool stopped = false;
     std::exception_ptr failed;
   };
-  struct waiter_key {
-    std::uint64_t order;
-    std::uint64_t serial;  // equal orders stay FIFO
-    friend bool operator<(const waiter_key& a, const waiter_key& b) noexcept {
-      return a.order < b.order || (a.order == b.order && a.serial < b.serial);
-    }
-    friend bool operator==(const waiter_key&, const waiter_key&) = default;
-  };
   struct queued {
     token_waiter* waiter;  // a node's run, or null for a blocked call
     std::uint32_t node;
@@ -94,13 +86,10 @@ class redis_bucket final : public token_source, public std::enable_shared_from_t
     steady_time deadline;  // a blocked call's; max for nodes
   };
   using waiter_queue = std::map<waiter_key, queued>;
-  struct node_ref {
-    token_waiter* waiter;
-    std::uint32_t node;
-    friend bool operator<(const node_ref& a, const node_ref& b) noexcept {
-      if (a.waiter != b.waiter) return std::less<token_waiter*>()(a.waiter, b.waiter);
-      return a.node < b.node;
-    }
+  /// A waiter taken out of the queue with its answer: a node's, to be told after the lock.
+  struct answered_node {
+    token_waiter* waiter = nullptr;
+    std::uint32_t node = 0;
   };
   /// What the head of the queue is doing. idle: nothing (the queue is empty, or the next
   /// arrival posts an ask); asking: a request is on its way or about to be; waiting: a timer of
@@ -111,7 +100,6 @@ class redis_bucket final : public token_source, public std::enable_shared_from_t
   void use_this_process_loop();
   void throw_if_down(steady_time now) const;
   std::string message(const std::string& why) const;
-  queued* enqueue(waiter_key key, queued q);
   bool head_needs_ask() noexcept;
   void post_ask(event_loop& loop);
   void undo_enqueue(waiter_key key) noexcept;
@@ -124,6 +112,7 @@ class redis_bucket final : public token_source, public std::enable_shared_from_t
                  std::chrono::microseconds ahead) noexcept;
   void on_timer(std::uint64_t generation) noexcept;
   void grant(waiter_key asked) noexcept;
+  answered_node answer(waiter_queue::iterator at, const std::exception_ptr& failure) noexcept;
   void fail_all(const std::string& why) noexcept;
 
   const address where_;
