@@ -53,7 +53,8 @@ std::string reply_text(const redisReply* r) {
     case REDIS_REPLY_ARRAY: {
       std::string out;
       for (std::size_t i = 0; i < r->elements; ++i) {
-        out += (i ? " " : "") + reply_text(r->element[i]);
+        if (i) out += ' ';
+        out += reply_text(r->element[i]);
       }
       return out;
     }
