@@ -65,7 +65,11 @@ std::string reply_text(const redisReply* r) {
 
 }  // namespace
 
-std::string redis_server_path() { return XCS_REDIS_SERVER; }
+std::string redis_server_path() {
+  // Found at configure time, and still there (a package removed since reads as none).
+  const std::string path = XCS_REDIS_SERVER;
+  return !path.empty() && ::access(path.c_str(), X_OK) == 0 ? path : std::string();
+}
 
 int pick_free_port() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -10,7 +10,7 @@
 
 namespace xcs_test {
 
-/// The redis-server the build found ("" if none): tests skip without it.
+/// The redis-server the build found, if it is still there ("" if not): tests skip without it.
 std::string redis_server_path();
 
 /// redis-server as a child process in the foreground, without persistence (--save "",
