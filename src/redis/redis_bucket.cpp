@@ -28,7 +28,8 @@ constexpr std::chrono::microseconds kMinAskAgain{1'000};
 /// only reads), and how far ahead (microseconds) n may be taken. Returns {taken, wait, tokens}:
 /// taken 1 with wait 0: taken now; taken 1 with wait w: taken, due in w microseconds; taken 0:
 /// not taken, there in w microseconds. `tokens` (a string: Lua numbers become integers) is what
-/// is left. A missing key is a full bucket, so the key expires once it would be full again.
+/// is left. A missing key is a full bucket, so the key expires once it would be full again. A
+/// wait is capped at 10^12 µs (11 days; the head asks again then), so that it stays an integer.
 constexpr std::string_view kBucketScript = R"lua(
 if redis.replicate_commands then redis.replicate_commands() end
 local rate = tonumber(ARGV[1])
@@ -52,7 +53,7 @@ if n == 0 then
 end
 local wait = 0
 if tokens < n - 0.000001 * math.max(1, n) then
-  wait = math.ceil((n - tokens) * 1000000 / rate)
+  wait = math.min(math.ceil((n - tokens) * 1000000 / rate), 1e12)
   if wait > ahead then
     return {0, wait, string.format('%.17g', tokens)}
   end
