@@ -162,7 +162,7 @@ TEST(RedisDownTest, AMissingServerFailsCallsFastWithTheUrlAndMemoryStaysFlat) {
       "failing calls\n",
       slowest_ms, grown_kb);
   EXPECT_LT(slowest_ms, 100.0 + 200.0);  // the command timeout and slack for a loaded machine
-#if !defined(XCS_SANITIZE_ADDRESS)  // ASan's quarantine keeps freed memory resident
+#if !defined(XCS_SANITIZE_ADDRESS)       // ASan's quarantine keeps freed memory resident
   EXPECT_LT(grown_kb, 1024);
 #endif
 }
