@@ -26,6 +26,7 @@ all: build
 deps:
 	scripts/install-deps.sh
 	-scripts/install-deps.sh http
+	-scripts/install-deps.sh redis
 
 deps-bench: deps
 	scripts/install-deps.sh bench

@@ -304,28 +304,29 @@ bool token_bucket::acquire_blocking(double tokens, steady_time deadline, std::st
   return granted;
 }
 
+void check_rate(std::string_view who, double per_second, double burst) {
+  if (!std::isfinite(per_second)) {
+    throw error(fmt::format("{}: the rate must be a finite number of tokens per second (got {})",
+                            who, per_second));
+  }
+  if (!(per_second > 0)) {
+    throw error(fmt::format("{}: the rate must be above 0 per second (got {})", who, per_second));
+  }
+  if (!std::isfinite(burst)) {
+    throw error(
+        fmt::format("{}: the burst must be a finite number of tokens (got {})", who, burst));
+  }
+  if (!(burst >= 1)) {
+    throw error(fmt::format("{}: the burst must be at least 1 token (got {})", who, burst));
+  }
+}
+
 }  // namespace xcs::detail
 
 namespace xcs {
 
 rate_limiter::rate_limiter(double per_second, double burst) {
-  if (!std::isfinite(per_second)) {
-    throw error(fmt::format(
-        "xcs::rate_limiter: the rate must be a finite number of tokens per second (got {})",
-        per_second));
-  }
-  if (!(per_second > 0)) {
-    throw error(
-        fmt::format("xcs::rate_limiter: the rate must be above 0 per second (got {})", per_second));
-  }
-  if (!std::isfinite(burst)) {
-    throw error(fmt::format(
-        "xcs::rate_limiter: the burst must be a finite number of tokens (got {})", burst));
-  }
-  if (!(burst >= 1)) {
-    throw error(
-        fmt::format("xcs::rate_limiter: the burst must be at least 1 token (got {})", burst));
-  }
+  detail::check_rate("xcs::rate_limiter", per_second, burst);
   bucket_ = std::make_shared<detail::token_bucket>(per_second, burst);
 }
 

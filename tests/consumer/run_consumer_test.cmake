@@ -4,8 +4,11 @@
 # then builds and runs tests/consumer/main.cpp against it, first through
 # find_package(xcs CONFIG), then through pkg-config alone.
 #
+# With WITH_REDIS=ON (the build has the component xcs::redis), the consumer also finds it with
+# find_package(xcs COMPONENTS redis) and runs a program that links xcs::redis.
+#
 # Inputs (-D): XCS_BUILD_DIR, XCS_BUILD_CONFIG, CONSUMER_SOURCE_DIR, WORK_DIR,
-#              GENERATOR, MAKE_PROGRAM, CXX_COMPILER, PKG_CONFIG
+#              GENERATOR, MAKE_PROGRAM, CXX_COMPILER, PKG_CONFIG, WITH_REDIS
 cmake_minimum_required(VERSION 3.20)
 
 foreach(input XCS_BUILD_DIR CONSUMER_SOURCE_DIR WORK_DIR GENERATOR CXX_COMPILER)
@@ -58,6 +61,9 @@ set(configure_args -S "${CONSUMER_SOURCE_DIR}" -B "${build}" -G "${GENERATOR}"
 if(MAKE_PROGRAM)
   list(APPEND configure_args "-DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM}")
 endif()
+if(WITH_REDIS)
+  list(APPEND configure_args "-DXCS_CONSUMER_REDIS=ON")
+endif()
 run("configure" "${CMAKE_COMMAND}" ${configure_args})
 
 # A system-wide xcs must not stand in for the one just installed.
@@ -76,6 +82,10 @@ if(NOT EXISTS "${consumer}")
   set(consumer "${build}/${XCS_BUILD_CONFIG}/consumer")
 endif()
 run("run (find_package)" "${consumer}")
+if(WITH_REDIS)
+  get_filename_component(consumer_dir "${consumer}" DIRECTORY)
+  run("run (find_package, COMPONENTS redis)" "${consumer_dir}/consumer_redis")
+endif()
 
 # 3. pkg-config: the flags alone must compile, link and run the same program.
 if(NOT PKG_CONFIG)

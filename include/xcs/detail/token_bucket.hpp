@@ -5,12 +5,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <mutex>
 #include <stop_token>
 
 #include "xcs/detail/token_source.hpp"
+#include "xcs/detail/token_waiters.hpp"
 
 namespace xcs::detail {
 
@@ -68,13 +68,6 @@ class token_bucket final : public token_source {
 
  private:
   struct blocked_call;
-  struct waiter_key {
-    std::uint64_t order;
-    std::uint64_t serial;  // the bucket's count of queued waiters: equal orders stay FIFO
-    friend bool operator<(const waiter_key& a, const waiter_key& b) noexcept {
-      return a.order < b.order || (a.order == b.order && a.serial < b.serial);
-    }
-  };
   /// One waiter: a node (`waiter` set) or a blocked direct call (`call` set).
   struct queued {
     token_waiter* waiter;
@@ -83,14 +76,6 @@ class token_bucket final : public token_source {
     double tokens;
   };
   using waiter_queue = std::map<waiter_key, queued>;
-  struct node_ref {
-    token_waiter* waiter;
-    std::uint32_t node;
-    friend bool operator<(const node_ref& a, const node_ref& b) noexcept {
-      if (a.waiter != b.waiter) return std::less<token_waiter*>()(a.waiter, b.waiter);
-      return a.node < b.node;
-    }
-  };
   struct grant_list;
 
   static void on_timer(void* context, std::uint64_t generation) noexcept;

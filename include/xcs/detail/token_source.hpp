@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <stop_token>
+#include <string_view>
 
 namespace xcs::detail {
 
@@ -70,5 +71,9 @@ class token_source {
   /// suffers; nothing is lost).
   static std::uint64_t next_order() noexcept;
 };
+
+/// Throws xcs::error, its message starting with `who`, when `per_second` is not above 0 or
+/// not finite, or `burst` is below 1 or not finite: the rules every source's maker checks.
+void check_rate(std::string_view who, double per_second, double burst);
 
 }  // namespace xcs::detail
