@@ -333,7 +333,7 @@ TEST(DeadlineTest, ManyCallsThatHitTheirDeadlineLeaveNoThreadBehind) {
   }
   p->settle();
   sleep_ms(50);
-  EXPECT_LE(xcs_test::process_threads(), threads + 2);
+  EXPECT_LE(xcs_test::process_threads_settled(threads + 2), threads + 2);
   EXPECT_EQ(p->stopped.load(), p->started.load());
 }
 

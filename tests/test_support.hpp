@@ -165,6 +165,19 @@ inline int process_threads() {
   return n;
 }
 
+/// Threads of this process once the count has come down to `at_most` (threads that exit take
+/// a moment to leave /proc, longer under TSan, and idle lane threads retire after 500 ms), or
+/// the count after 3 s: a count that stays above it is a thread that did not go.
+inline int process_threads_settled(int at_most) {
+  const auto until = steady::now() + std::chrono::seconds(3);
+  int n = process_threads();
+  while (n > at_most && steady::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    n = process_threads();
+  }
+  return n;
+}
+
 /// Reruns a test with the pool at 1, 2 and 4 CPU workers (marl's WithBoundScheduler idea):
 /// derive a suite from it and instantiate it with `XCS_TEST_POOL_SIZES(Suite)`.
 class PoolSizeTest : public ::testing::TestWithParam<unsigned> {
