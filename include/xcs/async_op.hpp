@@ -305,25 +305,7 @@ class async_op_fn {
         detail::direct_instance instance(*state_, limits, direct_tokens(a...));
         return detail::call_async<R>(state_->fn, *state_, a...);
       };
-      if constexpr (Cached) {
-        if constexpr (detail::cacheable_result<R>()) {
-          // The cache first: a hit takes no tokens and no permit, and runs no attempt.
-          R r = detail::cached_call<R>(
-              *state_, limits, [&](std::string& key) { (detail::append_key(key, a), ...); },
-              [&] { return detail::direct_attempts(*state_, limits, once); });
-          if (limits) limits->check_op(state_->name);
-          return r;
-        } else {
-          return detail::after_misuse<R>();
-        }
-      } else if constexpr (std::is_void_v<R>) {
-        detail::direct_attempts(*state_, limits, once);
-        if (limits) limits->check_op(state_->name);
-      } else {
-        R r = detail::direct_attempts(*state_, limits, once);
-        if (limits) limits->check_op(state_->name);
-        return r;
-      }
+      return detail::direct_call<Cached, R>(*state_, limits, once, a...);
     }
   }
 

@@ -168,6 +168,36 @@ struct weight_of<O, Rest...> {
 template <class... Options>
 using weight_of_t = typename weight_of<Options...>::weight;
 
+/// A direct call of op `p`, past its first checks: through its cache if `Cached` (the key:
+/// `a...`; a hit returns a copy and takes no tokens, no permit and no attempt), then `once`
+/// (one attempt: tokens, permit, the call) as often as its retry policy says; checks `limits`
+/// at the end. `R`: what the call returns.
+template <bool Cached, class R, class Once, class... A>
+R direct_call(const op_runtime& p, const call_limits* limits, Once& once, const A&... a) {
+  if constexpr (Cached) {
+    if constexpr (cacheable_result<R>()) {
+      R r = cached_call<R>(
+          p, limits, [&](std::string& key) { (append_key(key, a), ...); },
+          [&] { return direct_attempts(p, limits, once); });
+      if (limits) limits->check_op(p.name);
+      return r;
+    } else {
+      return after_misuse<R>();
+    }
+  } else if constexpr (std::is_void_v<R>) {
+    direct_attempts(p, limits, once);
+    if (limits) limits->check_op(p.name);
+  } else if constexpr (std::is_reference_v<R>) {
+    R r = direct_attempts(p, limits, once);
+    if (limits) limits->check_op(p.name);
+    return static_cast<R>(r);
+  } else {
+    R r = direct_attempts(p, limits, once);
+    if (limits) limits->check_op(p.name);
+    return r;
+  }
+}
+
 /// The options of one op, gathered before its runtime state is made.
 struct op_options {
   bool blocking = false;
@@ -268,29 +298,7 @@ class op_fn {
         detail::direct_instance instance(*state_, limits, direct_tokens(a...));
         return detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
       };
-      if constexpr (Cached) {
-        if constexpr (detail::cacheable_result<R>()) {
-          // The cache first: a hit takes no tokens and no permit, and runs no attempt.
-          R r = detail::cached_call<R>(
-              *state_, limits, [&](std::string& key) { (detail::append_key(key, a), ...); },
-              [&] { return detail::direct_attempts(*state_, limits, once); });
-          if (limits) limits->check_op(state_->name);
-          return r;
-        } else {
-          return detail::after_misuse<R>();
-        }
-      } else if constexpr (std::is_void_v<R>) {
-        detail::direct_attempts(*state_, limits, once);
-        if (limits) limits->check_op(state_->name);
-      } else if constexpr (std::is_reference_v<R>) {
-        R r = detail::direct_attempts(*state_, limits, once);
-        if (limits) limits->check_op(state_->name);
-        return static_cast<R>(r);
-      } else {
-        R r = detail::direct_attempts(*state_, limits, once);
-        if (limits) limits->check_op(state_->name);
-        return r;
-      }
+      return detail::direct_call<Cached, R>(*state_, limits, once, a...);
     }
   }
 

@@ -139,9 +139,9 @@ struct cache_kernel_of {
   static void copy(void* to, const void* from) {
     if constexpr (std::is_copy_constructible_v<R>) ::new (to) R(*static_cast<const R*>(from));
   }
-  static std::shared_ptr<const void> keep(const void* value) {
+  static std::shared_ptr<const void> keep(const void* result) {
     if constexpr (std::is_copy_constructible_v<R>) {
-      return std::make_shared<const R>(*static_cast<const R*>(value));
+      return std::make_shared<const R>(*static_cast<const R*>(result));
     } else {
       return nullptr;
     }
