@@ -346,6 +346,8 @@ std::vector<op_stats> op_figures(const op_table& ops) {
     it->retries += c.retries.load(std::memory_order_relaxed);
     it->timeouts += c.timeouts.load(std::memory_order_relaxed);
     it->rate_wait_ns += c.rate_wait_ns.load(std::memory_order_relaxed);
+    it->cache_hits += c.cache_hits.load(std::memory_order_relaxed);
+    it->cache_misses += c.cache_misses.load(std::memory_order_relaxed);
     it->blocking = it->blocking || op_runtime::of(*c.op).blocking();
     it->async = it->async || c.op->async;
   });

@@ -14,6 +14,7 @@
 
 #include "monitor.hpp"
 #include "timer.hpp"
+#include "xcs/detail/cache_key.hpp"
 #include "xcs/detail/call_limits.hpp"
 #include "xcs/detail/concurrency_limit.hpp"
 #include "xcs/detail/token_source.hpp"
@@ -35,6 +36,10 @@ std::string describe_options(bool hinted_blocking, std::uint32_t max_concurrency
   if (hinted_blocking) add("blocking");
   if (max_concurrency) add(fmt::format("max_concurrency {}", max_concurrency));
   if (!p) return out;
+  if (p->cache) {
+    add("cache " + p->cache->describe());
+    if (!p->cache_version.empty()) add("version " + p->cache_version);
+  }
   if (p->timeout_ns) add("timeout " + describe_ns(static_cast<std::int64_t>(p->timeout_ns)));
   if (p->max_attempts > 1) {
     add(fmt::format("retry {} attempts from {}{}", p->max_attempts,
@@ -69,7 +74,7 @@ std::unique_ptr<const op_policy> op_options::policy(const std::string& name) con
     throw error(fmt::format("xcs: op '{}': xcs::retry's backoff must not be negative (got {})",
                             name, describe_ns(first_backoff_ns)));
   }
-  if (!has_timeout && max_attempts <= 1 && !limiter) return nullptr;
+  if (!has_timeout && max_attempts <= 1 && !limiter && !cache) return nullptr;
   auto p = std::make_unique<op_policy>();
   p->timeout_ns = has_timeout ? static_cast<std::uint64_t>(timeout_ns) : 0;
   p->max_attempts = max_attempts;
@@ -77,6 +82,13 @@ std::unique_ptr<const op_policy> op_options::policy(const std::string& name) con
   p->retry_if = retry_if;
   if (limiter) p->bucket = limiter->shared_bucket();
   p->weight = weight.get();
+  if (cache) {
+    p->cache = cache;
+    p->cache_version = cache_version;
+    // Each part length-prefixed: the name "ab" with version "c" is not "a" with "bc".
+    append_text(p->cache_prefix, name);
+    append_text(p->cache_prefix, cache_version);
+  }
   return p;
 }
 

@@ -142,6 +142,12 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
     if (must_skip(n)) {
       if (s.holds_permit) limit->release();
       s.outcome.store(skipped, std::memory_order_release);
+    } else if (const cache_look cached = pol && pol->cache ? look_up(n) : cache_look::miss;
+               cached == cache_look::parked) {
+      return;  // cache_filled() or cache_owned() queues it again
+    } else if (cached != cache_look::miss) {
+      // A hit (its result is a copy of the cached one) or a key that failed: nothing ran, and
+      // it took no token, no permit and no attempt.
     } else {
       // Tokens first, then a permit: a node never holds a permit while it waits for tokens.
       token_step tokens = token_step::taken;
@@ -519,6 +525,8 @@ node_id run::release(node_id n, successor_use use) noexcept {
 }
 
 void run::finish(node_id n) noexcept {
+  // The owner of a cache key ends its flight before the run can end (its result is read).
+  if (nodes_[n].cache && nodes_[n].cache->step == cache_step::owner) end_flight(n);
   if (!plan_ && nodes_[n].counted_in_flight) in_flight_.fetch_sub(1, std::memory_order_relaxed);
   // seq_cst: pairs with the owner's park (see run_waiter and owner_wait).
   if (remaining_.fetch_sub(1, std::memory_order_seq_cst) == 1 ||
@@ -637,7 +645,8 @@ void run::run_to_end() {
   for (node_id r : roots) {
     if (has_limited_roots_) {
       const op_runtime* op = info(r).op;
-      if (op && op->limit && !(op->policy && op->policy->bucket)) {
+      // (A rate-limited or cached op's root takes its tokens or its cache hit first.)
+      if (op && op->limit && !(op->policy && (op->policy->bucket || op->policy->cache))) {
         helpers_inside.fetch_add(1, std::memory_order_relaxed);
         if (!op->limit->acquire_or_park(*this, r)) continue;
         helpers_inside.fetch_sub(1, std::memory_order_relaxed);

@@ -13,6 +13,7 @@
 #include <optional>
 #include <span>
 #include <stop_token>
+#include <string>
 #include <vector>
 
 #include "grow_array.hpp"
@@ -20,6 +21,7 @@
 #include "run_waiter.hpp"
 #include "xcs/detail/arg_copy.hpp"
 #include "xcs/detail/async.hpp"
+#include "xcs/detail/cache_store.hpp"
 #include "xcs/detail/call_limits.hpp"
 #include "xcs/detail/concurrency_limit.hpp"
 #include "xcs/detail/graph.hpp"
@@ -43,11 +45,12 @@ struct run_times {
 /// One call's run. Runs are reused: a plan keeps its runs in its cache entry, and a staged
 /// signature keeps its own, so a cached call allocates nothing here.
 ///
-/// The node lifecycle (`run_chain`): skip rule -> concurrency permit -> stop token -> async
-/// start, blocking lane or run here -> conclude -> release successors -> finish. Exceptions
-/// follow the direct call: a node after the first thrower in program order does not start;
-/// the run rethrows that thrower's exception (the same object) as soon as every node before it
-/// has finished (fail fast), and the nodes still running after it are asked to stop.
+/// The node lifecycle (`run_chain`): skip rule -> result cache -> rate-limit tokens ->
+/// concurrency permit -> stop token -> async start, blocking lane or run here -> conclude ->
+/// release successors -> finish (which ends the node's flight in the cache, if it owns one).
+/// Exceptions follow the direct call: a node after the first thrower in program order does not
+/// start; the run rethrows that thrower's exception (the same object) as soon as every node before
+/// it has finished (fail fast), and the nodes still running after it are asked to stop.
 ///
 /// A bounded call (a deadline or a stop token, its own or inherited) ends at the deadline or
 /// stop: no node starts after it, running ones are asked to stop, and the owner, which runs no
@@ -60,7 +63,11 @@ struct run_times {
 /// (`wait_value`) runs what the value needs and cheap work the direct call would have done
 /// by then, and a delivered exception that the body catches abandons the nodes recorded
 /// after the thrower (the `abandon_below_` watermark).
-class run final : public job, public permit_waiter, public token_waiter, public async_sink {
+class run final : public job,
+                  public permit_waiter,
+                  public token_waiter,
+                  public cache_waiter,
+                  public async_sink {
  public:
   /// A run of `p`, reused by every call of it.
   explicit run(const plan& p);
@@ -131,10 +138,36 @@ class run final : public job, public permit_waiter, public token_waiter, public 
   // token_waiter: a node queued for rate-limit tokens now holds them, or will get none.
   void tokens_granted(std::uint32_t n) noexcept override;
   void tokens_failed(std::uint32_t n, std::exception_ptr e) noexcept override;
+  // cache_waiter: a node waiting for another instance's result of its key gets it, or owns the
+  // key now.
+  void cache_filled(std::uint32_t n, std::shared_ptr<const void> value) noexcept override;
+  void cache_owned(std::uint32_t n) noexcept override;
   // async_sink: an async node's completion came after its start returned.
   void settle(async_slot& s) noexcept override;
 
  private:
+  /// Where a node of a cached op is in its turn at the cache (cache_slot::step).
+  enum class cache_step : std::uint8_t {
+    unasked,  // not yet looked up in this call
+    waiting,  // another instance computes its key; a callback makes it ready again
+    filled,   // handed that instance's result (cache_filled): a hit
+    owner,    // computes its key; finish() fills the cache or hands the key on
+    done,     // settled: a hit, or its flight ended
+  };
+  /// A cached op's node's state in the cache, kept (with the key's capacity) across calls.
+  struct cache_slot {
+    std::string key;
+    std::shared_ptr<const void> value;  // handed by the key's owner
+    cache_step step = cache_step::unasked;
+    bool hit = false;   // its result is a copy of a cached one (for the counters)
+    bool miss = false;  // it ran the op for the cache (for the counters)
+    void clear() noexcept {
+      value.reset();
+      step = cache_step::unasked;
+      hit = false;
+      miss = false;
+    }
+  };
   /// A successor link of a staged run's node, appended by the owner.
   struct edge {
     node_id to;
@@ -163,6 +196,7 @@ class run final : public job, public permit_waiter, public token_waiter, public 
     std::uint64_t rate_wait = 0;  // ticks spent waiting for tokens
     std::uint64_t wait_from = 0;  // ticks when it queued for tokens
     std::atomic<edge*> successors{nullptr};  // staged runs; closed when the node finishes
+    std::unique_ptr<cache_slot> cache;       // made for the first node of a cached op here
   };
   /// A node's outcome (node_state::outcome).
   enum outcome : std::uint8_t {
@@ -177,7 +211,8 @@ class run final : public job, public permit_waiter, public token_waiter, public 
   /// A node enters the ready queue at most this often: ready, and again with a permit.
   static constexpr std::uint32_t kQueueCellsPerNode = 2;
   /// ... and a node of an op with a policy once more per attempt for each of a permit, its
-  /// tokens and the retry, and once for a stop that withdraws it from a wait.
+  /// tokens and the retry, once for a stop that withdraws it from a wait, and, for a cached
+  /// op, once when the wait for another instance's result of its key ends.
   static std::uint32_t queue_cells(const op_runtime* op) noexcept;
   /// One attempt of an op with a timeout, which may outlive its node's turn (run_policy.cpp).
   struct attempt;
@@ -186,11 +221,18 @@ class run final : public job, public permit_waiter, public token_waiter, public 
   enum class attempt_end : std::uint8_t { done, retrying, lost };
   /// What taking a node's tokens came to: taken, queued (parked), or failed (bad weight).
   enum class token_step : std::uint8_t { taken, parked, failed };
-  /// A node that waits for something other than its inputs: tokens, or a retry's backoff.
+  /// What a cached op's node's look at the cache came to: a miss (it runs the op), a hit (its
+  /// result is a copy), parked (another instance computes its key), or failed (its inputs'
+  /// key threw; recorded).
+  enum class cache_look : std::uint8_t { miss, hit, parked, failed };
+  /// What a node waits for, besides its inputs.
+  enum class wait_kind : std::uint8_t { tokens, retry, cache };
+  /// A node that waits for something other than its inputs: tokens, a retry's backoff, or
+  /// another instance's result of its cache key.
   struct waiting_node {
     node_id n;
-    std::uint64_t timer;  // a retry's timer (0: tokens, or a retry not yet armed)
-    bool tokens;
+    std::uint64_t timer;  // a retry's timer (0: another wait, or a retry not yet armed)
+    wait_kind what;
   };
 
   /// What a chain runs on this thread: any node, or (the owner in a read) what the read
@@ -240,7 +282,15 @@ class run final : public job, public permit_waiter, public token_waiter, public 
   /// outcome, or schedules a retry.
   attempt_end conclude_attempt(node_id n, std::exception_ptr e, std::uint8_t ok) noexcept;
 
-  // Policies (run_policy.cpp): rate limits, retries, timeouts.
+  // Policies (run_policy.cpp): the result cache, rate limits, retries, timeouts.
+  /// The cache step of a cached op's node: looks its key up, joins its flight, or takes the
+  /// result or the ownership it was handed.
+  cache_look look_up(node_id n) noexcept;
+  /// A hit: constructs the node's result from the cached `value`.
+  cache_look from_cache(node_id n, const std::shared_ptr<const void>& value) noexcept;
+  /// A node that owns its key is done: its result goes to the cache and the waiters, or, if
+  /// it did not succeed, the key to the next waiter.
+  void end_flight(node_id n) noexcept;
   token_step take_tokens(node_id n) noexcept;
   bool schedule_retry(node_id n, const std::exception_ptr& e) noexcept;
   static void retry_due(void* r, std::uint64_t n) noexcept;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// The run engine's policies, what an op's options add to a node's life (see run.hpp): waits
-// for rate-limit tokens, retries after a backoff, and attempts that time out. Each waits
-// holding no thread: a queued node, a timer.
+// The run engine's policies, what an op's options add to a node's life (see run.hpp): the
+// result cache, waits for rate-limit tokens, retries after a backoff, and attempts that time
+// out. Each waits holding no thread: a queued node, a timer.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -58,8 +58,9 @@ void run::end_waits() noexcept {
     waiting_node w{};
     {
       std::lock_guard lock(error_mutex_);
-      auto it = std::find_if(waiting_.begin(), waiting_.end(),
-                             [](const waiting_node& x) { return x.tokens || x.timer != 0; });
+      auto it = std::find_if(waiting_.begin(), waiting_.end(), [](const waiting_node& x) {
+        return x.what != wait_kind::retry || x.timer != 0;
+      });
       if (it == waiting_.end()) return;
       w = *it;
       *it = waiting_.back();
@@ -68,13 +69,123 @@ void run::end_waits() noexcept {
     // Exactly one of the wait's end and this withdrawal happens: if it wins, the node goes
     // back to the queue from here, and must_skip() skips it.
     const op_policy& pol = *info(w.n).op->policy;
-    const bool withdrawn = w.tokens ? pol.bucket->withdraw(*this, w.n) : cancel_timer(w.timer);
+    bool withdrawn = false;
+    switch (w.what) {
+      case wait_kind::tokens:
+        withdrawn = pol.bucket->withdraw(*this, w.n);
+        break;
+      case wait_kind::retry:
+        withdrawn = cancel_timer(w.timer);
+        break;
+      case wait_kind::cache:
+        withdrawn = pol.cache->withdraw(nodes_[w.n].cache->key, *this, w.n);
+        break;
+    }
     if (withdrawn) {
       push(w.n);
       share(kWakeNsForPolicies, wake::always);
       helpers_inside.fetch_sub(1, std::memory_order_release);  // taken when it began to wait
     }
   }
+}
+
+// ---- the result cache ---------------------------------------------------------------------
+
+run::cache_look run::look_up(node_id n) noexcept {
+  const node_layout& ni = info(n);
+  const op_policy& pol = *ni.op->policy;
+  node_state& s = nodes_[n];
+  try {
+    if (!s.cache) s.cache = std::make_unique<cache_slot>();
+    cache_slot& c = *s.cache;
+    if (c.step == cache_step::filled) return from_cache(n, std::exchange(c.value, nullptr));
+    if (c.step != cache_step::unasked) return cache_look::miss;  // the owner (or its retry)
+    c.key.assign(pol.cache_prefix);
+    ni.kernel->cache->key(c.key, &inputs_[ni.first_input]);
+    // A hit asks the store once; a miss again, to own the key or wait for its owner.
+    if (std::shared_ptr<const void> kept = pol.cache->find(c.key)) return from_cache(n, kept);
+    // Counted as a helper (and listed, for a stop) before a callback can come.
+    helpers_inside.fetch_add(1, std::memory_order_relaxed);
+    cache_store::join_result r;
+    try {
+      add_waiting({n, 0, wait_kind::cache});
+      c.step = cache_step::waiting;  // before join(): a callback may follow at once
+      r = pol.cache->join(c.key, *this, n);
+    } catch (...) {
+      c.step = cache_step::unasked;
+      remove_waiting(n);
+      helpers_inside.fetch_sub(1, std::memory_order_relaxed);
+      throw;
+    }
+    if (r.status == cache_store::join_status::waiting) return cache_look::parked;
+    remove_waiting(n);
+    helpers_inside.fetch_sub(1, std::memory_order_relaxed);
+    if (r.status == cache_store::join_status::hit) return from_cache(n, r.value);
+    c.step = cache_step::owner;
+    c.miss = true;
+    return cache_look::miss;
+  } catch (...) {
+    // The key's encoding threw (a user's xcs_cache_key, or no memory): the node fails with it.
+    record_error(n, std::current_exception());
+    s.outcome.store(threw, std::memory_order_release);
+    return cache_look::failed;
+  }
+}
+
+run::cache_look run::from_cache(node_id n, const std::shared_ptr<const void>& value) noexcept {
+  node_state& s = nodes_[n];
+  s.cache->step = cache_step::done;
+  s.cache->hit = true;
+  try {
+    info(n).kernel->cache->copy(s.out, value.get());
+  } catch (...) {
+    record_error(n, std::current_exception());  // the result's copy threw
+    s.outcome.store(threw, std::memory_order_release);
+    return cache_look::failed;
+  }
+  s.outcome.store(constructed, std::memory_order_release);
+  return cache_look::hit;
+}
+
+void run::end_flight(node_id n) noexcept {
+  node_state& s = nodes_[n];
+  cache_slot& c = *s.cache;
+  c.step = cache_step::done;
+  const node_layout& ni = info(n);
+  cache_store& store = *ni.op->policy->cache;
+  if (s.outcome.load(std::memory_order_relaxed) == constructed) {
+    std::shared_ptr<const void> copy;
+    try {
+      copy = ni.kernel->cache->keep(s.out);
+    } catch (...) {
+      // No memory, or the copy threw: not kept; the next waiter computes it again.
+    }
+    if (copy) {
+      store.fill(c.key, std::move(copy));
+      return;
+    }
+  }
+  store.abandon(c.key);  // errors are not cached: the next waiter owns the key
+}
+
+void run::cache_filled(std::uint32_t n, std::shared_ptr<const void> value) noexcept {
+  remove_waiting(n);
+  cache_slot& c = *nodes_[n].cache;
+  c.value = std::move(value);
+  c.step = cache_step::filled;
+  push(n);
+  share(kWakeNsForPolicies, wake::always);
+  helpers_inside.fetch_sub(1, std::memory_order_release);  // taken when it joined
+}
+
+void run::cache_owned(std::uint32_t n) noexcept {
+  remove_waiting(n);
+  cache_slot& c = *nodes_[n].cache;
+  c.step = cache_step::owner;
+  c.miss = true;
+  push(n);
+  share(kWakeNsForPolicies, wake::always);
+  helpers_inside.fetch_sub(1, std::memory_order_release);  // taken when it joined
 }
 
 // ---- rate limits --------------------------------------------------------------------------
@@ -92,7 +203,7 @@ run::token_step run::take_tokens(node_id n) noexcept {
     helpers_inside.fetch_add(1, std::memory_order_relaxed);
     bool taken = false;
     try {
-      add_waiting({n, 0, true});
+      add_waiting({n, 0, wait_kind::tokens});
       taken = pol.bucket->acquire_or_queue(*this, n, tokens, order_key(n));
     } catch (...) {
       remove_waiting(n);
@@ -150,7 +261,7 @@ bool run::schedule_retry(node_id n, const std::exception_ptr& e) noexcept {
   s.holds_tokens = false;
   helpers_inside.fetch_add(1, std::memory_order_relaxed);
   try {
-    add_waiting({n, 0, false});
+    add_waiting({n, 0, wait_kind::retry});
   } catch (...) {
     helpers_inside.fetch_sub(1, std::memory_order_relaxed);
     return false;

@@ -69,6 +69,7 @@ void run::append(node_id n) {
   s.ticks = 0;
   s.cpu_ns = 0;
   s.successors.store(nullptr, std::memory_order_relaxed);
+  if (s.cache) s.cache->clear();
   s.out = nd.kernel->size ? allocate_storage(nd.kernel->size, nd.kernel->align) : nullptr;
   s.async = nd.kernel->start ? &async_slots_.emplace_back() : nullptr;
   if (nd.result != no_id) addr_[nd.result] = s.out;

@@ -74,7 +74,7 @@ run::~run() { destroy_results(); }
 
 std::uint32_t run::queue_cells(const op_runtime* op) noexcept {
   if (!op || !op->policy) return kQueueCellsPerNode;
-  return kQueueCellsPerNode + 3 * op->policy->max_attempts + 1;
+  return kQueueCellsPerNode + 3 * op->policy->max_attempts + 1 + (op->policy->cache ? 1 : 0);
 }
 
 std::size_t run::bytes(const plan& p) noexcept {
@@ -165,6 +165,7 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
       s.rate_wait = 0;
       s.ticks = 0;
       s.cpu_ns = 0;
+      if (s.cache) s.cache->clear();
     }
     remaining_.store(count_, std::memory_order_relaxed);
     for (value_id v : plan_->call_values()) {
@@ -208,14 +209,17 @@ void run::account() noexcept {
   op_counters* cur = nullptr;
   const op_runtime* cur_op = nullptr;
   std::uint64_t calls = 0, errors = 0, total = 0, longest = 0, work = 0;
-  std::uint64_t retries = 0, timeouts = 0, rate_wait = 0;
+  std::uint64_t retries = 0, timeouts = 0, rate_wait = 0, hits = 0, misses = 0;
   auto flush = [&] {
-    if (!cur || calls == 0) return;
+    if (!cur) return;
+    if (hits) cur->cache_hits.fetch_add(hits, std::memory_order_relaxed);
+    if (misses) cur->cache_misses.fetch_add(misses, std::memory_order_relaxed);
+    if (errors) cur->errors.fetch_add(errors, std::memory_order_relaxed);
+    if (calls == 0) return;
     cur->calls.fetch_add(calls, std::memory_order_relaxed);
     if (retries) cur->retries.fetch_add(retries, std::memory_order_relaxed);
     if (timeouts) cur->timeouts.fetch_add(timeouts, std::memory_order_relaxed);
     if (rate_wait) cur->rate_wait_ns.fetch_add(rate_wait, std::memory_order_relaxed);
-    if (errors) cur->errors.fetch_add(errors, std::memory_order_relaxed);
     cur->total_ns.fetch_add(total, std::memory_order_relaxed);
     std::uint64_t m = cur->max_ns.load(std::memory_order_relaxed);
     while (longest > m &&
@@ -235,7 +239,8 @@ void run::account() noexcept {
     bool computes = op && s.cpu_ns && !op->async && !op->blocking();
     work += computes ? std::min(d, s.cpu_ns) : d;
     if (!op) continue;
-    op->learn(d);
+    const bool hit = s.cache && s.cache->hit;  // the op did not run: nothing to learn
+    if (!hit) op->learn(d);
     op_counters* c = nullptr;
     if (plan_) {
       c = i < counters_.size() ? counters_[i] : nullptr;
@@ -255,15 +260,20 @@ void run::account() noexcept {
       flush();
       cur = c;
       cur_op = op;
-      calls = errors = total = longest = retries = timeouts = rate_wait = 0;
+      calls = errors = total = longest = retries = timeouts = rate_wait = hits = misses = 0;
     }
+    errors += o == threw;
+    if (hit) {
+      ++hits;  // not a call of the op
+      continue;
+    }
+    misses += s.cache && s.cache->miss;
     // Every attempt is a call of the op; the retries are counted on their own too.
     const std::uint64_t attempts = std::max<std::uint16_t>(s.attempts, 1);
     calls += attempts;
     retries += attempts - 1;
     timeouts += s.timeouts;
     if (s.rate_wait) rate_wait += ticks_to_ns(s.rate_wait);
-    errors += o == threw;
     total += d;
     longest = std::max<std::uint64_t>(longest, d);
   }

@@ -40,6 +40,8 @@ std::string to_string(const stats& s) {
     if (o.rate_wait_ns > 0) {
       out += fmt::format(" rate_wait={:.3f}ms", static_cast<double>(o.rate_wait_ns) / 1e6);
     }
+    if (o.cache_hits > 0) out += fmt::format(" cache_hits={}", o.cache_hits);
+    if (o.cache_misses > 0) out += fmt::format(" cache_misses={}", o.cache_misses);
     if (o.blocking) out += " blocking";
     if (o.async) out += " async";
   }

@@ -12,6 +12,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "xcs/cache.hpp"
 #include "xcs/detail/op_runtime.hpp"
 #include "xcs/detail/record.hpp"
 #include "xcs/detail/trace_context.hpp"
@@ -144,7 +145,17 @@ template <class T>
 inline constexpr bool is_op_option_v =
     std::is_same_v<T, blocking_t> || std::is_same_v<T, max_concurrency_t> ||
     std::is_same_v<T, timeout_t> || std::is_same_v<T, retry_t> || std::is_same_v<T, retry_if_t> ||
-    std::is_same_v<T, rate_limit_t> || is_weighted_rate_limit<T>::value;
+    std::is_same_v<T, rate_limit_t> || is_weighted_rate_limit<T>::value ||
+    std::is_same_v<T, cache_t> || std::is_same_v<T, cache_version_t>;
+
+/// Whether an op's options include xcs::cache; a version without a cache is a mistake.
+template <class... Options>
+constexpr bool cached_v() {
+  constexpr bool cached = (std::is_same_v<Options, cache_t> || ...);
+  static_assert(cached || !(std::is_same_v<Options, cache_version_t> || ...),
+                "xcs::cache_version: applies only beside xcs::cache(store)");
+  return cached;
+}
 
 /// The weight function among an op's options, or void.
 template <class... Options>
@@ -159,6 +170,36 @@ struct weight_of<O, Rest...> {
 template <class... Options>
 using weight_of_t = typename weight_of<Options...>::weight;
 
+/// A direct call of op `p`, past its first checks: through its cache if `Cached` (the key:
+/// `a...`; a hit returns a copy and takes no tokens, no permit and no attempt), then `once`
+/// (one attempt: tokens, permit, the call) as often as its retry policy says; checks `limits`
+/// at the end. `R`: what the call returns.
+template <bool Cached, class R, class Once, class... A>
+R direct_call(const op_runtime& p, const call_limits* limits, Once& once, const A&... a) {
+  if constexpr (Cached) {
+    if constexpr (cacheable_result<R>()) {
+      R r = cached_call<R>(
+          p, limits, [&](std::string& key) { (append_key(key, a), ...); },
+          [&] { return direct_attempts(p, limits, once); });
+      if (limits) limits->check_op(p.name);
+      return r;
+    } else {
+      return after_misuse<R>();
+    }
+  } else if constexpr (std::is_void_v<R>) {
+    direct_attempts(p, limits, once);
+    if (limits) limits->check_op(p.name);
+  } else if constexpr (std::is_reference_v<R>) {
+    R r = direct_attempts(p, limits, once);
+    if (limits) limits->check_op(p.name);
+    return static_cast<R>(r);
+  } else {
+    R r = direct_attempts(p, limits, once);
+    if (limits) limits->check_op(p.name);
+    return r;
+  }
+}
+
 /// The options of one op, gathered before its runtime state is made.
 struct op_options {
   bool blocking = false;
@@ -170,6 +211,8 @@ struct op_options {
   std::function<bool(const std::exception_ptr&)> retry_if;
   std::optional<rate_limiter> limiter;
   std::shared_ptr<const void> weight;  ///< the weight function, type-erased
+  std::shared_ptr<cache_store> cache;
+  std::string cache_version;
   void apply(blocking_t) { blocking = true; }
   void apply(max_concurrency_t m) { max_concurrency = m.n; }
   void apply(timeout_t t) {
@@ -187,6 +230,8 @@ struct op_options {
     limiter = std::move(r.limiter);
     weight = std::make_shared<const W>(std::move(r.weight));
   }
+  void apply(cache_t c) { cache = c.store.shared_store(); }
+  void apply(cache_version_t v) { cache_version = std::move(v.version); }
   /// The policy these options make (null if none), checked: throws xcs::error naming op
   /// `name` and the bad value.
   std::unique_ptr<const op_policy> policy(const std::string& name) const;
@@ -211,8 +256,9 @@ struct op_state final : op_runtime {
 ///
 /// While a plan runs, instances of one op may run on several threads at once, so the callable
 /// must be safe to call concurrently. It receives its inputs as `const T&`.
-/// Copies share one state (name, hints and statistics). Thread-safe.
-template <class Fn, class Weight = void>
+/// Copies share one state (name, hints and statistics). Thread-safe. `Weight`: the type of its
+/// rate-limit weight function, or void; `Cached`: made with xcs::cache.
+template <class Fn, class Weight = void, bool Cached = false>
 class op_fn {
  public:
   template <class... Options>
@@ -224,7 +270,7 @@ class op_fn {
   decltype(auto) operator()(A&&... a) const {
     if constexpr ((detail::is_trace_input_v<A> || ...)) {
       if constexpr (detail::op_invocable_v<const Fn&, const detail::input_type_t<A>&...>) {
-        return detail::record_call<Weight>(state_->name, &state_->fn, state_, a...);
+        return detail::record_call<Weight, Cached>(state_->name, &state_->fn, state_, a...);
       } else {
         if constexpr (detail::op_invocable_v<Fn&, const detail::input_type_t<A>&...>) {
           detail::op_not_const<Fn>();
@@ -285,18 +331,7 @@ class op_fn {
           return r;
         }
       };
-      if constexpr (std::is_void_v<R>) {
-        detail::direct_attempts(*state_, limits, once);
-        if (limits) limits->check_op(state_->name);
-      } else if constexpr (std::is_reference_v<R>) {
-        R r = detail::direct_attempts(*state_, limits, once);
-        if (limits) limits->check_op(state_->name);
-        return static_cast<R>(r);
-      } else {
-        R r = detail::direct_attempts(*state_, limits, once);
-        if (limits) limits->check_op(state_->name);
-        return r;
-      }
+      return detail::direct_call<Cached, R>(*state_, limits, once, a...);
     }
   }
 
@@ -331,16 +366,17 @@ class op_fn {
 };
 
 /// Makes an op named `name`. Names show in stats, explain() and graph dumps. Options:
-/// `xcs::blocking`, `xcs::max_concurrency(n)`.
+/// `xcs::blocking`, `xcs::max_concurrency(n)`, `xcs::timeout(d)`, `xcs::retry(n, backoff)`,
+/// `xcs::retry_if(pred)`, `xcs::rate_limit(limiter[, weight])`, `xcs::cache(store)` and
+/// `xcs::cache_version(v)`.
 ///
 ///     auto summarize = xcs::op("summarize", [](const std::string& d) { return call_llm(d); });
 ///     auto fetch = xcs::op("fetch", http_get, xcs::blocking, xcs::max_concurrency(4));
 template <class Fn, class... Options>
-requires(detail::is_op_option_v<Options>&&...)
-    op_fn<std::decay_t<Fn>, detail::weight_of_t<Options...>> op(std::string name, Fn&& fn,
-                                                                Options... options) {
-  return op_fn<std::decay_t<Fn>, detail::weight_of_t<Options...>>(std::move(name),
-                                                                  std::forward<Fn>(fn), options...);
+requires(detail::is_op_option_v<Options>&&...) auto op(std::string name, Fn&& fn,
+                                                       Options... options) {
+  return op_fn<std::decay_t<Fn>, detail::weight_of_t<Options...>, detail::cached_v<Options...>()>(
+      std::move(name), std::forward<Fn>(fn), options...);
 }
 /// An unnamed op; it shows as "op".
 template <class Fn>

@@ -24,6 +24,10 @@ struct op_stats {
   std::uint64_t retries = 0;
   std::uint64_t timeouts = 0;      ///< attempts that hit their xcs::timeout
   std::uint64_t rate_wait_ns = 0;  ///< time instances waited for xcs::rate_limit tokens
+  /// Instances whose result came from the op's xcs::cache (kept, or computed meanwhile by
+  /// another instance of the same key): the op did not run for them, nor count in `calls`.
+  std::uint64_t cache_hits = 0;
+  std::uint64_t cache_misses = 0;  ///< instances of a cached op that ran it (not found kept)
   bool blocking = false;           ///< runs on the blocking lane (hinted, or seen waiting)
   bool async = false;              ///< an xcs::async_op: waits for its completion holding no thread
 };

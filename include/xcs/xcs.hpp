@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 // The one header users include: jitted functions, ops and async ops, traced values, xcs::map and
-// xcs::get, rate limiters, statistics, errors and the executor controls. Everything under
-// xcs/detail/ is internal.
+// xcs::get, rate limiters, result caches, statistics, errors and the executor controls. Everything
+// under xcs/detail/ is internal.
 #pragma once
 
 #include "xcs/async_op.hpp"
+#include "xcs/cache.hpp"
 #include "xcs/error.hpp"
 #include "xcs/executor.hpp"
 #include "xcs/jit.hpp"

@@ -28,6 +28,7 @@ enum class value_kind : std::uint8_t {
 };
 
 struct async_slot;
+struct cache_kernel;
 
 /// What the IR knows of an op: its immutable identity (name and options). What is learned
 /// while it runs lives in its runtime state (detail/op_runtime.hpp), made with it.
@@ -78,6 +79,8 @@ struct kernel {
   /// Moves a result from `from` to `to` and destroys it at `from` (an op with a timeout runs
   /// each attempt into storage of its own); null for void results and immovable types.
   void (*relocate)(void* to, void* from) = nullptr;
+  /// An op made with xcs::cache: its inputs' key and copies of its result; else null.
+  const cache_kernel* cache = nullptr;
 };
 
 /// Address of element `index` of a container value, type-erased.

@@ -19,10 +19,12 @@ namespace xcs::detail {
 
 class concurrency_limit;
 class token_source;
+class cache_store;
 
-/// What an op's options say about its instances beyond running them: a timeout, retries and a
-/// rate limit (xcs::timeout, xcs::retry, xcs::retry_if, xcs::rate_limit). The run engine and
-/// the direct call apply it; an op without these options has none (a null policy).
+/// What an op's options say about its instances beyond running them: a result cache, a
+/// timeout, retries and a rate limit (xcs::cache, xcs::timeout, xcs::retry, xcs::retry_if,
+/// xcs::rate_limit). The run engine and the direct call apply it; an op without these options
+/// has none (a null policy).
 struct op_policy {
   std::uint64_t timeout_ns = 0;  ///< 0: none
   std::uint32_t max_attempts = 1;
@@ -32,6 +34,10 @@ struct op_policy {
   std::shared_ptr<token_source> bucket;  ///< null: no rate limit
   /// The tokens one instance takes, from its inputs (set by the op's kernel; null: 1).
   const void* weight = nullptr;
+  std::shared_ptr<cache_store> cache;  ///< null: results are not cached
+  std::string cache_version;           ///< xcs::cache_version's, or empty
+  /// What every key of the op starts with: its name and version, each length-prefixed.
+  std::string cache_prefix;
 
   /// Whether a failed attempt `e` after `attempts` runs is tried again (time aside).
   bool retries(const std::exception_ptr& e, std::uint32_t attempts) const noexcept;
@@ -151,6 +157,52 @@ class direct_timeout {
   std::optional<std::stop_callback<relay>> outer_;  // the call's stop, relayed
   std::optional<instance_stop_scope> scope_;
 };
+
+/// A direct call's turn at `p`'s result cache, for the key `key`: a hit (value() is the kept
+/// result), or, after waiting (blocking this thread) while another instance computes the key,
+/// its result, or the ownership of the key: then the call runs the op and gives the result to
+/// fill(); an owner destroyed without filling (the op threw) hands the key on. Throws
+/// xcs::deadline_exceeded or xcs::cancelled if `limits` end the wait.
+class direct_flight {
+ public:
+  direct_flight(const op_runtime& p, std::string key, const call_limits* limits);
+  ~direct_flight();
+  direct_flight(const direct_flight&) = delete;
+  direct_flight& operator=(const direct_flight&) = delete;
+
+  /// The kept result (a hit), or null: this call owns the key.
+  const void* value() const noexcept { return value_.get(); }
+  /// The owner's result: kept, and handed to the waiters.
+  void fill(std::shared_ptr<const void> result) noexcept;
+
+ private:
+  void wait(const op_runtime& p, const call_limits* limits);
+
+  cache_store& store_;
+  std::string key_;
+  std::shared_ptr<const void> value_;
+  bool owner_ = false;
+};
+
+/// A direct call of a cached op `p`: the key is `p`'s prefix and what `encode` appends; a hit
+/// returns a copy of the kept result without calling `call` (no tokens, no permit, no retry).
+template <class R, class Encode, class Call>
+R cached_call(const op_runtime& p, const call_limits* limits, const Encode& encode,
+              const Call& call) {
+  std::string key = p.policy->cache_prefix;
+  encode(key);
+  direct_flight flight(p, std::move(key), limits);
+  if (const void* kept = flight.value()) return R(*static_cast<const R*>(kept));
+  R r = call();
+  std::shared_ptr<const void> copy;
+  try {
+    copy = std::make_shared<const R>(r);
+  } catch (...) {
+    return r;  // no memory, or the copy threw: not kept (the flight hands the key on)
+  }
+  flight.fill(std::move(copy));
+  return r;
+}
 
 /// Checks the tokens an instance of `p` asks for; throws xcs::error naming the op and value.
 void check_tokens(const op_runtime& p, double tokens);

@@ -24,6 +24,8 @@ struct op_counters {
   std::atomic<std::uint64_t> retries{0};
   std::atomic<std::uint64_t> timeouts{0};
   std::atomic<std::uint64_t> rate_wait_ns{0};
+  std::atomic<std::uint64_t> cache_hits{0};
+  std::atomic<std::uint64_t> cache_misses{0};
 };
 
 /// The counters of every op a function's plans ran. Entries never move or go away, so plans

@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "xcs/detail/cache_key.hpp"
 #include "xcs/detail/graph.hpp"
 #include "xcs/detail/trace_context.hpp"
 #include "xcs/detail/traits.hpp"
@@ -57,14 +58,15 @@ constexpr kernel make_kernel(void (*invoke)(const void*, const void* const*, std
                              void (*start)(const void*, const void* const*,
                                            async_slot&) noexcept = nullptr,
                              bool wants_stop = false,
-                             double (*weigh)(const void*, const void* const*) = nullptr) {
+                             double (*weigh)(const void*, const void* const*) = nullptr,
+                             const cache_kernel* cache = nullptr) {
   if constexpr (std::is_void_v<R>) {
-    return kernel{invoke, nullptr, 0, 1, &typeid(void), start, wants_stop, weigh, nullptr};
+    return kernel{invoke, nullptr, 0, 1, &typeid(void), start, wants_stop, weigh, nullptr, cache};
   } else {
     void (*relocate)(void*, void*) = nullptr;
     if constexpr (std::is_move_constructible_v<R>) relocate = &relocate_value<R>;
     return kernel{invoke, &destroy_value<R>, sizeof(R), alignof(R), &typeid(R),
-                  start,  wants_stop,        weigh,     relocate};
+                  start,  wants_stop,        weigh,     relocate,   cache};
   }
 }
 
@@ -90,12 +92,13 @@ constexpr auto weigh_of() {
 }
 
 /// Calls `Fn` on typed inputs `U...` (and the instance's stop token, if it takes one) and
-/// constructs its `R` result in place. `W`: the op's rate-limit weight function, or void.
-template <class Fn, class R, class W, class... U>
+/// constructs its `R` result in place. `W`: the op's rate-limit weight function, or void;
+/// `Cached`: the op was made with xcs::cache.
+template <class Fn, class R, class W, bool Cached, class... U>
 struct weighed_op_kernel;
 template <class Fn, class R, class... U>
-using op_kernel = weighed_op_kernel<Fn, R, void, U...>;
-template <class Fn, class R, class W, class... U>
+using op_kernel = weighed_op_kernel<Fn, R, void, false, U...>;
+template <class Fn, class R, class W, bool Cached, class... U>
 struct weighed_op_kernel {
   static constexpr bool wants_stop = takes_stop_token_v<Fn, U...>;
   static void invoke(const void* fn, const void* const* in, std::uint32_t, void* out) {
@@ -109,8 +112,8 @@ struct weighed_op_kernel {
       ::new (out) R(invoke_with_stop(f, *static_cast<const U*>(in[I])...));
     }
   }
-  static inline const kernel value =
-      make_kernel<R>(&invoke, nullptr, wants_stop, weigh_of<W, U...>());
+  static inline const kernel value = make_kernel<R>(
+      &invoke, nullptr, wants_stop, weigh_of<W, U...>(), cache_kernel_for<Cached, R, U...>());
 };
 
 /// Builds a container of `n` inputs of type T (the "pack" node).
@@ -216,11 +219,11 @@ traced<R> record_node(std::string_view name, const kernel& k, const void* fn,
 
 /// Records a call of `fn` (an op's callable, or an operator functor) on `a...`. The caller has
 /// checked that `fn` takes the inputs as const.
-template <class W = void, class Fn, class... A>
+template <class W = void, bool Cached = false, class Fn, class... A>
 auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<const op_identity> op,
                  const A&... a) {
   using R = op_result_t<op_call_result_t<const Fn&, const input_type_t<A>&...>>;
-  return record_node<R>(name, weighed_op_kernel<Fn, R, W, input_type_t<A>...>::value, fn,
+  return record_node<R>(name, weighed_op_kernel<Fn, R, W, Cached, input_type_t<A>...>::value, fn,
                         std::move(op), a...);
 }
 
