@@ -87,6 +87,8 @@ class pool final : private monitor_client {
  private:
   struct worker;
   struct listing_block;
+  /// In a child after fork(): the forking thread is no longer a stand-in.
+  static void forget_thread_after_fork() noexcept;
   enum class next_step { run, retry, leave };
 
   pool();
