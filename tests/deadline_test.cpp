@@ -89,9 +89,12 @@ TEST(DeadlineTest, TheOpsTokenIsRequestedAtTheDeadline) {
   auto p = std::make_shared<probe>();
   auto wait = stoppable_op(p, 2000);
   auto f = xcs::jit([&](auto a, auto b) { return wait(a) + wait(b); });
+  // Long enough for an op to start first on a loaded machine under TSan (none had started
+  // after 50 ms there once).
+  constexpr auto deadline = 300ms;
   const auto t0 = steady::now();
-  EXPECT_THROW(f.with_deadline(50ms)(1, 2), xcs::deadline_exceeded);
-  EXPECT_LT(ms_since(t0), 50.0 + 150.0);
+  EXPECT_THROW(f.with_deadline(deadline)(1, 2), xcs::deadline_exceeded);
+  EXPECT_LT(ms_since(t0), 300.0 + 150.0);
   p->settle();
   EXPECT_EQ(p->stopped.load(), p->started.load());
   EXPECT_GT(p->started.load(), 0);

@@ -117,8 +117,10 @@ TEST(TimerTest, FiresNearItsTime) {
 TEST(TimerTest, CancelBeforeFiringPreventsIt) {
   recorder r;
   const steady_time t0 = steady::now();
-  std::uint64_t doomed = add_timer(t0 + 10ms, &recorder::record, &r, 1);
-  std::uint64_t sentinel = add_timer(t0 + 20ms, &recorder::record, &r, 2);
+  // Far enough ahead that the cancel comes first on a loaded machine under TSan (it once came
+  // after 10 ms there), near enough to keep the test quick.
+  std::uint64_t doomed = add_timer(t0 + 300ms, &recorder::record, &r, 1);
+  std::uint64_t sentinel = add_timer(t0 + 320ms, &recorder::record, &r, 2);
   EXPECT_TRUE(cancel_timer(doomed));
   EXPECT_FALSE(cancel_timer(doomed)) << "a second cancel of the same id";
   // Timers run in time order: once the later one ran, the cancelled one would have too.
