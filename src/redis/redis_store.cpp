@@ -278,17 +278,23 @@ bool redis_store::withdraw(const std::string& key, cache_waiter& w, std::uint32_
 
 // ---- the event thread ---------------------------------------------------------------------
 
+redis_store::flight_map::iterator redis_store::asking_locked(const std::string& key) noexcept {
+  auto f = flights_.find(key);
+  if (f == flights_.end() || f->second.step != stage::asking) return flights_.end();
+  if (f->second.waiters.empty()) {
+    flights_.erase(f);  // everyone withdrew
+    return flights_.end();
+  }
+  return f;
+}
+
 void redis_store::ask(const std::string& key) noexcept {
   std::string token;
   std::int64_t marker_ms = 0;
   {
     std::lock_guard lock(mutex_);
-    auto f = flights_.find(key);
-    if (f == flights_.end() || f->second.step != stage::asking) return;
-    if (f->second.waiters.empty()) {
-      flights_.erase(f);  // everyone withdrew
-      return;
-    }
+    auto f = asking_locked(key);
+    if (f == flights_.end()) return;
     token = f->second.token;
     marker_ms = f->second.marker_ms;
   }
@@ -334,8 +340,8 @@ void redis_store::on_hit(const std::string& key, std::string_view text) noexcept
   std::shared_ptr<const void> value;
   {
     std::lock_guard lock(mutex_);
-    auto f = flights_.find(key);
-    if (f == flights_.end() || f->second.step != stage::asking) return;
+    auto f = asking_locked(key);
+    if (f == flights_.end()) return;
     try {
       value = f->second.codec->decode(text);
     } catch (...) {
@@ -343,10 +349,6 @@ void redis_store::on_hit(const std::string& key, std::string_view text) noexcept
       // result replaces the value (without the marker, which another owner may hold).
       f->second.step = stage::owned;
       f->second.token.clear();
-      if (f->second.waiters.empty()) {
-        flights_.erase(f);
-        return;
-      }
       waiter owner = f->second.waiters.front();
       f->second.waiters.erase(f->second.waiters.begin());
       waiting.push_back(owner);
@@ -395,12 +397,8 @@ void redis_store::on_owned_elsewhere(const std::string& key) noexcept {
   std::chrono::milliseconds poll{0};
   {
     std::lock_guard lock(mutex_);
-    auto f = flights_.find(key);
-    if (f == flights_.end() || f->second.step != stage::asking) return;
-    if (f->second.waiters.empty()) {
-      flights_.erase(f);
-      return;
-    }
+    auto f = asking_locked(key);
+    if (f == flights_.end()) return;
     poll = f->second.poll;
     f->second.poll = std::min(poll * 2, kLongestPoll);
   }
@@ -418,12 +416,8 @@ void redis_store::on_failure(const std::string& key, const std::string& why) noe
   waiter owner{nullptr, 0};
   {
     std::lock_guard lock(mutex_);
-    auto f = flights_.find(key);
-    if (f == flights_.end() || f->second.step != stage::asking) return;
-    if (f->second.waiters.empty()) {
-      flights_.erase(f);
-      return;
-    }
+    auto f = asking_locked(key);
+    if (f == flights_.end()) return;
     owner = bypass_locked(f, why);
   }
   owner.party->cache_owned(owner.node);

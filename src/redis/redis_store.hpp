@@ -74,6 +74,9 @@ class redis_store final : public cache_store, public std::enable_shared_from_thi
   using flight_map = std::unordered_map<std::string, flight>;
 
   void forget_parent_flights() noexcept;
+  /// The flight of `key` if it is asking and someone waits in it, else end(); erases one that
+  /// nobody waits in any more. Under mutex_.
+  flight_map::iterator asking_locked(const std::string& key) noexcept;
   std::shared_ptr<connection> connection_now() const;
   void post_ask(const std::string& key);
   void post_script(int which, const std::string& key, std::string value, std::string token);

@@ -44,10 +44,8 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 using xcs_test::local_redis;
-
-double ms_since(steady::time_point t0) {
-  return std::chrono::duration<double, std::milli>(steady::now() - t0).count();
-}
+using xcs_test::ms_since;
+using xcs_test::resident_kb;
 
 fs::path work_dir() { return fs::temp_directory_path() / "xcs-redis-cache-test"; }
 
@@ -56,21 +54,6 @@ std::string fresh_prefix(const std::string& name) {
   return fmt::format("xcs-test:{}:{}:{}:", name, ::getpid(),
                      steady::now().time_since_epoch().count());
 }
-
-long resident_kb() {
-  std::ifstream statm("/proc/self/statm");
-  long pages = 0, resident = 0;
-  statm >> pages >> resident;
-  return resident * (::sysconf(_SC_PAGESIZE) / 1024);
-}
-
-#define XCS_NEED_REDIS_SERVER()                                                           \
-  do {                                                                                    \
-    if (xcs_test::redis_server_path().empty()) {                                          \
-      GTEST_SKIP() << "redis-server is not installed (Debian: redis-server; 'make deps' " \
-                      "installs it): the tests against a real Redis are skipped";         \
-    }                                                                                     \
-  } while (0)
 
 /// A cache_helper process, its stdout in a file.
 struct helper {
@@ -116,6 +99,17 @@ std::int64_t unix_ms() {
       .count();
 }
 
+/// An op `twice` cached in `store` that counts its calls in `calls`.
+auto counted_twice(const xcs::redis_result_cache& store, std::atomic<int>& calls) {
+  return xcs::op(
+      "twice",
+      [&calls](int x) {
+        calls.fetch_add(1);
+        return 2 * x;
+      },
+      xcs::cache(store));
+}
+
 /// The number of keys in the server's database 0.
 int keys_in(const local_redis& server) { return std::stoi(server.command("DBSIZE")); }
 
@@ -136,13 +130,7 @@ TEST(RedisCacheDownTest, ADownServerIsBypassedOpsRunAndMemoryStaysFlat) {
   const std::string url = fmt::format("redis://127.0.0.1:{}", xcs_test::pick_free_port());
   auto store = xcs::redis_cache(url, "p:", 0s);
   std::atomic<int> calls{0};
-  auto twice = xcs::op(
-      "twice",
-      [&](int x) {
-        calls.fetch_add(1);
-        return 2 * x;
-      },
-      xcs::cache(store));
+  auto twice = counted_twice(store, calls);
   auto f = xcs::jit([&](auto x) { return twice(x) + twice(x + 1); });
   double slowest_ms = 0;
   auto call_once = [&](int i) {
@@ -172,13 +160,7 @@ TEST(RedisCacheTest, AHitSkipsTheOpAndTheTtlEndsIt) {
   local_redis server(work_dir());
   auto store = xcs::redis_cache(server.url(), fresh_prefix("ttl"), 300ms);
   std::atomic<int> calls{0};
-  auto twice = xcs::op(
-      "twice",
-      [&](int x) {
-        calls.fetch_add(1);
-        return 2 * x;
-      },
-      xcs::cache(store));
+  auto twice = counted_twice(store, calls);
   auto f = xcs::jit([&](auto x) { return twice(x) + 1; });
   EXPECT_EQ(f(5), 11);
   EXPECT_EQ(f(5), 11);
@@ -297,12 +279,51 @@ TEST(RedisCacheTest, ThreadsAndProcessesAskingForOneKeyMakeOneCall) {
     helpers.push_back(spawn_helper({server.url(), prefix, "flight", std::to_string(start), "8"},
                                    fmt::format("flight-{}.out", p)));
   }
-  int calls = 0;
+  // And 8 threads of this process, with the helpers' op.
+  auto store = xcs::redis_cache(server.url(), prefix, 1h);
+  std::atomic<int> calls{0};
+  auto slow = xcs::op(
+      "slow",
+      [&](long x) {
+        calls.fetch_add(1);
+        std::this_thread::sleep_for(300ms);
+        return x + 1;
+      },
+      xcs::cache(store));
+  auto f = xcs::jit([&](auto x) { return slow(x) * 2; });
+  std::this_thread::sleep_for(std::chrono::milliseconds(start - unix_ms()));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] { EXPECT_EQ(t % 2 ? f(41L) : slow(41L) * 2, 84); });
+  }
+  for (auto& t : threads) t.join();
   for (const helper& h : helpers) {
     EXPECT_TRUE(h.succeeded());
     calls += h.calls();
   }
-  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(store.bypassed(), 0u);
+}
+
+TEST(RedisCacheTest, AServerThatStopsAnsweringIsBypassedWithinTheCommandTimeout) {
+  XCS_NEED_REDIS_SERVER();
+  local_redis server(work_dir());
+  auto store = xcs::redis_cache(server.url(), fresh_prefix("slow"), 0s);
+  std::atomic<int> calls{0};
+  auto twice = counted_twice(store, calls);
+  auto f = xcs::jit([&](auto x) { return twice(x) + twice(x + 1); });
+  EXPECT_EQ(f(1), 6);
+  server.signal(SIGSTOP);  // connected, but no reply
+  double slowest_ms = 0;
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = steady::now();
+    EXPECT_EQ(f(1), 6);
+    slowest_ms = std::max(slowest_ms, ms_since(t0));
+  }
+  server.signal(SIGCONT);
+  std::printf("Redis stopped (SIGSTOP): slowest bypassed call %.1f ms\n", slowest_ms);
+  EXPECT_GT(store.bypassed(), 0u);
+  EXPECT_LT(slowest_ms, 100.0 + 150.0);  // the command timeout (100 ms) and slack
 }
 
 TEST(RedisCacheTest, AnOwnerKilledMidCallBlocksTheKeyOnlyUntilItsMarkerExpires) {
@@ -340,13 +361,7 @@ TEST(RedisCacheTest, AServerKilledMidRunIsBypassedAndUsedAgainWhenBack) {
   local_redis server(work_dir());
   auto store = xcs::redis_cache(server.url(), fresh_prefix("dies"), 0s);
   std::atomic<int> calls{0};
-  auto twice = xcs::op(
-      "twice",
-      [&](int x) {
-        calls.fetch_add(1);
-        return 2 * x;
-      },
-      xcs::cache(store));
+  auto twice = counted_twice(store, calls);
   auto f = xcs::jit([&](auto x) { return twice(x) + twice(x + 1); });
   std::atomic<bool> stop{false};
   std::atomic<bool> wrong{false};
