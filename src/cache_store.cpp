@@ -36,7 +36,8 @@ class memory_store final : public cache_store {
     return find_locked(key);
   }
 
-  join_result join(const std::string& key, cache_waiter& w, std::uint32_t node) override {
+  join_result join(const std::string& key, const cache_query&, cache_waiter& w,
+                   std::uint32_t node) override {
     std::lock_guard lock(mutex_);
     if (auto v = find_locked(key)) return {join_status::hit, std::move(v)};
     auto [it, first] = flights_.try_emplace(key);
@@ -187,15 +188,17 @@ std::shared_ptr<cache_store> make_memory_store(std::size_t max_entries, std::int
   return std::make_shared<memory_store>(max_entries, std::chrono::nanoseconds(ttl_ns));
 }
 
-direct_flight::direct_flight(const op_runtime& p, std::string key, const call_limits* limits)
+direct_flight::direct_flight(const op_runtime& p, std::string key, const result_codec* codec,
+                             const call_limits* limits)
     : store_(*p.policy->cache), key_(std::move(key)) {
   value_ = store_.find(key_);
-  if (!value_) wait(p, limits);
+  if (!value_) wait(p, codec, limits);
 }
 
-void direct_flight::wait(const op_runtime& p, const call_limits* limits) {
+void direct_flight::wait(const op_runtime& p, const result_codec* codec,
+                         const call_limits* limits) {
   blocked_waiter w;
-  cache_store::join_result r = store_.join(key_, w, 0);
+  cache_store::join_result r = store_.join(key_, p.policy->query(codec), w, 0);
   if (r.status == cache_store::join_status::hit) {
     value_ = std::move(r.value);
     return;

@@ -110,7 +110,7 @@ run::cache_look run::look_up(node_id n) noexcept {
     try {
       add_waiting({n, 0, wait_kind::cache});
       c.step = cache_step::waiting;  // before join(): a callback may follow at once
-      r = pol.cache->join(c.key, *this, n);
+      r = pol.cache->join(c.key, pol.query(ni.kernel->cache->codec), *this, n);
     } catch (...) {
       c.step = cache_step::unasked;
       remove_waiting(n);

@@ -137,8 +137,8 @@ class completion<void> : public detail::completion_base {
 namespace detail {
 
 /// Calls an async op's function `Fn` on typed inputs `U...` with a completion of `R`. `W`: its
-/// rate-limit weight function, or void; `Cached`: made with xcs::cache.
-template <class Fn, class R, class W, bool Cached, class... U>
+/// rate-limit weight function, or void; `Codec`: the codec of its xcs::cache option, or void.
+template <class Fn, class R, class W, class Codec, class... U>
 struct async_kernel {
   static void start(const void* fn, const void* const* in, async_slot& s) noexcept {
     call(*static_cast<const Fn*>(fn), in, s, std::index_sequence_for<U...>{});
@@ -155,7 +155,7 @@ struct async_kernel {
   /// The run engine always starts an async node through `start`: `invoke` is null. Every
   /// instance gets a stop token, for its completion's stop_token().
   static inline const kernel value = make_kernel<R>(nullptr, &start, true, weigh_of<W, U...>(),
-                                                    cache_kernel_for<Cached, R, U...>());
+                                                    cache_kernel_for<Codec, R, U...>());
 };
 
 /// The result type of an async op's function, read off its last parameter,
@@ -268,7 +268,7 @@ auto async_op_not_callable() {
 /// needs), and may run on several threads at once. If it throws, the op fails with that
 /// exception, whatever the completion does (the run still waits for the completion, if the
 /// function handed it on). Copies share one state. Thread-safe.
-template <class Fn, class R, class Weight = void, bool Cached = false>
+template <class Fn, class R, class Weight = void, class Codec = void>
 class async_op_fn {
  public:
   template <class... Options>
@@ -289,7 +289,7 @@ class async_op_fn {
     } else if constexpr ((detail::is_trace_input_v<A> || ...)) {
       return detail::record_node<R>(
           state_->name,
-          detail::async_kernel<Fn, R, Weight, Cached, detail::input_type_t<A>...>::value,
+          detail::async_kernel<Fn, R, Weight, Codec, detail::input_type_t<A>...>::value,
           &state_->fn, state_, a...);
     } else {
       std::optional<detail::untraced_scope> outside;
@@ -321,7 +321,7 @@ class async_op_fn {
           return r;
         }
       };
-      return detail::direct_call<Cached, R>(*state_, limits, once, a...);
+      return detail::direct_call<Codec, R>(*state_, limits, once, a...);
     }
   }
 
@@ -377,7 +377,7 @@ requires(detail::is_op_option_v<Options>&&...) auto async_op(std::string name, F
   static_assert(std::is_void_v<Result> || (std::is_object_v<Result> && !std::is_const_v<Result> &&
                                            std::is_move_constructible_v<Result>),
                 "xcs::async_op: R must be void or a movable, non-const object type");
-  return async_op_fn<F, Result, detail::weight_of_t<Options...>, detail::cached_v<Options...>()>(
+  return async_op_fn<F, Result, detail::weight_of_t<Options...>, detail::cache_codec_t<Options...>>(
       std::move(name), std::forward<Fn>(fn), options...);
 }
 

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "xcs/detail/cache_store.hpp"
@@ -57,10 +58,27 @@ result_cache memory_cache(std::size_t max_entries, std::chrono::duration<Rep, Pe
 /// docs/api.md, "Result cache"). Errors are not cached. Concurrent calls of one key make one
 /// call of the op (single-flight); the others wait for its result. A hit takes no rate-limit
 /// token and no concurrency permit, and runs no retry. The op's result must be copyable.
-struct cache_t {
+/// `Codec` says how keys (and, for a store that serializes, results) are encoded: the exact
+/// bytes (xcs::memory_cache), or JSON (xcs::redis_cache, <xcs/redis.hpp>).
+template <class Codec>
+struct basic_cache_t {
   result_cache store;
 };
+namespace detail {
+struct exact_codec;
+}  // namespace detail
+using cache_t = basic_cache_t<detail::exact_codec>;
 inline cache_t cache(result_cache store) { return {std::move(store)}; }
+
+namespace detail {
+/// Whether T is an xcs::cache option; `type` is its codec.
+template <class T>
+struct is_cache_option : std::false_type {};
+template <class Codec>
+struct is_cache_option<basic_cache_t<Codec>> : std::true_type {
+  using type = Codec;
+};
+}  // namespace detail
 
 /// Option beside `xcs::cache`: a version string that is part of every key, to change when the
 /// op's meaning changes (a new prompt, a new model), so older results are not used.

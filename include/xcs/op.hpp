@@ -146,16 +146,28 @@ inline constexpr bool is_op_option_v =
     std::is_same_v<T, blocking_t> || std::is_same_v<T, max_concurrency_t> ||
     std::is_same_v<T, timeout_t> || std::is_same_v<T, retry_t> || std::is_same_v<T, retry_if_t> ||
     std::is_same_v<T, rate_limit_t> || is_weighted_rate_limit<T>::value ||
-    std::is_same_v<T, cache_t> || std::is_same_v<T, cache_version_t>;
+    is_cache_option<T>::value || std::is_same_v<T, cache_version_t>;
 
-/// Whether an op's options include xcs::cache; a version without a cache is a mistake.
+/// The codec of an op's xcs::cache option, or void (not cached); a version without a cache is
+/// a mistake.
 template <class... Options>
-constexpr bool cached_v() {
-  constexpr bool cached = (std::is_same_v<Options, cache_t> || ...);
+struct cache_codec {
+  using type = void;
+};
+template <class O, class... Rest>
+struct cache_codec<O, Rest...> {
+  using type = typename std::conditional_t<is_cache_option<O>::value, is_cache_option<O>,
+                                           cache_codec<Rest...>>::type;
+};
+template <class... Options>
+struct checked_cache_codec {
+  static constexpr bool cached = (is_cache_option<Options>::value || ...);
   static_assert(cached || !(std::is_same_v<Options, cache_version_t> || ...),
                 "xcs::cache_version: applies only beside xcs::cache(store)");
-  return cached;
-}
+  using type = typename cache_codec<Options...>::type;
+};
+template <class... Options>
+using cache_codec_t = typename checked_cache_codec<Options...>::type;
 
 /// The weight function among an op's options, or void.
 template <class... Options>
@@ -170,16 +182,17 @@ struct weight_of<O, Rest...> {
 template <class... Options>
 using weight_of_t = typename weight_of<Options...>::weight;
 
-/// A direct call of op `p`, past its first checks: through its cache if `Cached` (the key:
-/// `a...`; a hit returns a copy and takes no tokens, no permit and no attempt), then `once`
-/// (one attempt: tokens, permit, the call) as often as its retry policy says; checks `limits`
-/// at the end. `R`: what the call returns.
-template <bool Cached, class R, class Once, class... A>
+/// A direct call of op `p`, past its first checks: through its cache if `Codec` is not void
+/// (the key: `a...`; a hit returns a copy and takes no tokens, no permit and no attempt), then
+/// `once` (one attempt: tokens, permit, the call) as often as its retry policy says; checks
+/// `limits` at the end. `R`: what the call returns.
+template <class Codec, class R, class Once, class... A>
 R direct_call(const op_runtime& p, const call_limits* limits, Once& once, const A&... a) {
-  if constexpr (Cached) {
-    if constexpr (cacheable_result<R>()) {
+  if constexpr (!std::is_void_v<Codec>) {
+    if constexpr (Codec::template accepts<R, A...>()) {
       R r = cached_call<R>(
-          p, limits, [&](std::string& key) { (append_key(key, a), ...); },
+          p, limits, result_codec_of<Codec, R>(),
+          [&](std::string& key) { (Codec::append_key(key, a), ...); },
           [&] { return direct_attempts(p, limits, once); });
       if (limits) limits->check_op(p.name);
       return r;
@@ -230,7 +243,10 @@ struct op_options {
     limiter = std::move(r.limiter);
     weight = std::make_shared<const W>(std::move(r.weight));
   }
-  void apply(cache_t c) { cache = c.store.shared_store(); }
+  template <class Codec>
+  void apply(basic_cache_t<Codec> c) {
+    cache = c.store.shared_store();
+  }
   void apply(cache_version_t v) { cache_version = std::move(v.version); }
   /// The policy these options make (null if none), checked: throws xcs::error naming op
   /// `name` and the bad value.
@@ -257,8 +273,8 @@ struct op_state final : op_runtime {
 /// While a plan runs, instances of one op may run on several threads at once, so the callable
 /// must be safe to call concurrently. It receives its inputs as `const T&`.
 /// Copies share one state (name, hints and statistics). Thread-safe. `Weight`: the type of its
-/// rate-limit weight function, or void; `Cached`: made with xcs::cache.
-template <class Fn, class Weight = void, bool Cached = false>
+/// rate-limit weight function, or void; `Codec`: the codec of its xcs::cache option, or void.
+template <class Fn, class Weight = void, class Codec = void>
 class op_fn {
  public:
   template <class... Options>
@@ -270,7 +286,7 @@ class op_fn {
   decltype(auto) operator()(A&&... a) const {
     if constexpr ((detail::is_trace_input_v<A> || ...)) {
       if constexpr (detail::op_invocable_v<const Fn&, const detail::input_type_t<A>&...>) {
-        return detail::record_call<Weight, Cached>(state_->name, &state_->fn, state_, a...);
+        return detail::record_call<Weight, Codec>(state_->name, &state_->fn, state_, a...);
       } else {
         if constexpr (detail::op_invocable_v<Fn&, const detail::input_type_t<A>&...>) {
           detail::op_not_const<Fn>();
@@ -331,7 +347,7 @@ class op_fn {
           return r;
         }
       };
-      return detail::direct_call<Cached, R>(*state_, limits, once, a...);
+      return detail::direct_call<Codec, R>(*state_, limits, once, a...);
     }
   }
 
@@ -375,8 +391,9 @@ class op_fn {
 template <class Fn, class... Options>
 requires(detail::is_op_option_v<Options>&&...) auto op(std::string name, Fn&& fn,
                                                        Options... options) {
-  return op_fn<std::decay_t<Fn>, detail::weight_of_t<Options...>, detail::cached_v<Options...>()>(
-      std::move(name), std::forward<Fn>(fn), options...);
+  return op_fn<std::decay_t<Fn>, detail::weight_of_t<Options...>,
+               detail::cache_codec_t<Options...>>(std::move(name), std::forward<Fn>(fn),
+                                                  options...);
 }
 /// An unnamed op; it shows as "op".
 template <class Fn>

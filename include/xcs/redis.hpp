@@ -1,10 +1,19 @@
 // SPDX-License-Identifier: MIT
-// The optional component xcs::redis: rate limits whose bucket every process shares, in Redis.
+// The optional component xcs::redis: rate limits whose bucket every process shares, and a
+// result cache every process shares, in Redis.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
 
+#include "xcs/cache.hpp"
+#include "xcs/detail/cache_key.hpp"
 #include "xcs/rate_limit.hpp"
 
 namespace xcs {
@@ -53,5 +62,108 @@ rate_limiter redis_rate_limiter(std::string url, std::string key, double per_sec
 /// The same, with the timeouts given.
 rate_limiter redis_rate_limiter(std::string url, std::string key, double per_second, double burst,
                                 redis_options options);
+
+namespace detail {
+
+/// A type nlohmann/json can write (`to_json`, found by ADL, or built in).
+template <class T>
+concept json_writable = std::is_constructible_v<nlohmann::json, const T&>;
+/// A type nlohmann/json can read back (`from_json`, found by ADL, or built in).
+template <class T>
+concept json_readable = requires(const nlohmann::json& j) {
+  j.template get<T>();
+};
+
+/// The codec of xcs::redis_cache: each input is its JSON text and a newline (JSON text has no
+/// raw newline, so ("ab", "c") and ("a", "bc") differ); a result is its JSON text.
+struct json_codec {
+  template <class T>
+  static void append_key(std::string& out, const T& v) {
+    out += nlohmann::json(v).dump();  // throws nlohmann::json::type_error on invalid UTF-8
+    out += '\n';
+  }
+  template <class R, class... A>
+  static constexpr bool accepts() {
+    static_assert(json_writable<R> && json_readable<R>,
+                  "xcs::redis_cache: the result of a cached op must convert to and from JSON: "
+                  "define to_json(nlohmann::json&, const R&) and from_json(const nlohmann::json&, "
+                  "R&) in R's namespace (nlohmann/json's ADL convention)");
+    static_assert((json_writable<std::decay_t<A>> && ...),
+                  "xcs::redis_cache: every input of a cached op must convert to JSON (its key): "
+                  "define to_json(nlohmann::json&, const T&) in T's namespace");
+    return cacheable_result<R>() && json_writable<R> && json_readable<R> &&
+           (json_writable<std::decay_t<A>> && ...);
+  }
+  template <class R>
+  struct table {
+    static std::string encode(const void* v) {
+      return nlohmann::json(*static_cast<const R*>(v)).dump();
+    }
+    static std::shared_ptr<const void> decode(std::string_view text) {
+      return std::make_shared<const R>(nlohmann::json::parse(text).template get<R>());
+    }
+    static inline const result_codec value = {&encode, &decode};
+  };
+  template <class R>
+  static constexpr const result_codec* results() {
+    return &table<R>::value;
+  }
+};
+
+/// The store of xcs::redis_cache, `ttl_ms` in milliseconds (0: no expiry). Checked here.
+std::shared_ptr<cache_store> make_redis_store(std::string url, std::string prefix, double ttl_ms,
+                                              redis_options options);
+/// Calls of ops on `store` that ran without the cache because Redis could not be used.
+std::uint64_t redis_store_bypassed(const cache_store& store) noexcept;
+
+}  // namespace detail
+
+/// A result cache kept in Redis (xcs::redis_cache): give it to xcs::cache. Copies share one
+/// store. Thread-safe.
+class redis_result_cache {
+ public:
+  explicit redis_result_cache(std::shared_ptr<detail::cache_store> store)
+      : cache_(std::move(store)) {}
+  /// The calls of ops on this cache that ran the op without it because Redis was down, did not
+  /// answer within the command timeout, or failed a command (each one ran the op).
+  std::uint64_t bypassed() const noexcept {
+    return detail::redis_store_bypassed(*cache_.shared_store());
+  }
+  const result_cache& cache() const noexcept { return cache_; }
+
+ private:
+  result_cache cache_;
+};
+
+/// A result cache shared by every process that uses the same URL and prefix: a key is `prefix`,
+/// the op's name and xcs::cache_version, and its inputs as JSON; a value is the result as JSON
+/// (nlohmann/json: ADL `to_json` / `from_json`; a type without them does not compile), kept for
+/// `ttl` (any std::chrono duration, rounded up to milliseconds; zero: no expiry). Errors are not
+/// cached. Concurrent misses of one key make one call: in a process by single-flight, across
+/// processes by a `SET NX` marker that expires after the op's timeout times its attempts (or
+/// 30 s without a timeout), so a crashed owner does not block the key; the others poll for its
+/// result on the component's event thread (1 ms doubling to 50 ms) holding no thread (a
+/// direct call blocks its own). An owner whose op fails deletes its marker at once.
+///
+/// When Redis is down, does not answer within the command timeout, or fails a command, the
+/// cache is bypassed: the op runs, `bypassed()` counts it, and one line on stderr says so
+/// (and one more when Redis answers again); the next call asks Redis again (after the
+/// connection's backoff of 0.1 s to 1 s), so a server that comes back is used again. Making one
+/// does not connect. Throws xcs::error naming the value for a malformed URL or a negative ttl.
+///
+///   auto answers = xcs::redis_cache("redis://10.0.0.5:6379", "llm:", std::chrono::hours(24));
+///   auto ask = xcs::op("ask", call_model, xcs::cache(answers), xcs::cache_version("v2"));
+template <class Rep, class Period>
+redis_result_cache redis_cache(std::string url, std::string prefix,
+                               std::chrono::duration<Rep, Period> ttl, redis_options options = {}) {
+  return redis_result_cache(
+      detail::make_redis_store(std::move(url), std::move(prefix),
+                               std::chrono::duration<double, std::milli>(ttl).count(), options));
+}
+
+/// Option for xcs::op and xcs::async_op: results kept in Redis (see xcs::redis_cache).
+inline basic_cache_t<detail::json_codec> cache(const redis_result_cache& store) {
+  return {store.cache()};
+}
 
 }  // namespace xcs

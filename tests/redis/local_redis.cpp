@@ -223,4 +223,11 @@ void local_redis::stop() {
   pid_ = -1;
 }
 
+long resident_kb() {
+  std::ifstream statm("/proc/self/statm");
+  long pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * (::sysconf(_SC_PAGESIZE) / 1024);
+}
+
 }  // namespace xcs_test

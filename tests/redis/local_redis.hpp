@@ -5,8 +5,18 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <filesystem>
 #include <string>
+
+/// Skips a test that needs a redis-server when none is installed, saying how to get one.
+#define XCS_NEED_REDIS_SERVER()                                                           \
+  do {                                                                                    \
+    if (xcs_test::redis_server_path().empty()) {                                          \
+      GTEST_SKIP() << "redis-server is not installed (Debian: redis-server; 'make deps' " \
+                      "installs it): the tests against a real Redis are skipped";         \
+    }                                                                                     \
+  } while (0)
 
 namespace xcs_test {
 
@@ -53,5 +63,13 @@ class local_redis {
 
 /// A loopback TCP port that was free a moment ago.
 int pick_free_port();
+
+/// Milliseconds since `t0` (steady clock).
+inline double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// The resident set of this process, in kB.
+long resident_kb();
 
 }  // namespace xcs_test

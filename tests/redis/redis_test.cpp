@@ -36,10 +36,8 @@ using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 using testing::HasSubstr;
 using xcs_test::local_redis;
-
-double ms_since(steady::time_point t0) {
-  return std::chrono::duration<double, std::milli>(steady::now() - t0).count();
-}
+using xcs_test::ms_since;
+using xcs_test::resident_kb;
 
 fs::path work_dir() { return fs::temp_directory_path() / "xcs-redis-test"; }
 
@@ -48,14 +46,6 @@ std::string fresh_key(const std::string& name) {
   return fmt::format("xcs-test:{}:{}:{}", name, ::getpid(),
                      steady::now().time_since_epoch().count());
 }
-
-#define XCS_NEED_REDIS_SERVER()                                                           \
-  do {                                                                                    \
-    if (xcs_test::redis_server_path().empty()) {                                          \
-      GTEST_SKIP() << "redis-server is not installed (Debian: redis-server; 'make deps' " \
-                      "installs it): the tests against a real Redis are skipped";         \
-    }                                                                                     \
-  } while (0)
 
 /// What `fn` throws, as xcs::error's message; fails the test if it throws nothing else.
 template <class Fn>
@@ -67,14 +57,6 @@ std::string error_of(Fn&& fn) {
   }
   ADD_FAILURE() << "no xcs::error";
   return {};
-}
-
-/// The resident set of this process, in kB.
-long resident_kb() {
-  std::ifstream statm("/proc/self/statm");
-  long pages = 0, resident = 0;
-  statm >> pages >> resident;
-  return resident * (::sysconf(_SC_PAGESIZE) / 1024);
 }
 
 // ---- no server needed ----------------------------------------------------------------------

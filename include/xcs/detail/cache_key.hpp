@@ -127,12 +127,37 @@ constexpr bool cacheable_result() {
   return std::is_object_v<R> && std::is_copy_constructible_v<R>;
 }
 
-/// The cache's kernel table for an op with result `R` and inputs `U...`.
-template <class R, class... U>
+/// The codec of xcs::memory_cache (and any store that keeps results as values): keys are the
+/// exact bytes above; results are not serialized.
+struct exact_codec {
+  template <class T>
+  static void append_key(std::string& out, const T& v) {
+    detail::append_key(out, v);
+  }
+  /// Whether an op returning `R` on inputs `A...` can be cached this way (static_asserts say
+  /// why not; an input without an encoding fails in append_key).
+  template <class R, class... A>
+  static constexpr bool accepts() {
+    return cacheable_result<R>();
+  }
+  template <class R>
+  static constexpr const result_codec* results() {
+    return nullptr;
+  }
+};
+
+/// The result codec of `Codec` for results of type `R` (null: not serialized).
+template <class Codec, class R>
+constexpr const result_codec* result_codec_of() {
+  return Codec::template results<R>();
+}
+
+/// The cache's kernel table for an op with result `R` and inputs `U...`, keyed by `Codec`.
+template <class Codec, class R, class... U>
 struct cache_kernel_of {
   static void key(std::string& out, const void* const* in) {
     [&]<std::size_t... I>(std::index_sequence<I...>) {
-      (append_key(out, *static_cast<const U*>(in[I])), ...);
+      (Codec::append_key(out, *static_cast<const U*>(in[I])), ...);
     }
     (std::index_sequence_for<U...>{});
   }
@@ -146,14 +171,16 @@ struct cache_kernel_of {
       return nullptr;
     }
   }
-  static inline const cache_kernel value = {&key, &copy, &keep};
+  static inline const cache_kernel value = {&key, &copy, &keep, result_codec_of<Codec, R>()};
 };
 
-/// The cache's table for a kernel of an op made with xcs::cache (`Cached`), else null.
-template <bool Cached, class R, class... U>
+/// The cache's table for a kernel of an op made with xcs::cache (`Codec` not void), else null.
+template <class Codec, class R, class... U>
 constexpr const cache_kernel* cache_kernel_for() {
-  if constexpr (Cached) {
-    if constexpr (cacheable_result<R>()) return &cache_kernel_of<R, U...>::value;
+  if constexpr (!std::is_void_v<Codec>) {
+    if constexpr (Codec::template accepts<R, U...>()) {
+      return &cache_kernel_of<Codec, R, U...>::value;
+    }
     return nullptr;
   } else {
     return nullptr;

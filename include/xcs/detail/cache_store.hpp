@@ -11,10 +11,18 @@
 
 namespace xcs::detail {
 
+/// How a store that serializes (Redis) writes and reads a cached op's result: one static
+/// table per result type and codec. Both may throw (the codec's errors, std::bad_alloc).
+struct result_codec {
+  /// The text of the result at `value`.
+  std::string (*encode)(const void* value);
+  /// A result read back from `text` (a shared copy, as the store keeps it).
+  std::shared_ptr<const void> (*decode)(std::string_view text);
+};
+
 /// What a cached op's kernel adds for the cache: the key of an instance's inputs, and copies
 /// of its result (a hit is a copy; the store keeps one of its own). One static table per
-/// instantiation, like the kernel that points to it. A store that serializes (Redis) will find
-/// its encoding functions here too.
+/// instantiation, like the kernel that points to it.
 struct cache_kernel {
   /// Appends the exact encoding of the inputs to `out` (see xcs/cache.hpp).
   void (*key)(std::string& out, const void* const* inputs);
@@ -22,6 +30,16 @@ struct cache_kernel {
   void (*copy)(void* to, const void* from);
   /// A shared copy of the result at `value`, for the store.
   std::shared_ptr<const void> (*keep)(const void* value);
+  /// The result's text form, for a store that serializes; null for the exact codec.
+  const result_codec* codec;
+};
+
+/// What join() is told about the op asking: how to serialize its result (null: it cannot be),
+/// and how long its owner may take (its timeout times its attempts; 0 if it has no timeout),
+/// for a store whose flights are seen by other processes.
+struct cache_query {
+  const result_codec* codec = nullptr;
+  std::int64_t owner_timeout_ns = 0;
 };
 
 /// A party waiting for a key that another instance is computing (in flight): a run that parked
@@ -61,7 +79,8 @@ class cache_store {
   /// A hit, or else: if no one computes `key`, the caller owns it now (`owner`: it must end
   /// with fill or abandon); otherwise (w, node) waits and one of w's callbacks follows, never
   /// from inside this call. Throws std::bad_alloc without waiting or owning.
-  virtual join_result join(const std::string& key, cache_waiter& w, std::uint32_t node) = 0;
+  virtual join_result join(const std::string& key, const cache_query& q, cache_waiter& w,
+                           std::uint32_t node) = 0;
   /// The owner of `key` succeeded: keeps `value` and hands it to every waiter.
   virtual void fill(const std::string& key, std::shared_ptr<const void> value) noexcept = 0;
   /// The owner of `key` failed: the first waiter owns it now (cache_owned), or, with none,

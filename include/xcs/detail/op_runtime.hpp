@@ -2,6 +2,7 @@
 // An op's runtime state: what xcs learns about one op while it runs, beside its identity.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <stop_token>
 #include <string>
 
+#include "xcs/detail/cache_store.hpp"
 #include "xcs/detail/call_limits.hpp"
 #include "xcs/detail/graph.hpp"
 
@@ -44,6 +46,13 @@ struct op_policy {
   /// The backoff before attempt `attempts + 1`: full jitter over first * 2^(attempts-1),
   /// capped at 30 * first.
   std::uint64_t backoff_ns(std::uint32_t attempts) const noexcept;
+  /// What the cache store is told when an instance joins a key: `codec`, and how long an
+  /// owner may take (its timeout times its attempts; 0 without a timeout).
+  cache_query query(const result_codec* codec) const noexcept {
+    const std::uint64_t most = timeout_ns * max_attempts;
+    return {codec,
+            static_cast<std::int64_t>(std::min<std::uint64_t>(most, std::uint64_t{INT64_MAX} / 2))};
+  }
 };
 
 /// One `xcs::op`'s runtime state, shared by every copy of the op, every plan and every
@@ -165,7 +174,8 @@ class direct_timeout {
 /// xcs::deadline_exceeded or xcs::cancelled if `limits` end the wait.
 class direct_flight {
  public:
-  direct_flight(const op_runtime& p, std::string key, const call_limits* limits);
+  direct_flight(const op_runtime& p, std::string key, const result_codec* codec,
+                const call_limits* limits);
   ~direct_flight();
   direct_flight(const direct_flight&) = delete;
   direct_flight& operator=(const direct_flight&) = delete;
@@ -176,7 +186,7 @@ class direct_flight {
   void fill(std::shared_ptr<const void> result) noexcept;
 
  private:
-  void wait(const op_runtime& p, const call_limits* limits);
+  void wait(const op_runtime& p, const result_codec* codec, const call_limits* limits);
 
   cache_store& store_;
   std::string key_;
@@ -187,11 +197,11 @@ class direct_flight {
 /// A direct call of a cached op `p`: the key is `p`'s prefix and what `encode` appends; a hit
 /// returns a copy of the kept result without calling `call` (no tokens, no permit, no retry).
 template <class R, class Encode, class Call>
-R cached_call(const op_runtime& p, const call_limits* limits, const Encode& encode,
-              const Call& call) {
+R cached_call(const op_runtime& p, const call_limits* limits, const result_codec* codec,
+              const Encode& encode, const Call& call) {
   std::string key = p.policy->cache_prefix;
   encode(key);
-  direct_flight flight(p, std::move(key), limits);
+  direct_flight flight(p, std::move(key), codec, limits);
   if (const void* kept = flight.value()) return R(*static_cast<const R*>(kept));
   R r = call();
   std::shared_ptr<const void> copy;

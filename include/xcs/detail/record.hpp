@@ -93,12 +93,12 @@ constexpr auto weigh_of() {
 
 /// Calls `Fn` on typed inputs `U...` (and the instance's stop token, if it takes one) and
 /// constructs its `R` result in place. `W`: the op's rate-limit weight function, or void;
-/// `Cached`: the op was made with xcs::cache.
-template <class Fn, class R, class W, bool Cached, class... U>
+/// `Codec`: the codec of its xcs::cache option, or void.
+template <class Fn, class R, class W, class Codec, class... U>
 struct weighed_op_kernel;
 template <class Fn, class R, class... U>
-using op_kernel = weighed_op_kernel<Fn, R, void, false, U...>;
-template <class Fn, class R, class W, bool Cached, class... U>
+using op_kernel = weighed_op_kernel<Fn, R, void, void, U...>;
+template <class Fn, class R, class W, class Codec, class... U>
 struct weighed_op_kernel {
   static constexpr bool wants_stop = takes_stop_token_v<Fn, U...>;
   static void invoke(const void* fn, const void* const* in, std::uint32_t, void* out) {
@@ -113,7 +113,7 @@ struct weighed_op_kernel {
     }
   }
   static inline const kernel value = make_kernel<R>(
-      &invoke, nullptr, wants_stop, weigh_of<W, U...>(), cache_kernel_for<Cached, R, U...>());
+      &invoke, nullptr, wants_stop, weigh_of<W, U...>(), cache_kernel_for<Codec, R, U...>());
 };
 
 /// Builds a container of `n` inputs of type T (the "pack" node).
@@ -219,11 +219,11 @@ traced<R> record_node(std::string_view name, const kernel& k, const void* fn,
 
 /// Records a call of `fn` (an op's callable, or an operator functor) on `a...`. The caller has
 /// checked that `fn` takes the inputs as const.
-template <class W = void, bool Cached = false, class Fn, class... A>
+template <class W = void, class Codec = void, class Fn, class... A>
 auto record_call(std::string_view name, const Fn* fn, std::shared_ptr<const op_identity> op,
                  const A&... a) {
   using R = op_result_t<op_call_result_t<const Fn&, const input_type_t<A>&...>>;
-  return record_node<R>(name, weighed_op_kernel<Fn, R, W, Cached, input_type_t<A>...>::value, fn,
+  return record_node<R>(name, weighed_op_kernel<Fn, R, W, Codec, input_type_t<A>...>::value, fn,
                         std::move(op), a...);
 }
 
