@@ -423,3 +423,47 @@ TEST(BatchOpTest, AWindowEndsOnItsTimerForAStagedCall) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(BatchOpTest, ARetryResendsTheWholeBatch) {
+  std::mutex m;
+  std::vector<std::size_t> sizes;
+  auto flaky = xcs::batch_op(
+      "flaky",
+      [&](const std::vector<int>& in) {
+        std::lock_guard lock(m);
+        sizes.push_back(in.size());
+        if (sizes.size() == 1) throw boom("first attempt");
+        return doubled(in);
+      },
+      xcs::retry(2, 1ms));
+  auto f = xcs::jit([&](const auto& v) { return xcs::map(flaky, v); });
+  EXPECT_EQ(f(iota(5)), doubled(iota(5)));
+  EXPECT_EQ(sizes, (std::vector<std::size_t>{5, 5}));
+}
+
+TEST(BatchOpTest, AnAsyncBatchFailedThroughItsCompletionFailsEveryCall) {
+  auto original = std::make_exception_ptr(boom("the request failed"));
+  std::mutex m;
+  std::vector<std::thread> requests;
+  auto fails = xcs::batch_op(
+      "fails async", [&](const std::vector<int>&, xcs::completion<std::vector<int>> done) {
+        std::lock_guard lock(m);
+        requests.emplace_back([d = std::move(done), original]() mutable { d.fail(original); });
+      });
+  auto f = xcs::jit([&](const auto& v) { return xcs::map(fails, v); });
+  for (int call = 0; call < 3; ++call) {
+    try {
+      f(iota(20));
+      FAIL() << "no exception";
+    } catch (const boom&) {
+      EXPECT_EQ(std::current_exception(), original);
+    }
+  }
+  std::lock_guard lock(m);
+  EXPECT_EQ(requests.size(), 3u);
+  for (auto& t : requests) t.join();
+}
+
+}  // namespace
