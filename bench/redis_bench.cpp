@@ -4,6 +4,10 @@
 // tokens (a direct call of a limited op), a jitted call of one limited op, and four threads
 // sharing one limiter; the floor beside them: one blocking hiredis PING round trip from the
 // calling thread. Target: a Redis acquire on loopback at most 150 µs.
+//
+// And what a result cache hit costs: xcs::redis_cache on loopback (one script round trip through
+// the event thread) beside xcs::memory_cache and the uncached call, both as a direct call and
+// as a jitted call of one op. Target: a Redis hit at most 150 µs.
 #include <benchmark/benchmark.h>
 #include <hiredis/hiredis.h>
 #include <unistd.h>
@@ -98,6 +102,59 @@ void BM_HiredisPing_RoundTrip(benchmark::State& state) {
   redisFree(c);
 }
 
+// ---- the result cache ---------------------------------------------------------------------
+
+/// A string op whose result is kept: every measured call is a hit (but for the uncached one).
+std::string answer(const std::string& q) { return "the answer to " + q; }
+
+xcs::redis_result_cache& redis_answers() {
+  static xcs::redis_result_cache c = xcs::redis_cache(
+      server().url(), "xcs-bench:" + std::to_string(::getpid()) + ":", std::chrono::hours(1));
+  return c;
+}
+
+template <class Store>
+void cached_direct(benchmark::State& state, const Store& store) {
+  auto ask = xcs::op("ask", &answer, xcs::cache(store));
+  const std::string q = "what is the question?";
+  benchmark::DoNotOptimize(ask(q));  // the one miss
+  for (auto _ : state) benchmark::DoNotOptimize(ask(q));
+  state.counters["target_us"] = benchmark::Counter(150, benchmark::Counter::kAvgThreads);
+}
+
+template <class Store>
+void cached_jitted(benchmark::State& state, const Store& store) {
+  auto ask = xcs::op("ask", &answer, xcs::cache(store));
+  auto f = xcs::jit([&](auto q) { return ask(q); });
+  const std::string q = "what is the question?";
+  benchmark::DoNotOptimize(f(q));
+  for (auto _ : state) benchmark::DoNotOptimize(f(q));
+}
+
+void BM_RedisCache_DirectHit(benchmark::State& state) {
+  if (have_server(state)) cached_direct(state, redis_answers());
+}
+void BM_MemoryCache_DirectHit(benchmark::State& state) {
+  cached_direct(state, xcs::memory_cache(100, std::chrono::hours(1)));
+}
+void BM_Uncached_DirectCall(benchmark::State& state) {
+  auto ask = xcs::op("ask", &answer);
+  const std::string q = "what is the question?";
+  for (auto _ : state) benchmark::DoNotOptimize(ask(q));
+}
+void BM_RedisCache_JittedHit(benchmark::State& state) {
+  if (have_server(state)) cached_jitted(state, redis_answers());
+}
+void BM_MemoryCache_JittedHit(benchmark::State& state) {
+  cached_jitted(state, xcs::memory_cache(100, std::chrono::hours(1)));
+}
+void BM_Uncached_JittedCall(benchmark::State& state) {
+  auto ask = xcs::op("ask", &answer);
+  auto f = xcs::jit([&](auto q) { return ask(q); });
+  const std::string q = "what is the question?";
+  for (auto _ : state) benchmark::DoNotOptimize(f(q));
+}
+
 BENCHMARK(BM_HiredisPing_RoundTrip)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_RedisLimiter_DirectAcquire)->UseRealTime()->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_InProcessLimiter_DirectAcquire)->UseRealTime()->Unit(benchmark::kMicrosecond);
@@ -109,6 +166,12 @@ BENCHMARK(BM_InProcessLimiter_DirectAcquire)
     ->Threads(4)
     ->UseRealTime()
     ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_RedisCache_DirectHit)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_MemoryCache_DirectHit)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Uncached_DirectCall)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_RedisCache_JittedHit)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_MemoryCache_JittedHit)->UseRealTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Uncached_JittedCall)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 

@@ -6,6 +6,8 @@
 //   XCS_LLM_URL=... llm_pipeline --questions "first?" "second?"     (batch mode)
 //   llm_pipeline --batch questions.txt                             (batch mode, one per line)
 //   llm_pipeline --local-server                                    (starts nginx, see README)
+//   llm_pipeline --redis redis://host:6379 --rate 20 --batch q.txt   (replicas share a budget
+//                                                                   and the answers)
 #include <fmt/format.h>
 #include <xcs/xcs.hpp>
 
@@ -24,6 +26,9 @@
 #include "llm_client.hpp"
 #include "local_server.hpp"
 #include "pipeline.hpp"
+#if defined(XCS_LLM_REDIS)
+#include "shared_answers.hpp"
+#endif
 
 namespace {
 
@@ -45,6 +50,7 @@ struct options {
   bool limited = false;  // the local server's rate-limited endpoint
   int delay_ms = 200;
   bool async = true;  // the async op on the multi client, or the blocking op
+  std::string redis;  // --redis: the Redis every process shares
 };
 
 constexpr std::string_view usage = R"(usage: llm_pipeline [options]
@@ -71,6 +77,9 @@ constexpr std::string_view usage = R"(usage: llm_pipeline [options]
   --limited              with --local-server: its endpoint behind nginx's rate limit (20
                          requests a second, bursts of 5 more, 429 beyond), which answers at once
   --delay-ms MS          the local server's reply delay (default 200)
+  --redis URL            share with every process given the same URL (redis://host:port[/db]):
+                         the --rate budget (xcs::redis_rate_limiter) and the answers, cached for
+                         a day (xcs::redis_cache); each question is answered once between them
   $XCS_LLM_API_KEY, when set, is sent as a bearer token.
 )";
 
@@ -158,6 +167,11 @@ options parse_options(int argc, char** argv) {
       o.limited = true;
     } else if (arg == "--delay-ms") {
       o.delay_ms = parse_int(arg, value(), 0);
+    } else if (arg == "--redis") {
+      o.redis = value();
+#if !defined(XCS_LLM_REDIS)
+      fail_usage("--redis needs the component xcs::redis, which this build lacks (hiredis)");
+#endif
     } else if (arg == "--help" || arg == "-h") {
       fmt::print("{}", usage);
       std::exit(0);
@@ -214,6 +228,10 @@ llm::chat_policy chat_policy_of(const options& o) {
   llm::chat_policy p;
   p.max_concurrency = o.max_concurrency;
   if (o.rate) p.rate = xcs::rate_limiter(*o.rate, o.burst);
+#if defined(XCS_LLM_REDIS)
+  if (o.rate && !o.redis.empty())
+    p.rate = llm::shared_rate_limiter(o.redis, o.url, *o.rate, o.burst);
+#endif
   p.max_attempts = o.retries + 1;
   p.first_backoff = std::chrono::milliseconds(o.backoff_ms);
   if (o.timeout_ms) p.timeout = std::chrono::milliseconds(*o.timeout_ms);
@@ -221,7 +239,9 @@ llm::chat_policy chat_policy_of(const options& o) {
 }
 
 std::string describe_policy(const options& o) {
-  std::string rate = o.rate ? fmt::format("{} a second, bursts of {}", *o.rate, o.burst) : "none";
+  std::string rate = o.rate ? fmt::format("{} a second, bursts of {}{}", *o.rate, o.burst,
+                                          o.redis.empty() ? "" : " (shared in Redis)")
+                            : "none";
   std::string timeout = o.timeout_ms ? fmt::format("{} ms", *o.timeout_ms) : "none";
   return fmt::format(
       "chat op: max_concurrency {}, rate limit {}, retries {} (backoff from {} ms), timeout {}",
@@ -297,6 +317,18 @@ bool compare(const char* mode, const Body& body, const Arg& arg, const options& 
   return same;
 }
 
+#if defined(XCS_LLM_REDIS)
+/// --redis: each question once, through the answer cache every process shares.
+int run_shared(const options& o, const llm::ensemble_pipeline& one, const llm::timeline& log) {
+  fmt::print("answers shared through Redis at {}\n\n", o.redis);
+  const llm::shared_run r = llm::answer_shared(o.redis, one, o.questions, o.model, &print_result);
+  const std::size_t requests = log.count("ensemble") + log.count("judge") + log.count("synthesis");
+  fmt::print("\nsummary: mode=redis questions={} computed={} cached={} bypassed={} requests={}\n",
+             o.questions.size(), r.computed, r.cached, r.bypassed, requests);
+  return 0;
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -334,6 +366,9 @@ int main(int argc, char** argv) {
     fmt::print("endpoint: {}\nensemble of {}, client timeout {} ms, {} client\n{}\n\n", o.url,
                o.members, o.client_timeout_ms, o.async ? "async (one event thread)" : "blocking",
                describe_policy(o));
+#if defined(XCS_LLM_REDIS)
+    if (!o.redis.empty()) return run_shared(o, one, log);
+#endif
     // One request on its own: the latency the ensemble stage should take when jitted. It also
     // checks that the endpoint answers before the pipeline starts.
     double one_call_ms = millis([&] { ops.chat(llm::member_prompt(o.questions.front(), 0, 1)); });

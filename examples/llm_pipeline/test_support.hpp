@@ -9,6 +9,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -32,6 +33,20 @@ inline constexpr bool kCheckTimes = false;
 #else
 inline constexpr bool kCheckTimes = true;
 #endif
+
+/// A process's exit code (128 + the signal if one ended it) and its stdout and stderr.
+struct process_result {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+/// Runs `args` (args[0] is the executable) with `extra_env` added to this environment, less
+/// any XCS_LLM_URL of the caller's.
+process_result run_process(const std::vector<std::string>& args,
+                           const std::vector<std::string>& extra_env = {});
+
+/// The "summary: key=value ..." line of the example's output.
+std::map<std::string, std::string> parse_summary(const std::string& output);
 
 /// What the fake model in nginx.conf.in answers to each of the pipeline's prompts.
 std::string expected_member_answer(const std::string& question, int member, int members);

@@ -149,7 +149,9 @@ class redis_result_cache {
 /// cache is bypassed: the op runs, `bypassed()` counts it, and one line on stderr says so
 /// (and one more when Redis answers again); the next call asks Redis again (after the
 /// connection's backoff of 0.1 s to 1 s), so a server that comes back is used again. Making one
-/// does not connect. Throws xcs::error naming the value for a malformed URL or a negative ttl.
+/// does not connect. Writes go out on the event thread; the end of the last copy (and of the
+/// ops made with it) waits for those on their way, at most the timeouts and a second. Throws
+/// xcs::error naming the value for a malformed URL or a negative ttl.
 ///
 ///   auto answers = xcs::redis_cache("redis://10.0.0.5:6379", "llm:", std::chrono::hours(24));
 ///   auto ask = xcs::op("ask", call_model, xcs::cache(answers), xcs::cache_version("v2"));

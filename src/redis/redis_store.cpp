@@ -55,6 +55,17 @@ return 0
 
 enum script_id { ask_script = 0, fill_script = 1, release_script = 2 };
 
+/// Set on the event thread while a store's callback holds a share of it (see ~redis_store).
+thread_local bool in_store_callback = false;
+
+/// Runs `fn` on the store `weak` names, if it is still there, marked as a store callback.
+template <class Fn>
+void with_store(const std::weak_ptr<redis_store>& weak, const Fn& fn) {
+  in_store_callback = true;
+  if (auto s = weak.lock()) fn(*s);
+  in_store_callback = false;  // after `s` let go: its end, if it was the last, did not wait
+}
+
 const script& script_of(int which) {
   // Never destroyed: the event thread may use them during static destruction.
   static const script* const scripts[] = {new script(std::string(kAskScript)),
@@ -162,37 +173,62 @@ void redis_store::note_up() noexcept {
 }
 
 void redis_store::post_ask(const std::string& key) {
-  event_loop::get().post([weak = weak_from_this(), key] {
-    if (auto s = weak.lock()) s->ask(key);
-  });
+  event_loop::get().post(
+      [weak = weak_from_this(), key] { with_store(weak, [&](redis_store& s) { s.ask(key); }); });
 }
 
 void redis_store::post_script(int which, const std::string& key, std::string value,
                               std::string token) {
-  // Fire and forget: a failure is the next ask's to find.
-  event_loop::get().post(
-      [weak = weak_from_this(), which, key, value = std::move(value), token = std::move(token)] {
-        auto s = weak.lock();
-        if (!s) return;
-        try {
-          const std::string value_key = s->prefix_ + key;
-          const std::string marker = value_key + std::string(kMarkerSuffix);
-          const auto deadline = std::chrono::steady_clock::now() + s->options_.command_timeout;
-          auto ignore = [](const redisReply*, const std::string&) {};
-          std::shared_ptr<connection> conn = s->connection_now();
-          if (which == fill_script) {
-            script_of(fill_script)
-                .run(*conn, value_key, {marker, token, value, s->ttl_arg_}, deadline,
-                     s->options_.command_timeout, s->options_.connect_timeout, ignore);
-          } else {
-            script_of(release_script)
-                .run(*conn, marker, {token}, deadline, s->options_.command_timeout,
-                     s->options_.connect_timeout, ignore);
-          }
-        } catch (...) {
-          // No memory: the marker expires by itself; the value is not kept.
+  // Fire and forget (a failure is the next ask's to find), but counted, so that the store's
+  // end waits for it: a process that exits right after its last fill still stores it. The task
+  // holds what it needs by value, not the store, which may be ending.
+  const std::shared_ptr<write_count> writes = writes_;
+  {
+    std::lock_guard lock(writes->mutex);
+    ++writes->pending;
+  }
+  auto written = [writes](const redisReply*, const std::string&) { writes->done(); };
+  try {
+    event_loop::get().post([where = where_, options = options_, ttl = ttl_arg_, which,
+                            value_key = prefix_ + key, value = std::move(value),
+                            token = std::move(token), written]() mutable {
+      try {
+        const std::string marker = value_key + std::string(kMarkerSuffix);
+        const auto deadline = std::chrono::steady_clock::now() + options.command_timeout;
+        std::shared_ptr<connection> conn = event_loop::get().connection_to(where);
+        if (which == fill_script) {
+          script_of(fill_script)
+              .run(*conn, value_key, {marker, token, value, ttl}, deadline, options.command_timeout,
+                   options.connect_timeout, written);
+        } else {
+          script_of(release_script)
+              .run(*conn, marker, {token}, deadline, options.command_timeout,
+                   options.connect_timeout, written);
         }
-      });
+      } catch (...) {
+        written(nullptr, std::string());  // no memory: the marker expires by itself
+      }
+    });
+  } catch (...) {
+    writes->done();
+    throw;
+  }
+}
+
+void redis_store::write_count::done() noexcept {
+  std::lock_guard lock(mutex);
+  --pending;
+  cv.notify_all();  // under the lock: the store's end may free nothing but its share of this
+}
+
+redis_store::~redis_store() {
+  // Not on the event thread (a callback that held the last share): it could not answer.
+  if (in_store_callback) return;
+  // Every write is answered or failed by its deadline; the margin is for a loaded machine.
+  const auto give_up = std::chrono::steady_clock::now() + options_.connect_timeout +
+                       options_.command_timeout + std::chrono::seconds(1);
+  std::unique_lock lock(writes_->mutex);
+  writes_->cv.wait_until(lock, give_up, [&] { return writes_->pending == 0; });
 }
 
 void redis_store::fill(const std::string& key, std::shared_ptr<const void> value) noexcept {
@@ -306,7 +342,7 @@ void redis_store::ask(const std::string& key) noexcept {
         .run(*connection_now(), value_key, {marker, token, std::to_string(marker_ms)}, deadline,
              options_.command_timeout, options_.connect_timeout,
              [weak = weak_from_this(), key](const redisReply* r, const std::string& failure) {
-               if (auto s = weak.lock()) s->on_answer(key, r, failure);
+               with_store(weak, [&](redis_store& s) { s.on_answer(key, r, failure); });
              });
   } catch (...) {
     on_failure(key, "out of memory");
@@ -403,10 +439,9 @@ void redis_store::on_owned_elsewhere(const std::string& key) noexcept {
     f->second.poll = std::min(poll * 2, kLongestPoll);
   }
   try {
-    event_loop::get().add_timer(std::chrono::steady_clock::now() + poll,
-                                [weak = weak_from_this(), key] {
-                                  if (auto s = weak.lock()) s->ask(key);
-                                });
+    event_loop::get().add_timer(
+        std::chrono::steady_clock::now() + poll,
+        [weak = weak_from_this(), key] { with_store(weak, [&](redis_store& s) { s.ask(key); }); });
   } catch (...) {
     on_failure(key, "out of memory");
   }

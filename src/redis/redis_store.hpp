@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -41,6 +42,9 @@ namespace xcs::detail::redis {
 class redis_store final : public cache_store, public std::enable_shared_from_this<redis_store> {
  public:
   redis_store(address where, std::string prefix, std::int64_t ttl_ms, redis_options options);
+  /// Waits for the writes still on their way (fills, releases), at most the timeouts and a
+  /// second, so that a process that exits right after computing a key still stores it.
+  ~redis_store() override;
 
   std::shared_ptr<const void> find(std::string_view) override { return nullptr; }
   join_result join(const std::string& key, const cache_query& q, cache_waiter& w,
@@ -72,6 +76,13 @@ class redis_store final : public cache_store, public std::enable_shared_from_thi
     std::chrono::milliseconds poll{0};  // the next backoff while another process owns the key
   };
   using flight_map = std::unordered_map<std::string, flight>;
+  /// The writes posted and not yet answered (or failed), shared with their tasks.
+  struct write_count {
+    std::mutex mutex;  // guards pending
+    std::condition_variable cv;
+    std::int64_t pending = 0;
+    void done() noexcept;
+  };
 
   void forget_parent_flights() noexcept;
   /// The flight of `key` if it is asking and someone waits in it, else end(); erases one that
@@ -103,6 +114,7 @@ class redis_store final : public cache_store, public std::enable_shared_from_thi
   std::uint64_t serial_ = 0;
   std::uint64_t epoch_;
 
+  const std::shared_ptr<write_count> writes_ = std::make_shared<write_count>();
   std::atomic<std::uint64_t> bypassed_{0};  // relaxed: a statistic
   /// Whether the last use of Redis failed (the bypass was reported): one line per change.
   std::atomic<bool> down_reported_{false};
