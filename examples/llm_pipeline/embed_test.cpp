@@ -1,0 +1,54 @@
+// SPDX-License-Identifier: MIT
+// The embeddings-style batch endpoint (/v1/embed) against a local nginx: the endpoint itself,
+// and 1,000 texts sent through an async op, one request per text or one per batch, as counted
+// in nginx's access log.
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "async_client.hpp"
+#include "embed.hpp"
+#include "test_support.hpp"
+
+namespace {
+
+using namespace llm_test;
+
+class EmbedTest : public AsyncServerTest {
+ protected:
+  // Requests for /v1/embed in the access log, and whether all of them ended with 200.
+  std::size_t embed_requests(bool* all_ok = nullptr) const {
+    std::size_t n = 0;
+    bool ok = true;
+    for (const llm::access_entry& e : server_->access_log()) {
+      if (e.uri != llm::local_server::embed_path) continue;
+      ++n;
+      ok = ok && e.status == 200;
+    }
+    if (all_ok != nullptr) *all_ok = ok;
+    return n;
+  }
+};
+
+TEST_F(EmbedTest, TheEndpointRepliesWithOneEntryPerText) {
+  llm::async_client api(options_at(server_->embed_url()));
+  const std::vector<std::string> texts = {"first", "say \"hi\"\n", "caf\u00e9 \U0001F30D", ""};
+  xcs::async_op_fn<llm::embed_batch_fn, std::vector<std::string>> embed_all =
+      xcs::async_op("embed", llm::embed_batch_fn{&api, server_->embed_url()});
+  EXPECT_EQ(embed_all(texts), texts);
+  EXPECT_EQ(embed_requests(), 1u);
+}
+
+TEST_F(EmbedTest, APlainAsyncOpSendsOneRequestPerText) {
+  llm::async_client api(options_at(server_->embed_url()));
+  auto embed = xcs::async_op("embed", llm::embed_one_fn{&api, server_->embed_url()});
+  auto embed_each = xcs::jit([embed](const auto& texts) { return xcs::map(embed, texts); });
+  const std::vector<std::string> texts = llm::embed_texts(kBurst);
+  double ms = millis([&] { EXPECT_EQ(embed_each(texts), texts); });
+  bool all_ok = false;
+  EXPECT_EQ(embed_requests(&all_ok), static_cast<std::size_t>(kBurst));
+  EXPECT_TRUE(all_ok);
+  std::printf("%d texts, plain async op: %.1f ms, %zu requests\n", kBurst, ms, embed_requests());
+}
+
+}  // namespace
