@@ -51,4 +51,22 @@ TEST_F(EmbedTest, APlainAsyncOpSendsOneRequestPerText) {
   std::printf("%d texts, plain async op: %.1f ms, %zu requests\n", kBurst, ms, embed_requests());
 }
 
+TEST_F(EmbedTest, ExampleEmbedModeComparesTheWays) {
+  process_result r = run_process({XCS_LLM_PIPELINE_EXE, "--url", server_->embed_url(), "--embed",
+                                  "1000", "--max-batch", "100"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto summary = parse_summary(r.output);
+  ASSERT_FALSE(summary.empty()) << r.output;
+  EXPECT_EQ(summary["same"], "yes");
+  EXPECT_EQ(summary["direct_requests"], "1000");
+  EXPECT_EQ(summary["jitted_requests"], "1000");
+  // Each way once, and the jitted function's tracing call once more.
+  EXPECT_EQ(embed_requests(), 3000u);
+
+  r = run_process({XCS_LLM_PIPELINE_EXE, "--url", server_->embed_url(), "--embed", "0"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("--embed expects an integer >= 1, not '0'"), std::string::npos)
+      << r.output;
+}
+
 }  // namespace

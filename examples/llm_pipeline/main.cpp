@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "embed_demo.hpp"
 #include "llm_client.hpp"
 #include "local_server.hpp"
 #include "pipeline.hpp"
@@ -44,7 +45,9 @@ struct options {
   bool local_server = false;
   bool limited = false;  // the local server's rate-limited endpoint
   int delay_ms = 200;
-  bool async = true;  // the async op on the multi client, or the blocking op
+  bool async = true;      // the async op on the multi client, or the blocking op
+  std::size_t embed = 0;  // texts to embed (embed mode), or 0
+  std::size_t max_batch = 100;
 };
 
 constexpr std::string_view usage = R"(usage: llm_pipeline [options]
@@ -71,6 +74,9 @@ constexpr std::string_view usage = R"(usage: llm_pipeline [options]
   --limited              with --local-server: its endpoint behind nginx's rate limit (20
                          requests a second, bursts of 5 more, 429 beyond), which answers at once
   --delay-ms MS          the local server's reply delay (default 200)
+  --embed N              embed mode: N texts to an embeddings-style batch endpoint (--url, or
+                         the local server's /v1/embed), directly, through a plain async op and
+                         through a batched op of up to --max-batch M texts a request (100)
   $XCS_LLM_API_KEY, when set, is sent as a bearer token.
 )";
 
@@ -158,6 +164,10 @@ options parse_options(int argc, char** argv) {
       o.limited = true;
     } else if (arg == "--delay-ms") {
       o.delay_ms = parse_int(arg, value(), 0);
+    } else if (arg == "--embed") {
+      o.embed = parse_int(arg, value(), std::size_t{1});
+    } else if (arg == "--max-batch") {
+      o.max_batch = parse_int(arg, value(), std::size_t{1});
     } else if (arg == "--help" || arg == "-h") {
       fmt::print("{}", usage);
       std::exit(0);
@@ -208,6 +218,14 @@ std::unique_ptr<llm::local_server> start_local_server(const options& o) {
   fmt::print(stderr, "llm_pipeline: built without nginx or its echo module; use --url\n");
   std::exit(2);
 #endif
+}
+
+// Stops the local server and removes its files: the logs are kept only when something went
+// wrong.
+void remove_local_server(llm::local_server& server) {
+  std::filesystem::path prefix = server.prefix();
+  server.stop();
+  std::filesystem::remove_all(prefix);
 }
 
 llm::chat_policy chat_policy_of(const options& o) {
@@ -307,12 +325,19 @@ int main(int argc, char** argv) {
     if (o.local_server) {
       server = start_local_server(o);
       o.url = o.limited ? server->limited_url() : server->chat_url();
+      if (o.embed != 0) o.url = server->embed_url();
     }
     llm::client_options co;
     co.url = o.url;
     co.model = o.model;
     co.timeout_ms = o.client_timeout_ms;
     if (const char* key = std::getenv("XCS_LLM_API_KEY")) co.api_key = key;
+    if (o.embed != 0) {
+      llm::async_client embed_api(co);
+      const bool same = llm::run_embed_demo(embed_api, o.url, o.embed, o.max_batch, server.get());
+      if (server && same) remove_local_server(*server);
+      return same ? 0 : 1;
+    }
     llm::client api(co);
     std::optional<llm::async_client> async_api;
     if (o.async) async_api.emplace(co);
@@ -340,12 +365,7 @@ int main(int argc, char** argv) {
 
     bool same = o.batch ? compare("batch", batch, o.questions, o, in_use, log, one_call_ms)
                         : compare("single", one, o.questions.front(), o, in_use, log, one_call_ms);
-    if (server && same) {
-      // Keep the server's logs only when something went wrong.
-      std::filesystem::path prefix = server->prefix();
-      server->stop();
-      std::filesystem::remove_all(prefix);
-    }
+    if (server && same) remove_local_server(*server);
     return same ? 0 : 1;
   } catch (const llm::llm_error& e) {
     fmt::print(stderr, "llm_pipeline: {} error: {}\n", llm::to_string(e.kind()), e.what());
