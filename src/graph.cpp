@@ -209,7 +209,8 @@ std::string graph::listing() const {
   return out;
 }
 
-std::string graph::dot(std::span<const std::vector<node_id>> groups) const {
+std::string graph::dot(std::span<const std::vector<node_id>> groups,
+                       std::span<const std::vector<node_id>> batches) const {
   std::string out = "digraph xcs {\n  rankdir=TB;\n  node [shape=box, style=rounded];\n";
   for (std::size_t i = 0; i < arguments_; ++i) {
     fmt::format_to(std::back_inserter(out), "  arg{0} [label=\"arg{0}\", shape=ellipse];\n", i);
@@ -234,14 +235,33 @@ std::string graph::dot(std::span<const std::vector<node_id>> groups) const {
       }
     }
   }
+  // A batch's calls sit at one depth: its cluster goes inside that group's.
+  std::vector<std::uint32_t> group_of(nodes_.size(), no_id);
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    for (node_id n : groups[gi]) group_of[n] = static_cast<std::uint32_t>(gi);
+  }
+  auto draw_batches = [&](std::uint32_t gi) {
+    for (std::size_t b = 0; b < batches.size(); ++b) {
+      if (batches[b].empty() || group_of[batches[b].front()] != gi) continue;
+      fmt::format_to(std::back_inserter(out),
+                     "    subgraph cluster_batch{} {{\n      label=\"batch {}: {}\";\n      "
+                     "style=filled;\n      color=lightgrey;\n     ",
+                     b, b, nodes_[batches[b].front()].name);
+      for (node_id n : batches[b]) fmt::format_to(std::back_inserter(out), " n{};", n);
+      out += "\n    }\n";
+    }
+  };
   for (std::size_t gi = 0; gi < groups.size(); ++gi) {
     fmt::format_to(std::back_inserter(out),
                    "  subgraph cluster_group{} {{\n    label=\"group {}\";\n    style=dashed;\n    "
                    "rank=same;\n   ",
                    gi, gi);
     for (node_id n : groups[gi]) fmt::format_to(std::back_inserter(out), " n{};", n);
-    out += "\n  }\n";
+    out += "\n";
+    draw_batches(static_cast<std::uint32_t>(gi));
+    out += "  }\n";
   }
+  if (groups.empty()) draw_batches(no_id);
   out += "}\n";
   return out;
 }

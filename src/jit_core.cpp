@@ -16,6 +16,7 @@
 #include "fiber.hpp"
 #include "jit_core_impl.hpp"
 #include "pool.hpp"
+#include "xcs/detail/batch_groups.hpp"
 #include "xcs/error.hpp"
 #include "xcs/executor.hpp"
 
@@ -299,6 +300,9 @@ std::string jit_core::explain(const signature& sig, const trace_context& ctx,
     for (node_id n : a.parallel_groups[i]) s += fmt::format(" %{}", n);
     s += "\n";
   }
+  if (batch_grouping b = group_batches(out->ir, a); !b.groups.empty()) {
+    s += "batches (calls per batch, level by level):\n" + describe_batches(b);
+  }
   s += "critical path:";
   for (node_id n : a.critical_path) s += fmt::format(" %{}({})", n, out->ir.nodes()[n].name);
   s += fmt::format("\nmax parallelism: {}\nestimated speedup: {:.2f}\n", a.max_parallelism,
@@ -312,7 +316,13 @@ std::string jit_core::dot(const trace_context& ctx, const trace_output* out) {
     if (std::string why = plan_not_worth(out->ir, a); !why.empty()) {
       return "// xcs: no graph: " + why + "\ndigraph xcs {}\n";
     }
-    return out->ir.dot(a.parallel_groups);
+    const batch_grouping b = group_batches(out->ir, a);
+    std::vector<std::vector<node_id>> batches;
+    for (const batch_group& g : b.groups) {
+      const auto m = b.members_of(g);
+      batches.emplace_back(m.begin(), m.end());
+    }
+    return out->ir.dot(a.parallel_groups, batches);
   }
   if (ctx.went_staged()) {
     return "// xcs: staged: " + ctx.staged_reason() + "; the graph up to that read\n" +
@@ -348,6 +358,8 @@ std::vector<op_stats> op_figures(const op_table& ops) {
     it->rate_wait_ns += c.rate_wait_ns.load(std::memory_order_relaxed);
     it->cache_hits += c.cache_hits.load(std::memory_order_relaxed);
     it->cache_misses += c.cache_misses.load(std::memory_order_relaxed);
+    it->batches += c.batches.load(std::memory_order_relaxed);
+    it->deduplicated += c.deduplicated.load(std::memory_order_relaxed);
     it->blocking = it->blocking || op_runtime::of(*c.op).blocking();
     it->async = it->async || c.op->async;
   });

@@ -14,6 +14,7 @@ plan::plan(std::shared_ptr<const graph> g, const analysis& a) : graph_(std::move
   link_nodes(a);
   lay_out_results();
   locate_values();
+  batches_ = group_batches(*graph_, a);
 }
 
 void plan::link_nodes(const analysis& a) {

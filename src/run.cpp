@@ -133,6 +133,11 @@ bool run::must_skip(node_id n) const noexcept {
          stopped_.load(std::memory_order_acquire) != not_stopped;
 }
 
+void run::skip(node_id n) noexcept {
+  nodes_[n].outcome.store(skipped, std::memory_order_release);
+  if (nodes_[n].in_batch) leave_batch(n);  // its batch goes without it
+}
+
 void run::run_chain(node_id n, chain_policy policy) noexcept {
   while (n != no_id) {
     node_state& s = nodes_[n];
@@ -141,7 +146,7 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
     const op_policy* pol = op ? op->policy.get() : nullptr;
     if (must_skip(n)) {
       if (s.holds_permit) limit->release();
-      s.outcome.store(skipped, std::memory_order_release);
+      skip(n);
     } else if (const cache_look cached = pol && pol->cache ? look_up(n) : cache_look::miss;
                cached == cache_look::parked) {
       return;  // cache_filled() or cache_owned() queues it again
@@ -170,7 +175,8 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
         ++s.attempts;
         if (info(n).kernel->wants_stop) arm_stop(n);
         if (info(n).kernel->start) {
-          n = start_async(n);  // holds its permit, if any, until its completion
+          // Holds its permit, if any, until its completion; a batch op's call joins its batch.
+          n = s.in_batch ? join_batch(n) : start_async(n);
           continue;
         }
         // A blocking op goes to the lane; so does, while the owner waits for a read, an op
@@ -448,7 +454,7 @@ void run::offload(node_id n, concurrency_limit* limit) noexcept {
   auto turn = [this, n, limit] {
     node_state& s = nodes_[n];
     if (must_skip(n)) {
-      s.outcome.store(skipped, std::memory_order_release);
+      skip(n);
     } else {
       const attempt_end end = execute(n);
       if (end != attempt_end::done) {
@@ -586,6 +592,8 @@ bool run::waited_for(wait_for what, node_id n) noexcept {
 }
 
 void run::owner_wait(chain_policy policy, wait_for what, node_id n) noexcept {
+  // A wait never waits on a batch not sent: the calls recorded so far go now.
+  if (!open_batches_.empty()) close_batches();
   for (;;) {
     for (node_id ready = pop(); ready != no_id; ready = pop()) {
       run_chain(ready, policy);

@@ -173,6 +173,7 @@ class run final : public job,
     node_id to;
     edge* next;
   };
+  struct batch;
   /// The per-call state of one node.
   struct node_state {
     std::atomic<std::uint32_t> join{0};  // producers not yet finished (+1 while appending)
@@ -197,6 +198,23 @@ class run final : public job,
     std::uint64_t wait_from = 0;  // ticks when it queued for tokens
     std::atomic<edge*> successors{nullptr};  // staged runs; closed when the node finishes
     std::unique_ptr<cache_slot> cache;       // made for the first node of a cached op here
+    // Batch ops' calls (run_batch.cpp):
+    batch* in_batch = nullptr;       // its batch in batches_ (plan runs: set once)
+    bool sent_batch = false;         // it was the first call of a batch sent (for the counters)
+    std::uint32_t deduplicated = 0;  // ... and that batch's inputs sent once for several calls
+  };
+  /// The calls of one batch op that a run sends together (run_batch.cpp). A plan's come from
+  /// its batch groups; a staged run's are gathered as the body records, by op and depth.
+  struct batch {
+    op_runtime* op = nullptr;
+    std::uint32_t group = no_id;  // plan runs: its plan's batch group
+    std::uint32_t depth = 0;      // staged runs: the depth of its members
+    /// Members yet to arrive (started or skipped), plus one while a staged run may still add
+    /// some. Acquire-release: the thread that takes it to zero sends the batch, and sees every
+    /// member's outcome and slot.
+    std::atomic<std::uint32_t> waits{0};
+    std::vector<node_id> members;  // staged runs (a plan's are the plan's)
+    bool open = false;             // staged runs, owner only: may still add members
   };
   /// A node's outcome (node_state::outcome).
   enum outcome : std::uint8_t {
@@ -272,11 +290,33 @@ class run final : public job,
   void run_chain(node_id n, chain_policy policy) noexcept;
   void note_started(node_state& s) noexcept;  // staged runs: for the peak in flight
   bool must_skip(node_id n) const noexcept;
+  /// Marks `n` skipped (it did not start), and, for a batch op's call, leaves its batch.
+  void skip(node_id n) noexcept;
   attempt_end execute(node_id n) noexcept;
   /// Calls an op node's kernel on this thread into `out`, watched by the monitor and timed.
   void invoke_timed(const node_layout& ni, void* out, std::exception_ptr& error,
                     std::uint64_t& took, std::uint64_t& cpu) noexcept;
   node_id start_async(node_id n) noexcept;
+
+  // Batch ops (run_batch.cpp): their calls start by joining their batch, which is sent once
+  // every member has started or been skipped.
+  /// A batch op's call starts: its slot is prepared, and it arrives at its batch. Returns
+  /// no_id: the call is settled when its batch's outcome comes.
+  node_id join_batch(node_id n) noexcept;
+  /// A batch op's call was skipped: it arrives at its batch with nothing to send.
+  void leave_batch(node_id n) noexcept;
+  void arrive_at_batch(batch& b) noexcept;
+  /// Every member has arrived: sends the started ones (if any) to the op's batch function.
+  void send_batch(batch& b) noexcept;
+  std::span<const node_id> batch_members(const batch& b) const noexcept;
+  /// Plan runs: every batch waits for all its members again.
+  void reset_batches() noexcept;
+  /// Staged runs, owner: puts node `n` (a batch op's call, linked) into the open batch of its
+  /// op and depth, or a new one.
+  void add_to_batch(node_id n);
+  /// Staged runs, owner: no member joins the open batches any more; each is sent once its
+  /// members have arrived. Called before every wait of the owner.
+  void close_batches() noexcept;
   attempt_end conclude(node_id n, async_slot& s) noexcept;
   /// An attempt of `n` ended with `e` (null: its result is in place, outcome `ok`): stores the
   /// outcome, or schedules a retry.
@@ -376,6 +416,10 @@ class run final : public job,
   grow_array<edge> edges_;                        // staged runs
   std::vector<void*> addr_;                       // owner: each value's address
   std::deque<async_slot> async_slots_;
+  // A deque: the threads that run nodes reach a batch through its members' pointers while the
+  // owner adds batches; they never index the deque.
+  std::deque<batch> batches_;
+  std::vector<batch*> open_batches_;                // staged runs, owner only
   std::vector<chunk> storage_;                      // result storage
   std::size_t chunk_index_ = 0, storage_used_ = 0;  // owner: where the next result goes
   std::uint32_t inputs_used_ = 0, edges_used_ = 0;  // owner, staged runs

@@ -70,6 +70,9 @@ void run::append(node_id n) {
   s.cpu_ns = 0;
   s.successors.store(nullptr, std::memory_order_relaxed);
   if (s.cache) s.cache->clear();
+  s.in_batch = nullptr;
+  s.sent_batch = false;
+  s.deduplicated = 0;
   s.out = nd.kernel->size ? allocate_storage(nd.kernel->size, nd.kernel->align) : nullptr;
   s.async = nd.kernel->start ? &async_slots_.emplace_back() : nullptr;
   if (nd.result != no_id) addr_[nd.result] = s.out;
@@ -84,6 +87,7 @@ void run::append(node_id n) {
     if (p != no_id) link(n, p);
   }
   deepest_ = std::max(deepest_, s.depth);
+  if (op && op->batch) add_to_batch(n);  // before it can start: its batch counts it
   if (s.join.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     push(n);
     share(estimate(n), wake::if_worth);

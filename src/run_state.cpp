@@ -49,6 +49,12 @@ run::run(const plan& p) : plan_(&p), graph_(&p.ir()) {
     if (layout[i].storage != no_id) s.out = base + layout[i].storage;
     if (layout[i].kernel->start) s.async = &async_slots_.emplace_back();
   }
+  for (std::uint32_t g = 0; g < p.batches().groups.size(); ++g) {
+    batch& b = batches_.emplace_back();
+    b.op = p.batches().groups[g].op;
+    b.group = g;
+    for (node_id m : p.batches().members_of(p.batches().groups[g])) nodes_[m].in_batch = &b;
+  }
   const auto values = p.values();
   addr_.assign(values.size(), nullptr);
   for (std::size_t v = 0; v < values.size(); ++v) {
@@ -166,7 +172,10 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
       s.ticks = 0;
       s.cpu_ns = 0;
       if (s.cache) s.cache->clear();
+      s.sent_batch = false;
+      s.deduplicated = 0;
     }
+    reset_batches();
     remaining_.store(count_, std::memory_order_relaxed);
     for (value_id v : plan_->call_values()) {
       const auto& loc = plan_->values()[v];
@@ -192,6 +201,8 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
   deepest_ = 0;
   addr_.clear();
   async_slots_.clear();
+  batches_.clear();
+  open_batches_.clear();
   if (storage_.size() > kKeptChunks) storage_.resize(kKeptChunks);
   chunk_index_ = 0;
   storage_used_ = 0;
@@ -210,11 +221,14 @@ void run::account() noexcept {
   const op_runtime* cur_op = nullptr;
   std::uint64_t calls = 0, errors = 0, total = 0, longest = 0, work = 0;
   std::uint64_t retries = 0, timeouts = 0, rate_wait = 0, hits = 0, misses = 0;
+  std::uint64_t batches = 0, deduplicated = 0;
   auto flush = [&] {
     if (!cur) return;
     if (hits) cur->cache_hits.fetch_add(hits, std::memory_order_relaxed);
     if (misses) cur->cache_misses.fetch_add(misses, std::memory_order_relaxed);
     if (errors) cur->errors.fetch_add(errors, std::memory_order_relaxed);
+    if (batches) cur->batches.fetch_add(batches, std::memory_order_relaxed);
+    if (deduplicated) cur->deduplicated.fetch_add(deduplicated, std::memory_order_relaxed);
     if (calls == 0) return;
     cur->calls.fetch_add(calls, std::memory_order_relaxed);
     if (retries) cur->retries.fetch_add(retries, std::memory_order_relaxed);
@@ -261,7 +275,10 @@ void run::account() noexcept {
       cur = c;
       cur_op = op;
       calls = errors = total = longest = retries = timeouts = rate_wait = hits = misses = 0;
+      batches = deduplicated = 0;
     }
+    batches += s.sent_batch;
+    deduplicated += s.deduplicated;
     errors += o == threw;
     if (hit) {
       ++hits;  // not a call of the op

@@ -42,6 +42,8 @@ std::string to_string(const stats& s) {
     }
     if (o.cache_hits > 0) out += fmt::format(" cache_hits={}", o.cache_hits);
     if (o.cache_misses > 0) out += fmt::format(" cache_misses={}", o.cache_misses);
+    if (o.batches > 0) out += fmt::format(" batches={}", o.batches);
+    if (o.deduplicated > 0) out += fmt::format(" deduplicated={}", o.deduplicated);
     if (o.blocking) out += " blocking";
     if (o.async) out += " async";
   }

@@ -28,8 +28,13 @@ struct op_stats {
   /// another instance of the same key): the op did not run for them, nor count in `calls`.
   std::uint64_t cache_hits = 0;
   std::uint64_t cache_misses = 0;  ///< instances of a cached op that ran it (not found kept)
-  bool blocking = false;           ///< runs on the blocking lane (hinted, or seen waiting)
-  bool async = false;              ///< an xcs::async_op: waits for its completion holding no thread
+  /// An xcs::batch_op: the batches its calls went in (calls of its batch function). Its
+  /// `calls` counts the calls of the op, items, duplicates included.
+  std::uint64_t batches = 0;
+  /// An xcs::batch_op: inputs sent once for several of its calls in one batch.
+  std::uint64_t deduplicated = 0;
+  bool blocking = false;  ///< runs on the blocking lane (hinted, or seen waiting)
+  bool async = false;     ///< an xcs::async_op: waits for its completion holding no thread
 };
 
 /// A snapshot of `jitted::stats()`. Counters are exact; the analysis fields describe the most

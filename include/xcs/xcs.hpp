@@ -5,6 +5,7 @@
 #pragma once
 
 #include "xcs/async_op.hpp"
+#include "xcs/batch_op.hpp"
 #include "xcs/cache.hpp"
 #include "xcs/error.hpp"
 #include "xcs/executor.hpp"

@@ -165,8 +165,10 @@ class graph {
 
   /// One line per node: `%3 = summarize(%0) -> std::string`.
   std::string listing() const;
-  /// Graphviz DOT; `groups`, if given, are drawn as ranks.
-  std::string dot(std::span<const std::vector<node_id>> groups = {}) const;
+  /// Graphviz DOT; `groups`, if given, are drawn as ranks, and `batches` (the calls a plan
+  /// sends to a batch op's function together) as filled clusters inside them.
+  std::string dot(std::span<const std::vector<node_id>> groups = {},
+                  std::span<const std::vector<node_id>> batches = {}) const;
 
   /// Readable name of a type ("std::string", "std::vector<int>").
   static std::string type_name(const std::type_info& type);

@@ -20,6 +20,7 @@ namespace xcs::detail {
 class concurrency_limit;
 class token_source;
 class cache_store;
+class batch_sender;
 
 /// What an op's options say about its instances beyond running them: a result cache, a
 /// timeout, retries and a rate limit (xcs::cache, xcs::timeout, xcs::retry, xcs::retry_if,
@@ -67,6 +68,9 @@ struct op_runtime : op_identity {
   const std::unique_ptr<concurrency_limit> limit;
   /// Its timeout, retries and rate limit; null when it has none.
   const std::unique_ptr<const op_policy> policy;
+  /// An xcs::batch_op's sending side (set by its state, which owns it), else null. A batch
+  /// op's nodes hold no limit and no policy of their own: its options apply per batch.
+  batch_sender* batch = nullptr;
   /// The monitor saw an instance sit in the kernel without using CPU (set), or the blocking
   /// lane saw one that computed or returned quickly (cleared). Read on every dispatch.
   std::atomic<bool> observed_blocking{false};

@@ -26,6 +26,8 @@ struct op_counters {
   std::atomic<std::uint64_t> rate_wait_ns{0};
   std::atomic<std::uint64_t> cache_hits{0};
   std::atomic<std::uint64_t> cache_misses{0};
+  std::atomic<std::uint64_t> batches{0};       // a batch op's calls of its function
+  std::atomic<std::uint64_t> deduplicated{0};  // its inputs sent once for several calls
 };
 
 /// The counters of every op a function's plans ran. Entries never move or go away, so plans

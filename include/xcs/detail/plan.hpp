@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "xcs/detail/analysis.hpp"
+#include "xcs/detail/batch_groups.hpp"
 #include "xcs/detail/graph.hpp"
 
 namespace xcs::detail {
@@ -61,6 +62,8 @@ class plan {
   std::size_t storage_bytes() const noexcept { return storage_bytes_; }
   std::size_t storage_align() const noexcept { return storage_align_; }
   bool has_async() const noexcept { return has_async_; }
+  /// The batches a run sends, in the order of their first member.
+  const batch_grouping& batches() const noexcept { return batches_; }
 
   std::size_t node_count() const noexcept { return nodes_.size(); }
   /// Bytes the plan holds per node (its own tables, not the graph).
@@ -83,6 +86,7 @@ class plan {
   std::size_t storage_bytes_ = 0;
   std::size_t storage_align_ = alignof(std::max_align_t);
   bool has_async_ = false;
+  batch_grouping batches_;  // batch ops' calls, by op and dependency level
 };
 
 /// Bytes one run of `p` (its per-call state, src/run.hpp) allocates.
