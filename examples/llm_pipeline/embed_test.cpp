@@ -3,6 +3,7 @@
 // and 1,000 texts sent through an async op, one request per text or one per batch, as counted
 // in nginx's access log.
 #include <cstddef>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -60,13 +61,63 @@ TEST_F(EmbedTest, ExampleEmbedModeComparesTheWays) {
   EXPECT_EQ(summary["same"], "yes");
   EXPECT_EQ(summary["direct_requests"], "1000");
   EXPECT_EQ(summary["jitted_requests"], "1000");
-  // Each way once, and the jitted function's tracing call once more.
-  EXPECT_EQ(embed_requests(), 3000u);
+  EXPECT_EQ(summary["batched_requests"], "10");
+  // Each way once, and each jitted function's tracing call once more.
+  EXPECT_EQ(embed_requests(), 3000u + 20u);
 
   r = run_process({XCS_LLM_PIPELINE_EXE, "--url", server_->embed_url(), "--embed", "0"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.output.find("--embed expects an integer >= 1, not '0'"), std::string::npos)
       << r.output;
 }
+
+class EmbedBatchTest : public EmbedTest, public ::testing::WithParamInterface<std::size_t> {};
+
+// The lengths of the embeddings; an int read of it makes a body staged.
+struct total_length_fn {
+  std::size_t operator()(const std::vector<std::string>& vectors) const {
+    std::size_t n = 0;
+    for (const std::string& v : vectors) n += v.size();
+    return n;
+  }
+};
+
+TEST_P(EmbedBatchTest, ABatchedAsyncOpSendsOneRequestPerBatch) {
+  const std::size_t max_batch = GetParam();
+  llm::async_client api(options_at(server_->embed_url()));
+  auto embed = xcs::batch_op("embed", llm::embed_batch_fn{&api, server_->embed_url()},
+                             xcs::max_batch(max_batch));
+  auto embed_each = xcs::jit([embed](const auto& texts) { return xcs::map(embed, texts); });
+  const std::vector<std::string> texts = llm::embed_texts(kBurst);
+  const std::size_t batches = (kBurst + max_batch - 1) / max_batch;
+  for (std::size_t call = 1; call <= 2; ++call) {
+    double ms = millis([&] { EXPECT_EQ(embed_each(texts), texts); });
+    bool all_ok = false;
+    EXPECT_EQ(embed_requests(&all_ok), call * batches) << "max_batch " << max_batch;
+    EXPECT_TRUE(all_ok);
+    std::printf("%d texts, batch op, max_batch %zu: %.1f ms, %zu requests\n", kBurst, max_batch, ms,
+                batches);
+  }
+  EXPECT_EQ(api.requests(), 2 * batches);
+}
+
+TEST_P(EmbedBatchTest, AStagedCallSendsTheSameBatches) {
+  const std::size_t max_batch = GetParam();
+  llm::async_client api(options_at(server_->embed_url()));
+  auto embed = xcs::batch_op("embed", llm::embed_batch_fn{&api, server_->embed_url()},
+                             xcs::max_batch(max_batch));
+  auto total_length = xcs::op("total_length", total_length_fn{});
+  auto checked = xcs::jit([embed, total_length](const auto& texts) {
+    auto vectors = xcs::map(embed, texts);
+    if (total_length(vectors) == 0u) throw std::runtime_error("no embeddings");  // a read
+    return vectors;
+  });
+  const std::vector<std::string> texts = llm::embed_texts(kBurst);
+  EXPECT_EQ(checked(texts), texts);
+  EXPECT_EQ(embed_requests(), (kBurst + max_batch - 1) / max_batch);
+  EXPECT_EQ(checked.stats().staged_calls, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(MaxBatch, EmbedBatchTest, ::testing::Values(100, 64));
 
 }  // namespace

@@ -163,20 +163,35 @@ int run(const options& o, const fs::path& path) {
   std::vector<way> ways;
   ways.push_back(measure("direct call", plain, ids, db, o.repeat));
   ways.push_back(measure("jitted, plain xcs::op", xcs::jit(plain), ids, db, o.repeat));
+  users::manager_report<decltype(users::batched_lookup(db, o.max_batch))> batched{
+      users::batched_lookup(db, o.max_batch)};
+  auto batched_jit = xcs::jit(batched);
+  ways.push_back(measure(fmt::format("jitted, xcs::batch_op ({})", o.max_batch), batched_jit, ids,
+                         db, o.repeat));
+  const std::uint64_t want_queries = users::batched_queries(ids.size(), o.max_batch);
 
   bool same = true;
   for (const way& w : ways) {
     print_way(w, ways.front());
     same = same && w.steady && w.lines == ways.front().lines;
   }
-  fmt::print("\nfirst line: {}\nsame results: {}; connections opened: {}\n",
-             ways.front().lines.front(), same ? "yes" : "NO", db.connections());
+  const bool counted = ways[2].queries == want_queries;
+  double load[3] = {};
+  const int loads = ::getloadavg(load, 3);
+  fmt::print(
+      "\nfirst line: {}\nsame results: {}; batched queries: {} (2 x ceil({} / {}) = {}); "
+      "connections opened: {}; load average {:.2f}\n",
+      ways.front().lines.front(), same ? "yes" : "NO", ways[2].queries, ids.size(), o.max_batch,
+      want_queries, db.connections(), loads > 0 ? load[0] : -1.0);
+  fmt::print("{}\n", batched_jit.stats());
   fmt::print(
       "summary: users={} lookups={} max_batch={} direct_ms={:.2f} direct_queries={} "
-      "jitted_ms={:.2f} jitted_queries={} same={}\n",
+      "jitted_ms={:.2f} jitted_queries={} batched_ms={:.2f} batched_queries={} "
+      "expected_batched_queries={} same={} load={:.2f}\n",
       o.users, ids.size(), o.max_batch, ways[0].best_ms, ways[0].queries, ways[1].best_ms,
-      ways[1].queries, same ? "yes" : "no");
-  return same ? 0 : 1;
+      ways[1].queries, ways[2].best_ms, ways[2].queries, want_queries, same ? "yes" : "no",
+      loads > 0 ? load[0] : -1.0);
+  return same && counted ? 0 : 1;
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <xcs/xcs.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -47,6 +48,19 @@ inline const auto count_without_manager =
 /// The lookup as a plain op: one single-row query per call; a jitted call runs independent
 /// calls at the same time, each on a connection of its own from the pool.
 inline auto plain_lookup(const database& db) { return xcs::op("lookup", find_fn{&db}); }
+
+/// The lookup as a batch op: the calls that are ready together (in a plan, one dependency
+/// level; in a staged call, those recorded since the last read) go to `database::find_all`
+/// together, at most `max_batch` ids a query.
+inline auto batched_lookup(const database& db, std::size_t max_batch) {
+  return xcs::batch_op("lookup", find_all_fn{&db}, xcs::max_batch(max_batch));
+}
+
+/// The queries the batched lookup sends for the body over `lookups` ids: two levels, each
+/// ⌈lookups / max_batch⌉ batches.
+constexpr std::uint64_t batched_queries(std::uint64_t lookups, std::uint64_t max_batch) {
+  return 2 * ((lookups + max_batch - 1) / max_batch);
+}
 
 /// The body: for each id, the user; then each user's manager; then the two joined. Called with
 /// a std::vector of ids it runs the lookups one after another (2 queries per id with a plain

@@ -138,6 +138,81 @@ TEST_F(SqliteLookupTest, StagedBodyWithPlainOpGivesTheSameLines) {
   EXPECT_EQ(jitted.stats().staged_calls, 2u) << jitted.stats();
 }
 
+// The lookup op's batches in the stats of a jitted function.
+template <class Jitted>
+std::uint64_t lookup_batches(const Jitted& jitted) {
+  for (const xcs::op_stats& op : jitted.stats().ops) {
+    if (op.name == "lookup") return op.batches;
+  }
+  return 0;
+}
+
+class SqliteBatchTest : public SqliteLookupTest,
+                        public ::testing::WithParamInterface<std::size_t> {};
+
+TEST_P(SqliteBatchTest, PlanSendsTwoQueriesPerBatchOfEachLevel) {
+  const std::size_t max_batch = GetParam();
+  users::manager_report<decltype(users::batched_lookup(db(), max_batch))> body{
+      users::batched_lookup(db(), max_batch)};
+  auto jitted = xcs::jit(body);
+  const std::vector<std::string> want = expected();
+  const std::uint64_t queries = users::batched_queries(kLookups, max_batch);
+  for (int call = 1; call <= 2; ++call) {
+    db().reset_queries();
+    EXPECT_EQ(jitted(ids()), want);
+    EXPECT_EQ(db().queries(), queries) << "call " << call << ", max_batch " << max_batch;
+    EXPECT_EQ(lookup_batches(jitted), call * queries);
+  }
+  EXPECT_EQ(jitted.stats().staged_calls, 0u);
+}
+
+TEST_P(SqliteBatchTest, StagedBodySendsTheSameQueries) {
+  const std::size_t max_batch = GetParam();
+  users::checked_manager_report<decltype(users::batched_lookup(db(), max_batch))> body{
+      users::batched_lookup(db(), max_batch)};
+  auto jitted = xcs::jit(body);
+  const std::vector<std::string> want = expected();
+  for (int call = 1; call <= 2; ++call) {
+    db().reset_queries();
+    EXPECT_EQ(jitted(ids()), want);
+    EXPECT_EQ(db().queries(), users::batched_queries(kLookups, max_batch)) << "call " << call;
+  }
+  EXPECT_EQ(jitted.stats().staged_calls, 2u) << jitted.stats();
+}
+
+INSTANTIATE_TEST_SUITE_P(MaxBatch, SqliteBatchTest, ::testing::Values(100, 64, 1000));
+
+TEST_F(SqliteLookupTest, DirectCallOfTheBatchedOpSendsBatchesOfOne) {
+  users::manager_report<decltype(users::batched_lookup(db(), 100))> body{
+      users::batched_lookup(db(), 100)};
+  const std::vector<std::string> want = expected();
+  db().reset_queries();
+  EXPECT_EQ(body(ids()), want);
+  EXPECT_EQ(db().queries(), 2u * kLookups);
+}
+
+TEST_F(SqliteLookupTest, AMissingIdFailsTheBatchedCallAsTheDirectOne) {
+  std::vector<std::int64_t> some = ids();
+  some[5] = kUsers + 1;  // no such user
+  users::manager_report<decltype(users::plain_lookup(db()))> direct{users::plain_lookup(db())};
+  users::manager_report<decltype(users::batched_lookup(db(), 64))> body{
+      users::batched_lookup(db(), 64)};
+  auto jitted = xcs::jit(body);
+  std::string direct_error, jitted_error;
+  try {
+    direct(some);
+  } catch (const users::user_not_found& e) {
+    direct_error = e.what();
+  }
+  try {
+    jitted(some);
+  } catch (const users::user_not_found& e) {
+    jitted_error = e.what();
+  }
+  EXPECT_EQ(direct_error, "no user with id 100001");
+  EXPECT_EQ(jitted_error, direct_error);
+}
+
 TEST(SqliteLookupDatabaseTest, AMissingDirectoryIsNamed) {
   const fs::path path = fs::temp_directory_path() / "xcs-no-such-dir-7f3a" / "users.db";
   try {
