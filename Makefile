@@ -27,6 +27,7 @@ deps:
 	scripts/install-deps.sh
 	-scripts/install-deps.sh http
 	-scripts/install-deps.sh redis
+	-scripts/install-deps.sh sqlite
 
 deps-bench: deps
 	scripts/install-deps.sh bench

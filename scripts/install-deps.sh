@@ -3,7 +3,7 @@
 # Installs the Debian packages that building and testing xcs needs, and only the
 # missing ones, so a second run costs a few dpkg queries.
 #
-# Usage: scripts/install-deps.sh [bench] [http] [redis] [clang]
+# Usage: scripts/install-deps.sh [bench] [http] [redis] [sqlite] [clang]
 #   (no argument)  compiler toolchain (g++, and clang++ for the strict-warnings test), CMake,
 #                  Ninja, Boost.Context, fmt, GoogleTest, Google Benchmark, clang-format
 #   bench          adds oneTBB, the baseline the benchmarks compare against
@@ -13,6 +13,8 @@
 #                  example (examples/llm_pipeline) and its tests
 #   redis          adds hiredis and redis-server, for the optional component xcs::redis
 #                  (<xcs/redis.hpp>: rate limits shared by processes) and its tests
+#   sqlite         adds SQLite's development files, for the batched-lookup example
+#                  (examples/sqlite_lookup) and its tests
 #
 # When packages cannot be installed (no root, no sudo, no network) it names them
 # and exits 0, so that CMake's configure step reports the precise missing piece.
@@ -25,8 +27,9 @@ for set_name in "$@"; do
     bench) packages+=(libtbb-dev) ;;
     http) packages+=(libcurl4-openssl-dev nlohmann-json3-dev nginx libnginx-mod-http-echo) ;;
     redis) packages+=(libhiredis-dev redis-server) ;;
+    sqlite) packages+=(libsqlite3-dev) ;;
     clang) packages+=(libclang-rt-dev) ;;
-    *) echo "install-deps.sh: unknown package set '$set_name' (expected: bench, http, redis, clang)" >&2
+    *) echo "install-deps.sh: unknown package set '$set_name' (expected: bench, http, redis, sqlite, clang)" >&2
        exit 2 ;;
   esac
 done

@@ -32,9 +32,11 @@ struct async_client::pending {
     void operator()() const noexcept { client->post_cancel(id); }
   };
 
-  pending(async_client& client, std::string url, const std::string& prompt,
-          reply_callback& callback, std::stop_token token)
-      : request(client.options_, std::move(url), prompt),
+  // `transfer_args` are the transfer's constructor's: a chat request, or a raw_json one.
+  template <class... TransferArgs>
+  pending(async_client& client, reply_callback& callback, std::stop_token token,
+          TransferArgs&&... transfer_args)
+      : request(std::forward<TransferArgs>(transfer_args)...),
         done(std::move(callback)),
         id(client.next_id_.fetch_add(1, std::memory_order_relaxed)),
         stop(std::move(token)) {}
@@ -124,12 +126,29 @@ void async_client::start(std::string url, const std::string& prompt, reply_callb
                          std::stop_token stop) {
   std::unique_ptr<pending> request;
   try {
-    request = std::make_unique<pending>(*this, std::move(url), prompt, done, stop);
+    request = std::make_unique<pending>(*this, done, stop, options_, std::move(url), prompt);
   } catch (...) {
     // curl_easy_init or an allocation failed: the request never existed.
     done(reply_or_error{{}, std::current_exception()});
     return;
   }
+  enqueue(std::move(request), stop);
+}
+
+void async_client::post(std::string url, std::string body, reply_callback done,
+                        std::stop_token stop) {
+  std::unique_ptr<pending> request;
+  try {
+    request = std::make_unique<pending>(*this, done, stop, raw_json, options_, std::move(url),
+                                        std::move(body));
+  } catch (...) {
+    done(reply_or_error{{}, std::current_exception()});  // as in start()
+    return;
+  }
+  enqueue(std::move(request), stop);
+}
+
+void async_client::enqueue(std::unique_ptr<pending> request, const std::stop_token& stop) {
   // Registered before the request is queued, so a stop from now on posts a cancel. One posted
   // before the event thread has the request finds nothing to cancel; add() then sees the stop
   // on the token itself. On a token stopped already it posts at once, to the same effect.

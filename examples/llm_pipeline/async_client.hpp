@@ -108,6 +108,11 @@ class async_client {
   void start(std::string url, const std::string& prompt, reply_callback done,
              std::stop_token stop = {});
 
+  /// POSTs `body` (JSON) as it is to `url`, another endpoint of the same API; `done` gets the
+  /// response body of a 2xx answer, unparsed, or the llm_error `start` would give. Otherwise
+  /// as `start`.
+  void post(std::string url, std::string body, reply_callback done, std::stop_token stop = {});
+
   /// Sends a request and waits for it: returns the text or throws the llm_error, as
   /// `client::complete` does. Not from a callback (the event thread would wait for itself).
   std::string complete(const std::string& prompt) { return complete(options_.url, prompt); }
@@ -127,6 +132,7 @@ class async_client {
   using queue = std::deque<std::unique_ptr<pending>>;
   static int on_socket(CURL* easy, curl_socket_t socket, int what, void* self, void* known);
   static int on_timer(CURLM* multi, long timeout_ms, void* self);
+  void enqueue(std::unique_ptr<pending> request, const std::stop_token& stop);
   void run() noexcept;
   int wait_ms() const noexcept;
   bool take_queued() noexcept;

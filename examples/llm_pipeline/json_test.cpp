@@ -4,7 +4,9 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
+#include "embed.hpp"
 #include "llm_client.hpp"
 
 namespace {
@@ -49,6 +51,35 @@ TEST(LlmJsonTest, ReadsTheFirstChoicesContent) {
   EXPECT_EQ(llm::reply_content(R"({"choices":[{"message":{"content":"\ud800x"}}]})"), std::nullopt);
   EXPECT_EQ(llm::error_message(R"({"error":{"type":"t","message":"Rate limit"}})"), "Rate limit");
   EXPECT_EQ(llm::error_message(R"({"error":"Rate limit"})"), std::nullopt);
+}
+
+TEST(LlmJsonTest, EmbedRequestIsAJsonArrayOfTheTexts) {
+  EXPECT_EQ(llm::embed_request_body({"a", "say \"hi\"", ""}), R"(["a","say \"hi\"",""])");
+  EXPECT_EQ(llm::embed_request_body({}), "[]");
+  EXPECT_EQ(llm::embed_request_body({"a\xff"}), "[\"a\uFFFD\"]");
+}
+
+TEST(LlmJsonTest, EmbedReplyHasOneEntryPerText) {
+  const std::string url = "http://h/v1/embed";
+  EXPECT_EQ(llm::embed_reply(url, R"({"object":"list","data":["x","y"]})", 2),
+            (std::vector<std::string>{"x", "y"}));
+  auto error = [&](std::string_view body, std::size_t n) -> std::string {
+    try {
+      llm::embed_reply(url, body, n);
+    } catch (const llm::llm_error& e) {
+      EXPECT_EQ(e.kind(), llm::failure::bad_response);
+      return e.what();
+    }
+    return "no error";
+  };
+  EXPECT_EQ(error(R"({"data":["x"]})", 2),
+            "embed request to http://h/v1/embed: the reply has 1 entries for 2 texts");
+  EXPECT_EQ(error(R"({"data":"x"})", 1),
+            "embed request to http://h/v1/embed: the reply has no data array");
+  EXPECT_EQ(error("not json", 1),
+            "embed request to http://h/v1/embed: the reply has no data array");
+  EXPECT_EQ(error(R"({"data":[1]})", 1),
+            "embed request to http://h/v1/embed: the reply has an entry that is not a string");
 }
 
 }  // namespace

@@ -72,6 +72,10 @@ class local_server {
   /// the access log shows status 499 for it once the client has closed the connection.
   std::string hung_url() const { return url(hung_path); }
   static constexpr std::string_view hung_path = "/v1/hung/chat/completions";
+  /// The embeddings-style batch endpoint: POST a JSON array of texts; the reply's data array
+  /// echoes them back, one entry per text (embed.hpp).
+  std::string embed_url() const { return url(embed_path); }
+  static constexpr std::string_view embed_path = "/v1/embed";
   const std::filesystem::path& prefix() const noexcept { return prefix_; }
 
   /// GET /nginx_status on a new connection. Throws std::runtime_error if it fails.

@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "embed_demo.hpp"
 #include "llm_client.hpp"
 #include "local_server.hpp"
 #include "pipeline.hpp"
@@ -49,8 +50,10 @@ struct options {
   bool local_server = false;
   bool limited = false;  // the local server's rate-limited endpoint
   int delay_ms = 200;
-  bool async = true;  // the async op on the multi client, or the blocking op
-  std::string redis;  // --redis: the Redis every process shares
+  bool async = true;      // the async op on the multi client, or the blocking op
+  std::string redis;      // --redis: the Redis every process shares
+  std::size_t embed = 0;  // texts to embed (embed mode), or 0
+  std::size_t max_batch = 100;
 };
 
 constexpr std::string_view usage = R"(usage: llm_pipeline [options]
@@ -80,6 +83,9 @@ constexpr std::string_view usage = R"(usage: llm_pipeline [options]
   --redis URL            share with every process given the same URL (redis://host:port[/db]):
                          the --rate budget (xcs::redis_rate_limiter) and the answers, cached for
                          a day (xcs::redis_cache); each question is answered once between them
+  --embed N              embed mode: N texts to an embeddings-style batch endpoint (--url, or
+                         the local server's /v1/embed), directly, through a plain async op and
+                         through a batched op of up to --max-batch M texts a request (100)
   $XCS_LLM_API_KEY, when set, is sent as a bearer token.
 )";
 
@@ -172,6 +178,10 @@ options parse_options(int argc, char** argv) {
 #if !defined(XCS_LLM_REDIS)
       fail_usage("--redis needs the component xcs::redis, which this build lacks (hiredis)");
 #endif
+    } else if (arg == "--embed") {
+      o.embed = parse_int(arg, value(), std::size_t{1});
+    } else if (arg == "--max-batch") {
+      o.max_batch = parse_int(arg, value(), std::size_t{1});
     } else if (arg == "--help" || arg == "-h") {
       fmt::print("{}", usage);
       std::exit(0);
@@ -222,6 +232,14 @@ std::unique_ptr<llm::local_server> start_local_server(const options& o) {
   fmt::print(stderr, "llm_pipeline: built without nginx or its echo module; use --url\n");
   std::exit(2);
 #endif
+}
+
+// Stops the local server and removes its files: the logs are kept only when something went
+// wrong.
+void remove_local_server(llm::local_server& server) {
+  std::filesystem::path prefix = server.prefix();
+  server.stop();
+  std::filesystem::remove_all(prefix);
 }
 
 llm::chat_policy chat_policy_of(const options& o) {
@@ -339,12 +357,19 @@ int main(int argc, char** argv) {
     if (o.local_server) {
       server = start_local_server(o);
       o.url = o.limited ? server->limited_url() : server->chat_url();
+      if (o.embed != 0) o.url = server->embed_url();
     }
     llm::client_options co;
     co.url = o.url;
     co.model = o.model;
     co.timeout_ms = o.client_timeout_ms;
     if (const char* key = std::getenv("XCS_LLM_API_KEY")) co.api_key = key;
+    if (o.embed != 0) {
+      llm::async_client embed_api(co);
+      const bool same = llm::run_embed_demo(embed_api, o.url, o.embed, o.max_batch, server.get());
+      if (server && same) remove_local_server(*server);
+      return same ? 0 : 1;
+    }
     llm::client api(co);
     std::optional<llm::async_client> async_api;
     if (o.async) async_api.emplace(co);
@@ -375,12 +400,7 @@ int main(int argc, char** argv) {
 
     bool same = o.batch ? compare("batch", batch, o.questions, o, in_use, log, one_call_ms)
                         : compare("single", one, o.questions.front(), o, in_use, log, one_call_ms);
-    if (server && same) {
-      // Keep the server's logs only when something went wrong.
-      std::filesystem::path prefix = server->prefix();
-      server->stop();
-      std::filesystem::remove_all(prefix);
-    }
+    if (server && same) remove_local_server(*server);
     return same ? 0 : 1;
   } catch (const llm::llm_error& e) {
     fmt::print(stderr, "llm_pipeline: {} error: {}\n", llm::to_string(e.kind()), e.what());

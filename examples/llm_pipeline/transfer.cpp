@@ -54,6 +54,15 @@ transfer::transfer(const client_options& options, std::string url, const std::st
     : url_(std::move(url)),
       timeout_ms_(options.timeout_ms),
       body_(request_body(options.model, prompt)) {
+  set_up(options);
+}
+
+transfer::transfer(raw_json_t, const client_options& options, std::string url, std::string body)
+    : url_(std::move(url)), timeout_ms_(options.timeout_ms), body_(std::move(body)), raw_(true) {
+  set_up(options);
+}
+
+void transfer::set_up(const client_options& options) {
   handle_.reset(curl_easy_init());
   if (!handle_) {
     throw llm_error(failure::transport, 0,
@@ -112,6 +121,7 @@ std::string transfer::reply(CURLcode rc) const {
                     where + " failed with HTTP " + std::to_string(status_) + ": " +
                         (server_says ? *server_says : excerpt(response_)));
   }
+  if (raw_) return response_;
   std::optional<std::string> content = reply_content(response_);
   if (!content) {
     throw llm_error(
