@@ -88,51 +88,6 @@ std::string expected_final(const std::string& question) {
          "\":\nthe ensemble agrees (answer 1 was the best) \u2014 voil\u00e0 \U0001F30D";
 }
 
-process_result run_process(const std::vector<std::string>& args,
-                           const std::vector<std::string>& extra_env) {
-  std::vector<char*> argv;
-  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (char** e = environ; *e; ++e) {
-    if (std::strncmp(*e, "XCS_LLM_URL=", 12) != 0) envp.push_back(*e);
-  }
-  for (const std::string& e : extra_env) envp.push_back(const_cast<char*>(e.c_str()));
-  envp.push_back(nullptr);
-
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return {};
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::dup2(fds[1], 1);
-    ::dup2(fds[1], 2);
-    ::execve(argv[0], argv.data(), envp.data());
-    ::_exit(127);
-  }
-  ::close(fds[1]);
-  process_result r;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) r.output.append(buf, n);
-  ::close(fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
-
-std::map<std::string, std::string> parse_summary(const std::string& output) {
-  std::map<std::string, std::string> out;
-  std::size_t at = output.rfind("summary: ");
-  if (at == std::string::npos) return out;
-  std::string line = output.substr(at + 9, output.find('\n', at) - at - 9);
-  std::regex pair(R"((\w+)=(\S+))");
-  for (auto it = std::sregex_iterator(line.begin(), line.end(), pair); it != std::sregex_iterator();
-       ++it) {
-    out[(*it)[1]] = (*it)[2];
-  }
-  return out;
-}
-
 int thread_count() {
   DIR* dir = ::opendir("/proc/self/task");
   if (dir == nullptr) return -1;

@@ -63,20 +63,6 @@ std::unique_ptr<llm::local_server> start_server(int delay_ms);
 /// Stops `server` and removes its files, unless the running test failed.
 void stop_server(llm::local_server& server);
 
-/// What a child process wrote (stdout and stderr) and how it ended.
-struct process_result {
-  int exit_code = -1;
-  std::string output;
-};
-
-/// Runs `args` (args[0] is the executable) with `extra_env` added to this environment, less
-/// any XCS_LLM_URL of the caller's.
-process_result run_process(const std::vector<std::string>& args,
-                           const std::vector<std::string>& extra_env = {});
-
-/// The "summary: key=value ..." line of the example's output.
-std::map<std::string, std::string> parse_summary(const std::string& output);
-
 /// Threads of this process, from /proc/self/task.
 int thread_count();
 
