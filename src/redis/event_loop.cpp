@@ -5,6 +5,7 @@
 
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -123,6 +124,14 @@ void event_loop::run_due_timers() {
 
 void event_loop::run() noexcept {
   ::prctl(PR_SET_NAME, "xcs-redis");
+  // hiredis writes with write(): to a server that just died, that raises SIGPIPE, whose default
+  // action ends the process. Blocked on this thread (where every write is made), the write
+  // fails with EPIPE instead and the connection reports the error; the user's own handling of
+  // SIGPIPE on other threads is untouched.
+  sigset_t pipe_signal;
+  sigemptyset(&pipe_signal);
+  sigaddset(&pipe_signal, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe_signal, nullptr);
   std::vector<task> ready;
   std::vector<connection*> polled;
   std::vector<std::uint64_t> generations;
