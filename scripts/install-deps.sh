@@ -11,8 +11,9 @@
 #                  scripts/check-user-flags.sh
 #   http           adds libcurl, nlohmann/json, nginx and its echo module, for the HTTP
 #                  example (examples/llm_pipeline) and its tests
-#   redis          adds hiredis and redis-server, for the optional component xcs::redis
-#                  (<xcs/redis.hpp>: rate limits shared by processes) and its tests
+#   redis          adds hiredis, nlohmann/json and redis-server, for the optional component
+#                  xcs::redis (<xcs/redis.hpp>: rate limits and a result cache shared by
+#                  processes) and its tests
 #   sqlite         adds SQLite's development files, for the batched-lookup example
 #                  (examples/sqlite_lookup) and its tests
 #
@@ -26,7 +27,7 @@ for set_name in "$@"; do
   case "$set_name" in
     bench) packages+=(libtbb-dev) ;;
     http) packages+=(libcurl4-openssl-dev nlohmann-json3-dev nginx libnginx-mod-http-echo) ;;
-    redis) packages+=(libhiredis-dev redis-server) ;;
+    redis) packages+=(libhiredis-dev nlohmann-json3-dev redis-server) ;;
     sqlite) packages+=(libsqlite3-dev) ;;
     clang) packages+=(libclang-rt-dev) ;;
     *) echo "install-deps.sh: unknown package set '$set_name' (expected: bench, http, redis, sqlite, clang)" >&2
