@@ -223,6 +223,11 @@ void local_redis::stop() {
   pid_ = -1;
 }
 
+std::string unique_key(const std::string& name) {
+  return fmt::format("xcs-test:{}:{}:{}", name, ::getpid(),
+                     std::chrono::steady_clock::now().time_since_epoch().count());
+}
+
 long resident_kb() {
   std::ifstream statm("/proc/self/statm");
   long pages = 0, resident = 0;

@@ -72,4 +72,7 @@ inline double ms_since(std::chrono::steady_clock::time_point t0) {
 /// The resident set of this process, in kB.
 long resident_kb();
 
+/// A Redis key (or key prefix) no other test or earlier run used: "xcs-test:<name>:<pid>:<now>".
+std::string unique_key(const std::string& name);
+
 }  // namespace xcs_test

@@ -50,10 +50,7 @@ using xcs_test::resident_kb;
 fs::path work_dir() { return fs::temp_directory_path() / "xcs-redis-cache-test"; }
 
 /// A prefix no other test (or earlier run) used.
-std::string fresh_prefix(const std::string& name) {
-  return fmt::format("xcs-test:{}:{}:{}:", name, ::getpid(),
-                     steady::now().time_since_epoch().count());
-}
+std::string fresh_prefix(const std::string& name) { return xcs_test::unique_key(name) + ":"; }
 
 /// A cache_helper process, its stdout in a file.
 struct helper {

@@ -42,10 +42,7 @@ using xcs_test::resident_kb;
 fs::path work_dir() { return fs::temp_directory_path() / "xcs-redis-test"; }
 
 /// A key no other test (or earlier run) used.
-std::string fresh_key(const std::string& name) {
-  return fmt::format("xcs-test:{}:{}:{}", name, ::getpid(),
-                     steady::now().time_since_epoch().count());
-}
+std::string fresh_key(const std::string& name) { return xcs_test::unique_key(name); }
 
 /// What `fn` throws, as xcs::error's message; fails the test if it throws nothing else.
 template <class Fn>
