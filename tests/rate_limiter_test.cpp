@@ -366,6 +366,11 @@ TEST(RateLimiterTest, ChildAfterForkDropsTheParentsWaiters) {
   xcs::rate_limiter limiter(10, 1);  // a token 100 ms after the bucket is emptied
   xcs::detail::token_source& bucket = limiter.bucket();
   ASSERT_TRUE(bucket.acquire_blocking(1, steady::now(), {}));
+  // A wait for the next token, granted from the timer thread: that thread has started and runs
+  // its loop before the fork. A fork while a thread is still starting can leave the child with a
+  // lock of the thread runtime held (GCC 12's libasan, whose fork handling does not take its
+  // thread registry's lock), and then no thread starts in the child: a CI run saw exit 41.
+  ASSERT_TRUE(bucket.acquire_blocking(1, steady::now() + 5s, {}));
   recording_waiter w;
   ASSERT_FALSE(bucket.acquire_or_queue(w, 0, 1, 0));
   std::fflush(nullptr);
