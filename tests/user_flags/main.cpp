@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <stdexcept>
 #include <string>
@@ -93,16 +94,52 @@ void run(int seed) {
   check(!planned.explain(1, 2).empty(), "explain");
 }
 
+/// Nested runs whose owners wait on CPU workers, deterministically: each fetch waits until 4
+/// are in flight (or gives up after 10 s), so two nested runs must overlap, and at least one of
+/// them is owned by a worker, whose fiber suspends while the lane runs its fetches. (The loop in
+/// run() suspends fibers only until the monitor learns that call_inner blocks, which on a
+/// loaded machine can come first.) Returns the suspensions counted.
+std::uint64_t suspend_fibers() {
+  std::atomic<int> in_flight{0};
+  std::atomic<int> peak{0};
+  auto gate = xcs::op(
+      "gate",
+      [&](int x) {
+        const int now = ++in_flight;
+        for (int seen = peak.load(); seen < now && !peak.compare_exchange_weak(seen, now);) {
+        }
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (peak.load() < 4 && std::chrono::steady_clock::now() < give_up) {
+          std::this_thread::sleep_for(std::chrono::microseconds(100));
+        }
+        --in_flight;
+        return x;
+      },
+      xcs::blocking);
+  auto pair = xcs::jit([&](const auto& a) { return add(gate(a), gate(a)); });
+  auto call_pair = xcs::op("call_pair", [&](int x) { return pair(x); });
+  auto outer = xcs::jit([&](const auto& a, const auto& b, const auto& c, const auto& d) {
+    return add(add(call_pair(a), call_pair(b)), add(call_pair(c), call_pair(d)));
+  });
+  check(outer(1, 2, 3, 4) == 20, "nested result");
+  check(peak.load() >= 4, "two nested runs did not overlap");
+  return pair.stats().fiber_suspensions;
+}
+
 }  // namespace
 
 int main() {
+  const std::uint64_t suspended = suspend_fibers();
   std::vector<std::thread> threads;
   for (int t = 0; t < 3; ++t) threads.emplace_back([t] { run(100 * t); });
   run(1000);
   for (auto& th : threads) th.join();
   xcs::stats st = inner.stats();
   std::printf("user_flags: %s\n", xcs::to_string(st).c_str());
-  check(st.fiber_suspensions > 0, "no nested wait suspended a fiber");
+  std::printf("user_flags: fiber suspensions: %llu in nested runs, %llu in all\n",
+              static_cast<unsigned long long>(suspended),
+              static_cast<unsigned long long>(st.fiber_suspensions));
+  check(suspended > 0, "no nested wait suspended a fiber");
   if (g_failures) return 1;
   std::puts("user_flags: all results match the direct calls");
   return 0;
