@@ -43,6 +43,9 @@ struct batch_flight::attempt final : async_sink {
     void operator()() const noexcept { s->request_stop(); }
   };
   std::optional<std::stop_callback<relay>> outer;  // the call's stop, relayed to `stop`
+  /// The call's limits, current while the function runs: a function that times out may run on
+  /// after its flight has ended.
+  call_limits limits;
   batch_attempt_keep keep;
 
   void drop_result() noexcept {
@@ -255,7 +258,10 @@ void batch_flight::start_attempt() noexcept {
   }
   {
     std::optional<limits_scope> inherit;
-    if (limits_.bounded()) inherit.emplace(&limits_);
+    if (limits_.bounded()) {
+      at->limits = limits_;
+      inherit.emplace(&at->limits);
+    }
     instance_stop_scope instance(&at->token);
     start(at->slot, at->keep);
   }
@@ -306,7 +312,8 @@ void batch_flight::attempt_failed(std::exception_ptr e) noexcept {
     // No timer: the failure stands.
   }
   if (id != kNoTimer) {
-    // Release: an interruption that won the wait reads it to cancel the timer.
+    // Release: the timer's callback and an interruption that won the wait read it. The last
+    // touch of the flight from here.
     backoff_timer_.store(id, std::memory_order_release);
     return;
   }
@@ -319,6 +326,9 @@ void batch_flight::attempt_failed(std::exception_ptr e) noexcept {
 
 void batch_flight::backoff_due(void* self, std::uint64_t) noexcept {
   auto* f = static_cast<batch_flight*>(self);
+  // The arming thread's last touch of the flight is the id's store: it must come first, or
+  // the flight could go on, end and be freed under it.
+  while (f->backoff_timer_.load(std::memory_order_acquire) == 0) std::this_thread::yield();
   // An interruption that won has cancelled this timer, or waits for it: touch nothing.
   if (f->end_wait()) f->resume(step::tokens);
 }
