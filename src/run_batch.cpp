@@ -76,8 +76,9 @@ void run::send_batch(batch& b) noexcept {
     sender.send(list, counts);  // the last touch of the run: the outcomes may end it
   };
   // A sync batch function holds the thread that sends: not the owner of a bounded call (it
-  // must be free to return at its deadline) nor a CPU worker for a blocking op.
-  if (sender.sends_on_thread && (bounded_ || b.op->blocking_hint)) {
+  // must be free to return at its deadline) nor a CPU worker for a blocking op (hinted, or
+  // seen waiting by the monitor, which watches the function as it does a plain op).
+  if (sender.sends_on_thread && (bounded_ || b.op->blocking())) {
     try {
       run_blocking([send, list = std::move(items)] { send(list); });
       return;

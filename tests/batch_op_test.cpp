@@ -802,3 +802,34 @@ TEST(BatchOpTest, BatchesWaitingForAPermitGoOneAtATimeAndAllDeliver) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(BatchOpTest, ASyncBatchFunctionThatWaitsIsSeenToBlockWithoutAHint) {
+  // 8 batches of one on 2 workers and the caller: they overlap 6 deep only if the monitor sees
+  // the function wait and stand-in workers (or, once the op is known to block, the lane) take
+  // the rest, as for a plain op.
+  const unsigned saved = xcs::thread_count();
+  xcs::set_thread_count(2);
+  xcs_test::concurrency_meter meter;
+  auto waits = xcs::batch_op(
+      "waits",
+      [&](const std::vector<int>& in) {
+        xcs_test::concurrency_meter::guard g(meter);
+        meter.await_peak(6, xcs_test::give_up());
+        return doubled(in);
+      },
+      xcs::max_batch(1));
+  auto f = xcs::jit([&](const auto& v) { return xcs::map(waits, v); });
+  for (int call = 0; call < 2; ++call) {
+    meter.reset();
+    EXPECT_EQ(f(iota(8)), doubled(iota(8)));
+    EXPECT_GE(meter.max(), 6) << "call " << call;
+  }
+  const auto s = f.stats();
+  ASSERT_EQ(s.ops.size(), 1u);
+  EXPECT_TRUE(s.ops[0].blocking) << "the batch function was not found to block";
+  xcs::set_thread_count(saved);
+}
+
+}  // namespace

@@ -20,6 +20,7 @@
 #include "xcs/detail/batch.hpp"
 #include "xcs/detail/batch_flight.hpp"
 #include "xcs/detail/batch_send.hpp"
+#include "xcs/detail/op_watch.hpp"
 #include "xcs/op.hpp"
 
 namespace xcs {
@@ -147,7 +148,7 @@ struct batch_op_state final
         // Nothing to wait for and nothing to watch: the function runs here.
         if (counts) counts->deduplicated = calls->deduplicated();
         try {
-          std::vector<Out> r = invoke_callable(fn, calls->inputs());
+          std::vector<Out> r = watched_call(calls->inputs());
           calls->deliver(r, *this);
         } catch (...) {
           calls->fail(std::current_exception());
@@ -163,6 +164,15 @@ struct batch_op_state final
     f->begin();
   }
 
+  /// The sync function on `inputs`, watched by the blocking monitor as a plain op's node is
+  /// (op_watch), so that a function seen waiting makes the op blocking: its later batches go
+  /// from the blocking lane. The watch ends before any call gets its outcome, after which the
+  /// op may be gone.
+  std::vector<Out> watched_call(const std::vector<In>& inputs) const {
+    op_watch watch(const_cast<batch_op_state*>(this));
+    return invoke_callable(fn, inputs);
+  }
+
   /// One attempt of a batch: the function called on `inputs`; its outcome goes to `s` (an
   /// async function's through its completion).
   void start_attempt(const std::vector<In>& inputs, async_slot& s) const noexcept {
@@ -174,7 +184,7 @@ struct batch_op_state final
       }
     } else {
       try {
-        ::new (s.out) std::vector<Out>(invoke_callable(fn, inputs));
+        ::new (s.out) std::vector<Out>(watched_call(inputs));
         s.has_value = true;
       } catch (...) {
         s.start_error = std::current_exception();
