@@ -522,14 +522,20 @@ struct held_batches {
   bool fail_on_stop_;
 };
 
-TEST(BatchOpTest, AnAsyncBatchThatTimesOutFailsEveryCallAndIsStopped) {
-  held_batches held(true);
-  auto slow = xcs::batch_op(
-      "slow async",
+/// An async batch op whose function hands each batch to `held`.
+template <class... Options>
+auto holding(const char* name, held_batches& held, Options... options) {
+  return xcs::batch_op(
+      name,
       [&held](const std::vector<int>& in, xcs::completion<std::vector<int>> done) {
         held(in, std::move(done));
       },
-      xcs::timeout(50ms));
+      options...);
+}
+
+TEST(BatchOpTest, AnAsyncBatchThatTimesOutFailsEveryCallAndIsStopped) {
+  held_batches held(true);
+  auto slow = holding("slow async", held, xcs::timeout(50ms));
   auto f = xcs::jit([&](const auto& v) { return xcs::map(slow, v); });
   for (int call = 0; call < 2; ++call) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -557,12 +563,7 @@ TEST(BatchOpTest, AnAsyncBatchThatTimesOutFailsEveryCallAndIsStopped) {
 TEST(BatchOpTest, ALateCompletionAfterATimeoutIsDiscardedEvenOnceTheOpIsGone) {
   held_batches held;
   {
-    auto slow = xcs::batch_op(
-        "late async",
-        [&held](const std::vector<int>& in, xcs::completion<std::vector<int>> done) {
-          held(in, std::move(done));
-        },
-        xcs::timeout(30ms), xcs::max_concurrency(1));
+    auto slow = holding("late async", held, xcs::timeout(30ms), xcs::max_concurrency(1));
     auto f = xcs::jit([&](const auto& v) { return xcs::map(slow, v); });
     EXPECT_THROW(f(iota(5)), xcs::timeout_error);
     ASSERT_EQ(held.count(), 1u);
@@ -777,12 +778,7 @@ TEST(BatchOpTest, AStopEndsTheBatchesQueuedForTokensAtOnce) {
 
 TEST(BatchOpTest, BatchesWaitingForAPermitGoOneAtATimeAndAllDeliver) {
   held_batches held;
-  auto one_at_a_time = xcs::batch_op(
-      "one at a time",
-      [&held](const std::vector<int>& in, xcs::completion<std::vector<int>> done) {
-        held(in, std::move(done));
-      },
-      xcs::max_batch(2), xcs::max_concurrency(1));
+  auto one_at_a_time = holding("one at a time", held, xcs::max_batch(2), xcs::max_concurrency(1));
   auto f = xcs::jit([&](const auto& v) { return xcs::map(one_at_a_time, v); });
   std::thread completer([&] {
     // Each batch starts only once the one before has completed: at most one is held.

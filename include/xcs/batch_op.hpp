@@ -378,8 +378,8 @@ class batch_op_fn {
 /// while the batch is in flight. `fn` returns one result per input, in order; a result of
 /// another size fails every call of the batch with xcs::error. Options: `xcs::max_batch(n)`,
 /// and, applied per batch, `xcs::blocking`, `xcs::max_concurrency(n)`, `xcs::rate_limit(l[,
-/// weight])` (the weight takes the batch's `const std::vector<In>&`), and for a sync `fn`
-/// `xcs::timeout(d)` and `xcs::retry(n, backoff)`.
+/// weight])` (the weight takes the batch's `const std::vector<In>&`), `xcs::timeout(d)` and
+/// `xcs::retry(n, backoff)` for a sync or async `fn`; a batch's waits hold no thread.
 ///
 ///     auto embed = xcs::batch_op("embed", [](const std::vector<std::string>& texts) {
 ///       return client.embed_many(texts);  // one request
