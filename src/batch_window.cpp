@@ -29,11 +29,11 @@ batch_sender::batch_sender(std::size_t cap, bool holds_thread, std::uint64_t win
 
 batch_sender::~batch_sender() = default;
 
-void batch_sender::send(std::span<const batch_item> items, std::uint32_t& deduplicated) noexcept {
+void batch_sender::send(std::span<const batch_item> items, batch_counts* counts) noexcept {
   if (window_) {
-    window_->add(items, deduplicated);
+    window_->add(items, counts);
   } else {
-    send_now(items, deduplicated);
+    send_now(items, counts);
   }
 }
 
@@ -48,14 +48,14 @@ batch_window::~batch_window() {
   if (timer) cancel_timer(timer);
 }
 
-void batch_window::add(std::span<const batch_item> items, std::uint32_t& deduplicated) noexcept {
-  deduplicated = 0;
+void batch_window::add(std::span<const batch_item> items, batch_counts* counts) noexcept {
+  if (counts) *counts = batch_counts{};
   std::vector<taken> full;  // batches of max_batch calls, sent from here
   std::uint64_t stale = 0;  // a timer whose window was sent full
   bool in = false;          // the caller's calls are among the waiting ones
   try {
     std::lock_guard lock(mutex_);
-    if (waiting_.empty()) first_counter_ = &deduplicated;
+    if (waiting_.empty()) first_counter_ = counts;
     waiting_.insert(waiting_.end(), items.begin(), items.end());
     in = true;
     const std::size_t cap = sender_.max_batch;
@@ -64,9 +64,9 @@ void batch_window::add(std::span<const batch_item> items, std::uint32_t& dedupli
       std::vector<batch_item> chunk(waiting_.begin(), head);
       full.emplace_back();  // a throw up to here has taken nothing out of waiting_
       full.back().items = std::move(chunk);
-      full.back().deduplicated = first_counter_;
+      full.back().counts = first_counter_;
       waiting_.erase(waiting_.begin(), head);
-      first_counter_ = waiting_.empty() ? nullptr : &deduplicated;
+      first_counter_ = waiting_.empty() ? nullptr : counts;
       ++generation_;
       if (timer_) stale = std::exchange(timer_, 0);  // its window went full
     }
@@ -82,7 +82,7 @@ void batch_window::add(std::span<const batch_item> items, std::uint32_t& dedupli
     {
       std::lock_guard lock(mutex_);
       t.items.swap(waiting_);
-      t.deduplicated = first_counter_;
+      t.counts = first_counter_;
       first_counter_ = nullptr;
       ++generation_;
     }
@@ -102,7 +102,7 @@ void batch_window::due(void* self, std::uint64_t generation) noexcept {
     std::lock_guard lock(w->mutex_);
     if (generation != w->generation_) return;  // sent full meanwhile
     t.items.swap(w->waiting_);
-    t.deduplicated = w->first_counter_;
+    t.counts = w->first_counter_;
     w->first_counter_ = nullptr;
     w->timer_ = 0;
     ++w->generation_;
@@ -111,19 +111,17 @@ void batch_window::due(void* self, std::uint64_t generation) noexcept {
 }
 
 void batch_window::send(taken t, bool from_timer) noexcept {
-  std::uint32_t spare = 0;
-  std::uint32_t& counter = t.deduplicated ? *t.deduplicated : spare;
   if (from_timer && sender_.sends_on_thread) {
     // The timer thread runs short callbacks only: a sync function runs on the lane.
     try {
       batch_sender* s = &sender_;
-      run_blocking([s, list = t.items, c = &counter] { s->send_now(list, *c); });
+      run_blocking([s, list = t.items, c = t.counts] { s->send_now(list, c); });
       return;
     } catch (...) {
       // No lane thread: send from here.
     }
   }
-  sender_.send_now(t.items, counter);
+  sender_.send_now(t.items, t.counts);
 }
 
 }  // namespace xcs::detail

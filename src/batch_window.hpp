@@ -24,16 +24,16 @@ class batch_window {
   batch_window(const batch_window&) = delete;
   batch_window& operator=(const batch_window&) = delete;
 
-  /// Adds `items` to the waiting batch; sends what fills `max_batch` at once. `deduplicated` is
-  /// set (to the whole batch's duplicates if these calls open it, else 0) before any of the
+  /// Adds `items` to the waiting batch; sends what fills `max_batch` at once. `*counts` (if not
+  /// null) is set (to the whole batch's if these calls open it, else zeros) before any of the
   /// items gets its outcome.
-  void add(std::span<const batch_item> items, std::uint32_t& deduplicated) noexcept;
+  void add(std::span<const batch_item> items, batch_counts* counts) noexcept;
 
  private:
   /// The calls taken out of the window, sent together, and the counter of the first hand-over.
   struct taken {
     std::vector<batch_item> items;
-    std::uint32_t* deduplicated = nullptr;
+    batch_counts* counts = nullptr;
   };
   static void due(void* self, std::uint64_t generation) noexcept;
   /// Sends `t` from here (an async function) or from the blocking lane (a sync one, when the
@@ -44,9 +44,9 @@ class batch_window {
   const std::uint64_t window_ns_;
   std::mutex mutex_;  // guards everything below
   std::vector<batch_item> waiting_;
-  std::uint32_t* first_counter_ = nullptr;  // the first hand-over's duplicates counter
-  std::uint64_t generation_ = 0;            // bumped whenever the waiting calls are taken
-  std::uint64_t timer_ = 0;                 // the armed timer's id, or 0
+  batch_counts* first_counter_ = nullptr;  // the first hand-over's counts
+  std::uint64_t generation_ = 0;           // bumped whenever the waiting calls are taken
+  std::uint64_t timer_ = 0;                // the armed timer's id, or 0
 };
 
 }  // namespace xcs::detail

@@ -21,6 +21,7 @@
 #include "run_waiter.hpp"
 #include "xcs/detail/arg_copy.hpp"
 #include "xcs/detail/async.hpp"
+#include "xcs/detail/batch.hpp"
 #include "xcs/detail/cache_store.hpp"
 #include "xcs/detail/call_limits.hpp"
 #include "xcs/detail/concurrency_limit.hpp"
@@ -199,9 +200,9 @@ class run final : public job,
     std::atomic<edge*> successors{nullptr};  // staged runs; closed when the node finishes
     std::unique_ptr<cache_slot> cache;       // made for the first node of a cached op here
     // Batch ops' calls (run_batch.cpp):
-    batch* in_batch = nullptr;       // its batch in batches_ (plan runs: set once)
-    bool sent_batch = false;         // it was the first call of a batch sent (for the counters)
-    std::uint32_t deduplicated = 0;  // ... and that batch's inputs sent once for several calls
+    batch* in_batch = nullptr;  // its batch in batches_ (plan runs: set once)
+    bool sent_batch = false;    // it was the first call of a batch sent (for the counters)
+    batch_counts sent_counts;   // ... and that batch's (deduplicated, resends, timeouts)
   };
   /// The calls of one batch op that a run sends together (run_batch.cpp). A plan's come from
   /// its batch groups; a staged run's are gathered as the body records, by op and depth.

@@ -67,17 +67,18 @@ void run::send_batch(batch& b) noexcept {
   batch_sender& sender = *b.op->batch;
   const call_limits* limits = bounded_ ? &inherited_ : nullptr;
   auto send = [&sender, limits,
-               dedup = &nodes_[lead].deduplicated](std::span<const batch_item> list) noexcept {
+               counts = &nodes_[lead].sent_counts](std::span<const batch_item> list) noexcept {
     // A jitted call the batch function makes inherits the call's limits; the owner may be at
     // a read of a body being traced, but the batch function's own calls are plain calls.
     std::optional<limits_scope> inherit;
     if (limits) inherit.emplace(limits);
     untraced_scope outside;
-    sender.send(list, *dedup);  // the last touch of the run: the outcomes may end it
+    sender.send(list, counts);  // the last touch of the run: the outcomes may end it
   };
   // A sync batch function holds the thread that sends: not the owner of a bounded call (it
-  // must be free to return at its deadline) nor a CPU worker for a blocking op.
-  if (sender.sends_on_thread && (bounded_ || b.op->blocking_hint)) {
+  // must be free to return at its deadline) nor a CPU worker for a blocking op (hinted, or
+  // seen waiting by the monitor, which watches the function as it does a plain op).
+  if (sender.sends_on_thread && (bounded_ || b.op->blocking())) {
     try {
       run_blocking([send, list = std::move(items)] { send(list); });
       return;

@@ -72,7 +72,7 @@ void run::append(node_id n) {
   if (s.cache) s.cache->clear();
   s.in_batch = nullptr;
   s.sent_batch = false;
-  s.deduplicated = 0;
+  s.sent_counts = {};
   s.out = nd.kernel->size ? allocate_storage(nd.kernel->size, nd.kernel->align) : nullptr;
   s.async = nd.kernel->start ? &async_slots_.emplace_back() : nullptr;
   if (nd.result != no_id) addr_[nd.result] = s.out;

@@ -173,7 +173,7 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
       s.cpu_ns = 0;
       if (s.cache) s.cache->clear();
       s.sent_batch = false;
-      s.deduplicated = 0;
+      s.sent_counts = {};
     }
     reset_batches();
     remaining_.store(count_, std::memory_order_relaxed);
@@ -278,7 +278,9 @@ void run::account() noexcept {
       batches = deduplicated = 0;
     }
     batches += s.sent_batch;
-    deduplicated += s.deduplicated;
+    deduplicated += s.sent_counts.deduplicated;
+    retries += s.sent_counts.resends;  // a batch's re-sends, on its first call
+    timeouts += s.sent_counts.timeouts;
     errors += o == threw;
     if (hit) {
       ++hits;  // not a call of the op

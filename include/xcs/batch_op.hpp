@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <exception>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
@@ -17,7 +18,9 @@
 
 #include "xcs/async_op.hpp"
 #include "xcs/detail/batch.hpp"
+#include "xcs/detail/batch_flight.hpp"
 #include "xcs/detail/batch_send.hpp"
+#include "xcs/detail/op_watch.hpp"
 #include "xcs/op.hpp"
 
 namespace xcs {
@@ -113,9 +116,14 @@ struct batch_item_kernel {
 
 /// A batch op's state: the runtime state of its calls (name, statistics; no limit and no
 /// policy, so the engine applies none per call), the batch function, and `per_batch`, the
-/// runtime state that carries the options, applied to each batch as in a direct call.
+/// runtime state that carries the options, applied to each batch by its flight
+/// (batch_flight.hpp), or by a direct call as to a direct call of an op. Always owned by a
+/// shared_ptr: an attempt that outlives its batch (a timeout) keeps it alive.
 template <class Fn, class In, class Out, bool Async, class Weight>
-struct batch_op_state final : op_runtime, batch_sender {
+struct batch_op_state final
+    : op_runtime,
+      batch_sender,
+      std::enable_shared_from_this<batch_op_state<Fn, In, Out, Async, Weight>> {
   batch_op_state(const std::string& op_name, Fn f, const op_options& o, std::size_t cap,
                  std::uint64_t window_ns)
       : op_runtime(op_name, o.blocking, 0, true),
@@ -126,7 +134,7 @@ struct batch_op_state final : op_runtime, batch_sender {
     batch = this;
   }
 
-  void send_now(std::span<const batch_item> items, std::uint32_t& deduplicated) noexcept override {
+  void send_now(std::span<const batch_item> items, batch_counts* counts) noexcept override {
     std::optional<batch_calls<In, Out>> calls;
     try {
       calls.emplace(items);
@@ -134,21 +142,60 @@ struct batch_op_state final : op_runtime, batch_sender {
       batch_calls<In, Out>::fail_items(items, std::current_exception());
       return;
     }
-    deduplicated = calls->deduplicated();
+    const call_limits* limits = call_limits::current();
+    if constexpr (!Async) {
+      if (!limits && !per_batch.policy && !per_batch.limit) {
+        // Nothing to wait for and nothing to watch: the function runs here.
+        if (counts) counts->deduplicated = calls->deduplicated();
+        try {
+          std::vector<Out> r = watched_call(calls->inputs());
+          calls->deliver(r, *this);
+        } catch (...) {
+          calls->fail(std::current_exception());
+        }
+        return;
+      }
+    }
+    auto* f = new (std::nothrow) flight(*this, std::move(*calls), limits, counts);
+    if (!f) {
+      calls->fail(std::make_exception_ptr(std::bad_alloc()));
+      return;
+    }
+    f->begin();
+  }
+
+  /// The sync function on `inputs`, watched by the blocking monitor as a plain op's node is
+  /// (op_watch), so that a function seen waiting makes the op blocking: its later batches go
+  /// from the blocking lane. The watch ends before any call gets its outcome, after which the
+  /// op may be gone.
+  std::vector<Out> watched_call(const std::vector<In>& inputs) const {
+    op_watch watch(const_cast<batch_op_state*>(this));
+    return invoke_callable(fn, inputs);
+  }
+
+  /// One attempt of a batch: the function called on `inputs`; its outcome goes to `s` (an
+  /// async function's through its completion).
+  void start_attempt(const std::vector<In>& inputs, async_slot& s) const noexcept {
     if constexpr (Async) {
-      start(std::move(*calls));
+      try {
+        invoke_callable(fn, inputs, completion_access::make<std::vector<Out>>(s));
+      } catch (...) {
+        s.start_error = std::current_exception();
+      }
     } else {
       try {
-        std::vector<Out> r = call(calls->inputs());
-        calls->deliver(r, *this);
+        ::new (s.out) std::vector<Out>(watched_call(inputs));
+        s.has_value = true;
       } catch (...) {
-        calls->fail(std::current_exception());
+        s.start_error = std::current_exception();
       }
+      completion_arrives(s);
     }
   }
 
-  /// One batch through the sync function, with the options applied as in a direct call of an
-  /// op: tokens and a permit taken on this thread, the timeout checked at the return, retries.
+  /// A direct call's batch through the sync function, with the options applied as in a direct
+  /// call of an op: tokens and a permit taken on this thread, the timeout checked at the
+  /// return, retries after a backoff slept on this thread.
   std::vector<Out> call(const std::vector<In>& inputs) const {
     const call_limits* limits = call_limits::current();
     if (!limits && !per_batch.policy && !per_batch.limit) return invoke_callable(fn, inputs);
@@ -181,53 +228,48 @@ struct batch_op_state final : op_runtime, batch_sender {
     }
   }
 
-  /// An async batch in flight: its calls, its completion's slot and result, and the permit
-  /// and tokens it holds until the completion.
-  struct flight final : async_sink {
-    explicit flight(batch_calls<In, Out>&& c) : calls(std::move(c)) {}
-    batch_calls<In, Out> calls;
-    async_slot slot;
-    direct_result<std::vector<Out>> result;
-    std::optional<direct_instance> instance;
-    const batch_op_state* op = nullptr;
-    void settle(async_slot& s) noexcept override {
-      // The permit goes back first: once the calls have their outcomes, the op may be gone.
-      instance.reset();
-      if (s.error()) {
-        if (s.has_value) result.get()->~vector();
-        calls.fail(s.error());
-      } else {
-        calls.deliver(*result.get(), *op);
-        result.get()->~vector();
-      }
-      delete this;
-    }
-  };
+  /// A batch on its way through the per-batch options (batch_flight.hpp).
+  class flight final : public batch_flight {
+   public:
+    flight(const batch_op_state& op, batch_calls<In, Out>&& calls, const call_limits* limits,
+           batch_counts* counts) noexcept
+        : batch_flight(op.per_batch, batch_result_kind_of<std::vector<Out>>, limits, counts,
+                       calls.deduplicated()),
+          op_(op),
+          calls_(std::move(calls)) {}
 
-  /// Starts one async batch; its completion delivers the results, on whichever thread calls it.
-  void start(batch_calls<In, Out>&& calls) const noexcept {
-    flight* f = nullptr;
-    try {
-      f = new flight(std::move(calls));
-    } catch (...) {
-      calls.fail(std::current_exception());
-      return;
+   private:
+    double tokens() const override { return op_.tokens(calls_.inputs()); }
+    void start(async_slot& s, batch_attempt_keep& keep) noexcept override {
+      const batch_op_state& op = op_;
+      const std::vector<In>* inputs = &calls_.inputs();
+      if (op.per_batch.policy && op.per_batch.policy->timeout_ns) {
+        // The attempt may outlive the batch (it times out, the batch goes on and ends): the
+        // function keeps its op and inputs.
+        try {
+          if (!shared_inputs_) shared_inputs_ = std::make_shared<const std::vector<In>>(*inputs);
+          keep.op = op.shared_from_this();
+          keep.inputs = shared_inputs_;
+          inputs = shared_inputs_.get();
+        } catch (...) {
+          s.start_error = std::current_exception();
+          completion_arrives(s);
+          return;
+        }
+      }
+      op.start_attempt(*inputs, s);  // `this` may be gone once the function has begun
     }
-    f->op = this;
-    f->slot.prepare(*f, const_cast<batch_op_state*>(this), f->result.bytes, 0, 0);
-    bool made = false;  // the completion exists (and arrives by itself, called or dropped)
-    try {
-      const call_limits* limits = call_limits::current();
-      if (limits) limits->check_op(name);
-      f->instance.emplace(per_batch, limits, tokens(f->calls.inputs()));
-      made = true;
-      invoke_callable(fn, f->calls.inputs(), completion_access::make<std::vector<Out>>(f->slot));
-    } catch (...) {
-      f->slot.start_error = std::current_exception();
-      if (!made) f->slot.arrive();  // the completion's arrival, for one that never was
+    void deliver(void* results) noexcept override {
+      auto* r = std::launder(static_cast<std::vector<Out>*>(results));
+      calls_.deliver(*r, op_);
+      r->~vector();
     }
-    if (f->slot.arrive()) f->settle(f->slot);
-  }
+    void fail(const std::exception_ptr& e) noexcept override { calls_.fail(e); }
+
+    const batch_op_state& op_;
+    batch_calls<In, Out> calls_;
+    std::shared_ptr<const std::vector<In>> shared_inputs_;  // made for an op with a timeout
+  };
 
   Fn fn;
   std::shared_ptr<const void> weight;  // keeps per_batch.policy->weight alive
@@ -280,10 +322,25 @@ class batch_op_fn {
     std::vector<In> one{a};
     std::vector<Out> r;
     if constexpr (Async) {
+      // As a direct call of an async op: tokens, a permit held until the completion, the
+      // timeout's stop, and the retries, on this thread.
       const detail::call_limits* limits = detail::call_limits::current();
       if (limits) limits->check_op(state_->name);
-      detail::direct_instance instance(state_->per_batch, limits, state_->tokens(one));
-      r = detail::call_async<std::vector<Out>>(state_->fn, *state_, one);
+      auto once = [&]() -> std::vector<Out> {
+        detail::direct_instance instance(state_->per_batch, limits, state_->tokens(one));
+        detail::direct_timeout timeout(state_->per_batch);
+        std::vector<Out> got;
+        try {
+          got = detail::call_async<std::vector<Out>>(state_->fn, *state_, one);
+        } catch (...) {
+          timeout.check();
+          throw;
+        }
+        timeout.check();
+        return got;
+      };
+      r = detail::direct_attempts(state_->per_batch, limits, once);
+      if (limits) limits->check_op(state_->name);
     } else {
       r = state_->call(one);
     }
@@ -297,12 +354,12 @@ class batch_op_fn {
     struct context {
       const In* input;
       detail::batch_sender* sender;
-      std::uint32_t deduplicated;
-    } c{&a, state_.get(), 0};
+      detail::batch_counts counts;
+    } c{&a, state_.get(), {}};
     auto start = +[](void* p, detail::async_slot& slot) noexcept {
       auto& ctx = *static_cast<context*>(p);
       const detail::batch_item item{ctx.input, &slot};
-      ctx.sender->send(std::span<const detail::batch_item>(&item, 1), ctx.deduplicated);
+      ctx.sender->send(std::span<const detail::batch_item>(&item, 1), &ctx.counts);
     };
     detail::direct_result<Out> out;
     detail::run_async_here(state_.get(), out.bytes, &detail::destroy_value<Out>, start, &c);
@@ -321,8 +378,8 @@ class batch_op_fn {
 /// while the batch is in flight. `fn` returns one result per input, in order; a result of
 /// another size fails every call of the batch with xcs::error. Options: `xcs::max_batch(n)`,
 /// and, applied per batch, `xcs::blocking`, `xcs::max_concurrency(n)`, `xcs::rate_limit(l[,
-/// weight])` (the weight takes the batch's `const std::vector<In>&`), and for a sync `fn`
-/// `xcs::timeout(d)` and `xcs::retry(n, backoff)`.
+/// weight])` (the weight takes the batch's `const std::vector<In>&`), `xcs::timeout(d)` and
+/// `xcs::retry(n, backoff)` for a sync or async `fn`; a batch's waits hold no thread.
 ///
 ///     auto embed = xcs::batch_op("embed", [](const std::vector<std::string>& texts) {
 ///       return client.embed_many(texts);  // one request
@@ -344,11 +401,6 @@ requires(detail::is_batch_option_v<Options>&&...) auto batch_op(std::string name
                     !(std::is_same_v<Options, cache_version_t> || ...),
                 "xcs::batch_op: xcs::cache is not supported for a batch op; a batch sends equal "
                 "inputs once already, and a cache in front of it belongs in the batch function");
-  static_assert(
-      !sig::async ||
-          !((std::is_same_v<Options, timeout_t> || std::is_same_v<Options, retry_t>) || ...),
-      "xcs::batch_op: xcs::timeout and xcs::retry are not supported for an async batch "
-      "function yet; use the completion's stop_token() and retry inside the function");
   if constexpr (!deduced) {
     return detail::misuse_value{};  // the static_assert above is the one error
   } else {

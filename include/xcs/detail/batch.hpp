@@ -19,6 +19,15 @@ struct batch_item {
 
 class batch_window;
 
+/// What one batch adds to its op's counters, written by the sender before any of its calls
+/// gets its outcome: inputs sent once for several calls, the batch's re-sends (retries: one
+/// per further call of the batch function) and its attempts that timed out.
+struct batch_counts {
+  std::uint32_t deduplicated = 0;
+  std::uint16_t resends = 0;
+  std::uint16_t timeouts = 0;
+};
+
 /// A batch op's sending side, implemented by its state (batch_op.hpp). The engine gathers the
 /// calls of a batch and hands them over in one `send`.
 class batch_sender {
@@ -30,12 +39,11 @@ class batch_sender {
   /// window, adds them to the batch that waits. Every item's slot gets its outcome written and
   /// its completion's arrival made exactly once, now or later, from any thread (so the caller
   /// must not touch a slot, nor its run, after handing it over). `items` is read during the
-  /// call only. Sets `deduplicated`, the inputs sent once for several items, before any item
-  /// gets its outcome; it must stay valid until then.
-  void send(std::span<const batch_item> items, std::uint32_t& deduplicated) noexcept;
-  /// The same, now: one call of the batch function (an async one returns at once).
-  virtual void send_now(std::span<const batch_item> items,
-                        std::uint32_t& deduplicated) noexcept = 0;
+  /// call only. Sets `*counts` (if not null) before any item gets its outcome; it must stay
+  /// valid until then.
+  void send(std::span<const batch_item> items, batch_counts* counts) noexcept;
+  /// The same, now: the batch goes to the batch function (after its per-batch waits).
+  virtual void send_now(std::span<const batch_item> items, batch_counts* counts) noexcept = 0;
   /// Made with xcs::batch_window: calls may wait for others.
   bool windowed() const noexcept { return window_ != nullptr; }
 
