@@ -204,6 +204,18 @@ void redis_bucket::post_wake_head(event_loop& loop) noexcept {
   }
 }
 
+event_loop* redis_bucket::route_for_asking(std::shared_ptr<connection>& conn) const {
+  std::lock_guard lock(mutex_);
+  // A child that has not acquired yet still has the parent's loop: it asks through its own.
+  if (!loop_ || epoch_ != event_loop::epoch()) {
+    event_loop* loop = &event_loop::get();
+    conn = loop->connection_to(where_);
+    return loop;
+  }
+  conn = connection_;
+  return loop_;
+}
+
 double redis_bucket::available() const {
   struct answer {
     std::mutex mutex;
@@ -215,18 +227,7 @@ double redis_bucket::available() const {
   auto a = std::make_shared<answer>();
   const steady_time now = std::chrono::steady_clock::now();
   std::shared_ptr<connection> conn;
-  event_loop* loop = nullptr;
-  {
-    std::lock_guard lock(mutex_);
-    // A child that has not acquired yet still has the parent's loop: it asks through its own.
-    if (!loop_ || epoch_ != event_loop::epoch()) {
-      loop = &event_loop::get();
-      conn = loop->connection_to(where_);
-    } else {
-      loop = loop_;
-      conn = connection_;
-    }
-  }
+  event_loop* loop = route_for_asking(conn);
   std::string why;
   if (conn->down(now, why)) throw error(message(why));
   const steady_time deadline = now + options_.command_timeout;
