@@ -45,10 +45,6 @@ run::edge* run::closed() noexcept {
 
 // ---- the ready queue ----------------------------------------------------------------------
 
-const node_layout& run::info(node_id n) const noexcept {
-  return plan_ ? plan_->nodes()[n] : own_info_[n];
-}
-
 bool run::has_work() const noexcept {
   std::uint32_t h = head_.load(std::memory_order_seq_cst);
   return h < queue_capacity_.load(std::memory_order_acquire) &&
@@ -141,66 +137,79 @@ void run::skip(node_id n) noexcept {
 void run::run_chain(node_id n, chain_policy policy) noexcept {
   while (n != no_id) {
     node_state& s = nodes_[n];
-    op_runtime* op = info(n).op;
+    const node_layout& ni = info(n);
+    op_runtime* op = ni.op;
     concurrency_limit* limit = op ? op->limit.get() : nullptr;
-    const op_policy* pol = op ? op->policy.get() : nullptr;
     if (must_skip(n)) {
       if (s.holds_permit) limit->release();
       skip(n);
-    } else if (const cache_look cached = pol && pol->cache ? look_up(n) : cache_look::miss;
-               cached == cache_look::parked) {
-      return;  // cache_filled() or cache_owned() queues it again
-    } else if (cached != cache_look::miss) {
-      // A hit (its result is a copy of the cached one) or a key that failed: nothing ran, and
-      // it took no token, no permit and no attempt.
-    } else {
-      // Tokens first, then a permit: a node never holds a permit while it waits for tokens.
-      token_step tokens = token_step::taken;
-      if (pol && pol->bucket && !s.holds_tokens) {
-        tokens = s.token_error ? token_step::failed : take_tokens(n);
-        if (tokens == token_step::parked) return;  // tokens_granted() queues it again
+    } else if (const gate g = op && op->policy ? pass_policy(n) : gate::open; g == gate::waits) {
+      return;  // queued again once its tokens or its key's result come
+    } else if (g == gate::open) {
+      if (limit && !s.holds_permit) {
+        // Once parked, the node may be handed back by another thread at any time: count
+        // that thread as a helper from now on.
+        helpers_inside.fetch_add(1, std::memory_order_relaxed);
+        if (!limit->acquire_or_park(*this, n)) return;
+        helpers_inside.fetch_sub(1, std::memory_order_relaxed);
       }
-      if (tokens == token_step::failed) {
-        // A bad weight or a failed source: the node failed (recorded); nothing ran.
-        s.outcome.store(threw, std::memory_order_release);
-      } else {
-        if (limit && !s.holds_permit) {
-          // Once parked, the node may be handed back by another thread at any time: count
-          // that thread as a helper from now on.
-          helpers_inside.fetch_add(1, std::memory_order_relaxed);
-          if (!limit->acquire_or_park(*this, n)) return;
-          helpers_inside.fetch_sub(1, std::memory_order_relaxed);
-        }
-        if (!plan_ && !s.counted_in_flight) note_started(s);
-        ++s.attempts;
-        if (info(n).kernel->wants_stop) arm_stop(n);
-        if (info(n).kernel->start) {
-          // Holds its permit, if any, until its completion; a batch op's call joins its batch.
-          n = s.in_batch ? join_batch(n) : start_async(n);
-          continue;
-        }
-        // A blocking op goes to the lane; so does, while the owner waits for a read, an op
-        // that would hold it long and that the read does not need.
-        bool lane = op && op->blocking();
-        if (policy == chain_policy::needed && s.mark != read_mark_ && holds_thread_long(n)) {
-          lane = true;
-        }
-        // The owner of a bounded call runs no op (it must be free to return at the deadline),
-        // and an op with a timeout runs where it may be left behind: on the lane.
-        const bool elsewhere = op && (policy == chain_policy::no_ops || (pol && pol->timeout_ns));
-        if ((lane && !on_blocking_lane()) || elsewhere) {
-          offload(n, limit);
-          return;
-        }
-        const attempt_end end = execute(n);
-        if (limit) limit->release();
-        if (end != attempt_end::done) return;  // a retry is scheduled, or it timed out
+      if (!plan_ && !s.counted_in_flight) note_started(s);
+      // Attempts are counted for retries; a node of an op without a policy makes one.
+      if (op && op->policy) ++s.attempts;
+      if (ni.kernel->wants_stop) arm_stop(n);
+      if (ni.kernel->start) {
+        // Holds its permit, if any, until its completion; a batch op's call joins its batch.
+        n = s.in_batch ? join_batch(n) : start_async(n);
+        continue;
       }
+      if (runs_elsewhere(n, policy)) {
+        offload(n, limit);
+        return;
+      }
+      const attempt_end end = plain(ni) ? (execute_plain(n, ni, s), attempt_end::done) : execute(n);
+      if (limit) limit->release();
+      if (end != attempt_end::done) return;  // a retry is scheduled, or it timed out
     }
+    // Done here: it ran, was skipped, or settled at its policy's gate (a cache hit, a failure).
     node_id next = release(n, successor_use::keep_one);
     finish(n);
     n = next;
   }
+}
+
+run::gate run::pass_policy(node_id n) noexcept {
+  node_state& s = nodes_[n];
+  const op_policy& pol = *info(n).op->policy;
+  if (pol.cache) {
+    const cache_look cached = look_up(n);
+    if (cached == cache_look::parked) return gate::waits;  // cache_filled() or cache_owned()
+    // A hit (its result is a copy of the cached one) or a key that failed: nothing ran, and
+    // it took no token, no permit and no attempt.
+    if (cached != cache_look::miss) return gate::settled;
+  }
+  // Tokens first, then a permit: a node never holds a permit while it waits for tokens.
+  if (!pol.bucket || s.holds_tokens) return gate::open;
+  const token_step tokens = s.token_error ? token_step::failed : take_tokens(n);
+  if (tokens == token_step::parked) return gate::waits;  // tokens_granted() queues it again
+  if (tokens == token_step::taken) return gate::open;
+  // A bad weight or a failed source: the node failed (recorded); nothing ran.
+  s.outcome.store(threw, std::memory_order_release);
+  return gate::settled;
+}
+
+bool run::runs_elsewhere(node_id n, chain_policy policy) const noexcept {
+  const op_runtime* op = info(n).op;
+  if (!op) return false;
+  // The owner of a bounded call runs no op (it must be free to return at the deadline), and
+  // an op with a timeout runs where it may be left behind: on the lane.
+  if (policy == chain_policy::no_ops || (op->policy && op->policy->timeout_ns)) return true;
+  // A blocking op goes to the lane; so does, while the owner waits for a read, an op that
+  // would hold it long and that the read does not need.
+  bool lane = op->blocking();
+  if (policy == chain_policy::needed && nodes_[n].mark != read_mark_ && holds_thread_long(n)) {
+    lane = true;
+  }
+  return lane && !on_blocking_lane();
 }
 
 void run::note_started(node_state& s) noexcept {
@@ -229,9 +238,7 @@ void run::invoke_timed(const node_layout& ni, void* out, std::exception_ptr& err
                     : 0;
 }
 
-run::attempt_end run::execute(node_id n) noexcept {
-  const node_layout& ni = info(n);
-  node_state& s = nodes_[n];
+void run::execute_plain(node_id n, const node_layout& ni, node_state& s) noexcept {
   std::uint8_t o = s.out ? constructed : ran;
   if (!ni.op) {
     // Operators and packs: neither watched nor timed (they are taken to be cheap).
@@ -242,8 +249,34 @@ run::attempt_end run::execute(node_id n) noexcept {
       record_error(n, std::current_exception());
     }
     s.outcome.store(o, std::memory_order_release);
+    return;
+  }
+  op_watch watch(ni.op);
+  const std::uint32_t est = ni.op->est_ns.load(std::memory_order_relaxed);
+  const bool measure_cpu = est == 0 || est >= kMeasureCpuNs || on_blocking_lane();
+  const std::int64_t cpu0 = measure_cpu ? thread_cpu_ns() : 0;
+  const std::uint64_t t0 = ticks();
+  try {
+    ni.kernel->invoke(ni.fn, &inputs_[ni.first_input], ni.input_count, s.out);
+  } catch (...) {
+    o = threw;
+    record_error(n, std::current_exception());
+  }
+  s.ticks = std::max<std::uint64_t>(ticks() - t0, 1);
+  s.cpu_ns = measure_cpu
+                 ? static_cast<std::uint64_t>(std::max<std::int64_t>(thread_cpu_ns() - cpu0, 1))
+                 : 0;
+  s.outcome.store(o, std::memory_order_release);
+}
+
+run::attempt_end run::execute(node_id n) noexcept {
+  const node_layout& ni = info(n);
+  node_state& s = nodes_[n];
+  if (plain(ni)) {
+    execute_plain(n, ni, s);
     return attempt_end::done;
   }
+  std::uint8_t o = s.out ? constructed : ran;
   // An op with a timeout runs each attempt into storage of its own: the attempt may be left
   // behind while the node goes on (a retry, its successors).
   attempt* at = ni.op->policy && ni.op->policy->timeout_ns ? begin_attempt(n, false) : nullptr;
@@ -251,9 +284,7 @@ run::attempt_end run::execute(node_id n) noexcept {
   std::exception_ptr error;
   std::uint64_t took = 0;
   std::uint64_t cpu = 0;
-  if (!bounded_ && !ni.kernel->wants_stop) {
-    invoke_timed(ni, out, error, took, cpu);  // the common case: nothing to set around it
-  } else {
+  {
     // A jitted call the op makes inherits the call's limits; the op's token is its instance's.
     std::optional<limits_scope> inherit;
     if (bounded_) inherit.emplace(&inherited_);

@@ -271,7 +271,9 @@ class run final : public job,
   /// The mark of a successor list whose node has finished: no node may join it any more.
   static edge* closed() noexcept;
 
-  const node_layout& info(node_id n) const noexcept;
+  const node_layout& info(node_id n) const noexcept {
+    return plan_ ? plan_->nodes()[n] : own_info_[n];
+  }
   std::span<const node_id> successors_in_plan(node_id n) const noexcept;
   std::uint64_t estimate(node_id n) const noexcept;
   bool holds_thread_long(node_id n) const noexcept;
@@ -288,11 +290,25 @@ class run final : public job,
 
   // The node lifecycle.
   void run_chain(node_id n, chain_policy policy) noexcept;
+  /// Where a node of an op with a policy stands after its policy's gate (the result cache,
+  /// then tokens): it may go on, it waits (queued again later), or it is settled (a cache hit,
+  /// or a failure recorded): nothing runs.
+  enum class gate : std::uint8_t { open, waits, settled };
+  gate pass_policy(node_id n) noexcept;
+  /// Whether node `n`, about to run, goes to the blocking lane instead of running here.
+  bool runs_elsewhere(node_id n, chain_policy policy) const noexcept;
   void note_started(node_state& s) noexcept;  // staged runs: for the peak in flight
   bool must_skip(node_id n) const noexcept;
   /// Marks `n` skipped (it did not start), and, for a batch op's call, leaves its batch.
   void skip(node_id n) noexcept;
   attempt_end execute(node_id n) noexcept;
+  /// The common case: an operator, or an op with no policy and no stop token outside a
+  /// bounded call: nothing to set around it, and one attempt (execute_plain).
+  bool plain(const node_layout& ni) const noexcept {
+    return !ni.op || (!ni.op->policy && !bounded_ && !ni.kernel->wants_stop);
+  }
+  /// Runs a plain node to its outcome.
+  void execute_plain(node_id n, const node_layout& ni, node_state& s) noexcept;
   /// Calls an op node's kernel on this thread into `out`, watched by the monitor and timed.
   void invoke_timed(const node_layout& ni, void* out, std::exception_ptr& error,
                     std::uint64_t& took, std::uint64_t& cpu) noexcept;
@@ -395,6 +411,13 @@ class run final : public job,
   std::byte* allocate_storage(std::size_t size, std::size_t align);
   void leave_pool() noexcept;
   void account() noexcept;
+  /// Adds each node's run to its op's counters (in `slot`) and returns the ops' time: every
+  /// run, or a plan run whose ops have no policy and no batch.
+  std::uint64_t account_all(std::uint32_t slot, double ns_per_tick) noexcept;
+  std::uint64_t account_plain(std::uint32_t slot, double ns_per_tick) noexcept;
+  /// The counters node `n` (of `op`) adds to, or null; `last` are those of `last_op`.
+  op_counters* counters_of(node_id n, const op_runtime* op, const op_runtime* last_op,
+                           op_counters* last) noexcept;
   void catch_up_values();
   void link(node_id n, node_id producer);
   /// Marks the nodes a read of `target`'s value needs; true if the read serializes the body
@@ -465,6 +488,9 @@ class run final : public job,
   std::uint32_t cells_ = 0;    // ready-queue cells of the nodes in the table
   bool has_timeouts_ = false;  // a plan run whose ops have timeouts: attempts may be left behind
   bool has_limited_roots_ = false;  // a plan run with roots of ops with a concurrency bound
+  /// A plan run with a node of an op with a policy or of a batch op: the per-node state they
+  /// use is reset and accounted for. False: it stays as the run was made.
+  bool has_policies_ = false;
   std::atomic<std::uint32_t> published_{0};  // nodes in the table (release), for stop()
   /// Attempts that timed out while their op still runs: the run cannot be reused before they
   /// return.

@@ -148,6 +148,12 @@ bool run::op_error_wins() noexcept {
 }
 
 std::exception_ptr run::end_error() noexcept {
+  // The common end, without the lock: a call that did not stop had every node finished
+  // (end_call), and a node records its error before it finishes.
+  if (stopped_.load(std::memory_order_acquire) == not_stopped &&
+      first_error_.load(std::memory_order_seq_cst) == no_id) {
+    return nullptr;
+  }
   // An op's exception that the direct call would have reached wins over the stop.
   if (op_error_wins()) {
     std::lock_guard lock(error_mutex_);
