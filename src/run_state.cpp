@@ -164,40 +164,47 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
   times_ = {};
   t0_ = ticks();
   if (plan_) {
-    const auto layout = plan_->nodes();
-    for (std::uint32_t i = 0; i < count_; ++i) {
-      node_state& s = nodes_[i];
-      s.join.store(layout[i].join, std::memory_order_relaxed);
-      s.outcome.store(pending, std::memory_order_relaxed);
-      s.bad_input.store(false, std::memory_order_relaxed);
-      s.holds_permit = false;
-      // A node without a policy writes its times whenever it runs (account() reads them only
-      // then), and none of the fields below.
-      if (!has_policies_) continue;
-      s.ticks = 0;
-      s.cpu_ns = 0;
-      s.holds_tokens = false;
-      s.token_error = false;
-      s.attempts = 0;
-      s.timeouts = 0;
-      s.rate_wait = 0;
-      if (s.cache) s.cache->clear();
-      s.sent_batch = false;
-      s.deduplicated = 0;
-    }
-    if (has_policies_) reset_batches();
-    remaining_.store(count_, std::memory_order_relaxed);
-    for (value_id v : plan_->call_values()) {
-      const auto& loc = plan_->values()[v];
-      addr_[v] =
-          loc.kind == value_kind::argument
-              ? const_cast<void*>(args[loc.where])
-              : const_cast<void*>(g.values()[v].element(addr_[loc.where], loc.element_index));
-    }
-    const auto in_values = plan_->input_values();
-    for (std::uint32_t slot : plan_->call_inputs()) inputs_[slot] = addr_[in_values[slot]];
-    return;
+    reset_plan_nodes(g, args);
+  } else {
+    reset_staged_tables();
   }
+}
+
+void run::reset_plan_nodes(const graph& g, std::span<const void* const> args) noexcept {
+  const auto layout = plan_->nodes();
+  for (std::uint32_t i = 0; i < count_; ++i) {
+    node_state& s = nodes_[i];
+    s.join.store(layout[i].join, std::memory_order_relaxed);
+    s.outcome.store(pending, std::memory_order_relaxed);
+    s.bad_input.store(false, std::memory_order_relaxed);
+    s.holds_permit = false;
+    // A node without a policy writes its times whenever it runs (account() reads them only
+    // then), and none of the fields below.
+    if (!has_policies_) continue;
+    s.ticks = 0;
+    s.cpu_ns = 0;
+    s.holds_tokens = false;
+    s.token_error = false;
+    s.attempts = 0;
+    s.timeouts = 0;
+    s.rate_wait = 0;
+    if (s.cache) s.cache->clear();
+    s.sent_batch = false;
+    s.deduplicated = 0;
+  }
+  if (has_policies_) reset_batches();
+  remaining_.store(count_, std::memory_order_relaxed);
+  for (value_id v : plan_->call_values()) {
+    const auto& loc = plan_->values()[v];
+    addr_[v] = loc.kind == value_kind::argument
+                   ? const_cast<void*>(args[loc.where])
+                   : const_cast<void*>(g.values()[v].element(addr_[loc.where], loc.element_index));
+  }
+  const auto in_values = plan_->input_values();
+  for (std::uint32_t slot : plan_->call_inputs()) inputs_[slot] = addr_[in_values[slot]];
+}
+
+void run::reset_staged_tables() noexcept {
   count_ = 0;
   cells_ = 0;
   published_.store(0, std::memory_order_relaxed);
