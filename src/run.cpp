@@ -30,6 +30,12 @@ constexpr std::int64_t kShortNs = 200'000;
 /// How long a helper watches an empty ready queue of a run that still has nodes running.
 constexpr int kLingerSpins = 256;
 
+/// An operator, or an op with no policy and no stop token outside a bounded call: nothing to
+/// set around it, and one attempt (run::execute_plain).
+inline bool plain(const node_layout& ni, bool bounded) noexcept {
+  return !ni.op || (!ni.op->policy && !bounded && !ni.kernel->wants_stop);
+}
+
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -134,12 +140,6 @@ void run::skip(node_id n) noexcept {
   if (nodes_[n].in_batch) leave_batch(n);  // its batch goes without it
 }
 
-bool run::plain(const node_layout& ni) const noexcept {
-  // An operator, or an op with no policy and no stop token outside a bounded call: nothing to
-  // set around it, and one attempt.
-  return !ni.op || (!ni.op->policy && !bounded_ && !ni.kernel->wants_stop);
-}
-
 void run::run_chain(node_id n, chain_policy policy) noexcept {
   while (n != no_id) {
     node_state& s = nodes_[n];
@@ -172,7 +172,8 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
         offload(n, limit);
         return;
       }
-      const attempt_end end = plain(ni) ? (execute_plain(n, ni, s), attempt_end::done) : execute(n);
+      const attempt_end end =
+          plain(ni, bounded_) ? (execute_plain(n, ni, s), attempt_end::done) : execute(n);
       if (limit) limit->release();
       if (end != attempt_end::done) return;  // a retry is scheduled, or it timed out
     }
@@ -278,7 +279,7 @@ void run::execute_plain(node_id n, const node_layout& ni, node_state& s) noexcep
 run::attempt_end run::execute(node_id n) noexcept {
   const node_layout& ni = info(n);
   node_state& s = nodes_[n];
-  if (plain(ni)) {
+  if (plain(ni, bounded_)) {
     execute_plain(n, ni, s);
     return attempt_end::done;
   }

@@ -293,8 +293,7 @@ class run final : public job,
   /// Marks `n` skipped (it did not start), and, for a batch op's call, leaves its batch.
   void skip(node_id n) noexcept;
   attempt_end execute(node_id n) noexcept;
-  /// A node that runs as execute_plain runs it, to its outcome: the common case.
-  bool plain(const node_layout& ni) const noexcept;
+  /// Runs a plain node (see plain() in run.cpp) to its outcome: the common case.
   void execute_plain(node_id n, const node_layout& ni, node_state& s) noexcept;
   /// Calls an op node's kernel on this thread into `out`, watched by the monitor and timed.
   void invoke_timed(const node_layout& ni, void* out, std::exception_ptr& error,
