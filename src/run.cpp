@@ -36,6 +36,32 @@ inline bool plain(const node_layout& ni, bool bounded) noexcept {
   return !ni.op || (!ni.op->policy && !bounded && !ni.kernel->wants_stop);
 }
 
+/// One call of an op on this thread, watched by the monitor and timed from construction to
+/// took(); its thread CPU time is measured too when the op is long, not yet measured, or on
+/// the blocking lane (else cpu() is 0).
+class timed_call {
+ public:
+  explicit timed_call(op_runtime* op) noexcept
+      : watch_(op),
+        measure_cpu_(needs_cpu(op->est_ns.load(std::memory_order_relaxed))),
+        cpu0_(measure_cpu_ ? thread_cpu_ns() : 0),
+        t0_(ticks()) {}
+  std::uint64_t took() const noexcept { return std::max<std::uint64_t>(ticks() - t0_, 1); }
+  std::uint64_t cpu() const noexcept {
+    if (!measure_cpu_) return 0;
+    return static_cast<std::uint64_t>(std::max<std::int64_t>(thread_cpu_ns() - cpu0_, 1));
+  }
+
+ private:
+  static bool needs_cpu(std::uint32_t est) noexcept {
+    return est == 0 || est >= kMeasureCpuNs || on_blocking_lane();
+  }
+  op_watch watch_;
+  bool measure_cpu_;
+  std::int64_t cpu0_;
+  std::uint64_t t0_;
+};
+
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -230,19 +256,14 @@ void run::note_started(node_state& s) noexcept {
 
 void run::invoke_timed(const node_layout& ni, void* out, std::exception_ptr& error,
                        std::uint64_t& took, std::uint64_t& cpu) noexcept {
-  op_watch watch(ni.op);
-  const std::uint32_t est = ni.op->est_ns.load(std::memory_order_relaxed);
-  const bool measure_cpu = est == 0 || est >= kMeasureCpuNs || on_blocking_lane();
-  const std::int64_t cpu0 = measure_cpu ? thread_cpu_ns() : 0;
-  const std::uint64_t t0 = ticks();
+  timed_call timed(ni.op);
   try {
     ni.kernel->invoke(ni.fn, &inputs_[ni.first_input], ni.input_count, out);
   } catch (...) {
     error = std::current_exception();
   }
-  took = std::max<std::uint64_t>(ticks() - t0, 1);
-  cpu = measure_cpu ? static_cast<std::uint64_t>(std::max<std::int64_t>(thread_cpu_ns() - cpu0, 1))
-                    : 0;
+  took = timed.took();
+  cpu = timed.cpu();
 }
 
 void run::execute_plain(node_id n, const node_layout& ni, node_state& s) noexcept {
@@ -258,21 +279,15 @@ void run::execute_plain(node_id n, const node_layout& ni, node_state& s) noexcep
     s.outcome.store(o, std::memory_order_release);
     return;
   }
-  op_watch watch(ni.op);
-  const std::uint32_t est = ni.op->est_ns.load(std::memory_order_relaxed);
-  const bool measure_cpu = est == 0 || est >= kMeasureCpuNs || on_blocking_lane();
-  const std::int64_t cpu0 = measure_cpu ? thread_cpu_ns() : 0;
-  const std::uint64_t t0 = ticks();
+  timed_call timed(ni.op);
   try {
     ni.kernel->invoke(ni.fn, &inputs_[ni.first_input], ni.input_count, s.out);
   } catch (...) {
     o = threw;
     record_error(n, std::current_exception());
   }
-  s.ticks = std::max<std::uint64_t>(ticks() - t0, 1);
-  s.cpu_ns = measure_cpu
-                 ? static_cast<std::uint64_t>(std::max<std::int64_t>(thread_cpu_ns() - cpu0, 1))
-                 : 0;
+  s.ticks = timed.took();
+  s.cpu_ns = timed.cpu();
   s.outcome.store(o, std::memory_order_release);
 }
 
