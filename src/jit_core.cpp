@@ -104,7 +104,7 @@ void jit_core::impl::forget(const signature& sig, const cache_entry& e) noexcept
 }
 
 call_ticket jit_core::begin(const signature& sig) noexcept {
-  impl_->mine().calls.fetch_add(1, std::memory_order_relaxed);
+  impl_->mine().add(&call_counters::calls, 1);
   const std::uint64_t now = ticks();  // the LRU's clock
   call_ticket t;
   try {
@@ -207,10 +207,10 @@ finished_run jit_core::run_plan(const call_ticket& t, std::span<const void* cons
     throw;
   }
   auto record = [&] {
-    call_counters& mine = impl_->mine();
-    mine.plan_runs.fetch_add(1, std::memory_order_relaxed);
-    mine.op_ns.fetch_add(r->times().op_ns, std::memory_order_relaxed);
-    mine.wall_ns.fetch_add(r->times().wall_ns, std::memory_order_relaxed);
+    my_counters mine = impl_->mine();
+    mine.add(&call_counters::plan_runs, 1);
+    mine.add(&call_counters::op_ns, r->times().op_ns);
+    mine.add(&call_counters::wall_ns, r->times().wall_ns);
   };
   try {
     r->run_to_end();
@@ -238,7 +238,7 @@ void jit_core::count_stopped(bool deadline) noexcept {
 }
 
 void jit_core::count_direct(const call_ticket& t) {
-  impl_->mine().fallback_calls.fetch_add(1, std::memory_order_relaxed);
+  impl_->mine().add(&call_counters::fallback_calls, 1);
   if (!strict()) return;
   if (!t.entry || t.entry->cause == fallback_cause::out_of_memory) {
     throw error(std::string("xcs (XCS_STRICT): the call fell back: ") + kOutOfMemory);
@@ -249,11 +249,11 @@ void jit_core::count_direct(const call_ticket& t) {
 }
 
 void jit_core::impl::record_staged(const run& r, std::size_t node_count, bool falls_back) noexcept {
-  call_counters& c = mine();
-  if (!falls_back) c.staged_calls.fetch_add(1, std::memory_order_relaxed);
-  c.syncs.fetch_add(r.syncs(), std::memory_order_relaxed);
-  c.op_ns.fetch_add(r.times().op_ns, std::memory_order_relaxed);
-  c.wall_ns.fetch_add(r.times().wall_ns, std::memory_order_relaxed);
+  my_counters c = mine();
+  if (!falls_back) c.add(&call_counters::staged_calls, 1);
+  c.add(&call_counters::syncs, r.syncs());
+  c.add(&call_counters::op_ns, r.times().op_ns);
+  c.add(&call_counters::wall_ns, r.times().wall_ns);
   if (node_count == 0) return;
   if (!optimized.load(std::memory_order_relaxed)) optimized.store(true, std::memory_order_relaxed);
   set(nodes, node_count);
@@ -349,9 +349,9 @@ std::vector<op_stats> op_figures(const op_table& ops) {
       out.push_back({c.op->name});
       it = out.end() - 1;
     }
-    it->calls += c.calls.load(std::memory_order_relaxed);
+    it->calls += c.calls();
     it->errors += c.errors.load(std::memory_order_relaxed);
-    it->total_ns += c.total_ns.load(std::memory_order_relaxed);
+    it->total_ns += c.total_ns();
     it->max_ns = std::max(it->max_ns, c.max_ns.load(std::memory_order_relaxed));
     it->retries += c.retries.load(std::memory_order_relaxed);
     it->timeouts += c.timeouts.load(std::memory_order_relaxed);

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "run.hpp"
+#include "xcs/detail/counter_slot.hpp"
 #include "xcs/detail/jit_core.hpp"
 #include "xcs/detail/op_table.hpp"
 #include "xcs/detail/trace_context.hpp"
@@ -113,23 +114,29 @@ void log(MakeLine&& make_line) noexcept {
   }
 }
 
-/// The counters a call updates, sharded by thread so that calls from several threads do not
-/// share a cache line. Relaxed: read only for reporting, as sums.
+/// The counters a call updates, one set per counter slot (counter_slot.hpp), each on its own
+/// cache line: a thread that holds a slot adds to its set with a plain load and store. Relaxed:
+/// read only for reporting, as sums.
 struct alignas(64) call_counters {
   std::atomic<std::uint64_t> calls{0}, fallback_calls{0}, plan_runs{0}, staged_calls{0}, syncs{0},
       serial_reads{0}, op_ns{0}, wall_ns{0};
 };
-inline constexpr std::size_t kShards = 8;
 
-inline std::size_t shard_index() noexcept {
-  static std::atomic<std::size_t> next{0};
-  thread_local const std::size_t mine = next.fetch_add(1, std::memory_order_relaxed) % kShards;
-  return mine;
-}
+/// This thread's set of `shards` (one per counter slot) and how to add to it.
+struct my_counters {
+  call_counters& set;
+  std::uint32_t slot;
+  void add(std::atomic<std::uint64_t> call_counters::*field, std::uint64_t n) noexcept {
+    add_in_slot(set.*field, n, slot);
+  }
+};
 
 struct jit_core::impl {
-  call_counters shards[kShards];
-  call_counters& mine() noexcept { return shards[shard_index()]; }
+  call_counters shards[kCounterSlots];
+  my_counters mine() noexcept {
+    const std::uint32_t slot = counter_slot();
+    return {shards[slot], slot};
+  }
   template <class Field>
   std::uint64_t sum(Field field) const noexcept {
     std::uint64_t t = 0;

@@ -30,6 +30,38 @@ constexpr std::int64_t kShortNs = 200'000;
 /// How long a helper watches an empty ready queue of a run that still has nodes running.
 constexpr int kLingerSpins = 256;
 
+/// An operator, or an op with no policy and no stop token outside a bounded call: nothing to
+/// set around it, and one attempt (run::execute_plain).
+inline bool plain(const node_layout& ni, bool bounded) noexcept {
+  return !ni.op || (!ni.op->policy && !bounded && !ni.kernel->wants_stop);
+}
+
+/// One call of an op on this thread, watched by the monitor and timed from construction to
+/// took(); its thread CPU time is measured too when the op is long, not yet measured, or on
+/// the blocking lane (else cpu() is 0).
+class timed_call {
+ public:
+  explicit timed_call(op_runtime* op) noexcept
+      : watch_(op),
+        measure_cpu_(needs_cpu(op->est_ns.load(std::memory_order_relaxed))),
+        cpu0_(measure_cpu_ ? thread_cpu_ns() : 0),
+        t0_(ticks()) {}
+  std::uint64_t took() const noexcept { return std::max<std::uint64_t>(ticks() - t0_, 1); }
+  std::uint64_t cpu() const noexcept {
+    if (!measure_cpu_) return 0;
+    return static_cast<std::uint64_t>(std::max<std::int64_t>(thread_cpu_ns() - cpu0_, 1));
+  }
+
+ private:
+  static bool needs_cpu(std::uint32_t est) noexcept {
+    return est == 0 || est >= kMeasureCpuNs || on_blocking_lane();
+  }
+  op_watch watch_;
+  bool measure_cpu_;
+  std::int64_t cpu0_;
+  std::uint64_t t0_;
+};
+
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -44,10 +76,6 @@ run::edge* run::closed() noexcept {
 }
 
 // ---- the ready queue ----------------------------------------------------------------------
-
-const node_layout& run::info(node_id n) const noexcept {
-  return plan_ ? plan_->nodes()[n] : own_info_[n];
-}
 
 bool run::has_work() const noexcept {
   std::uint32_t h = head_.load(std::memory_order_seq_cst);
@@ -141,66 +169,80 @@ void run::skip(node_id n) noexcept {
 void run::run_chain(node_id n, chain_policy policy) noexcept {
   while (n != no_id) {
     node_state& s = nodes_[n];
-    op_runtime* op = info(n).op;
+    const node_layout& ni = info(n);
+    op_runtime* op = ni.op;
     concurrency_limit* limit = op ? op->limit.get() : nullptr;
-    const op_policy* pol = op ? op->policy.get() : nullptr;
     if (must_skip(n)) {
       if (s.holds_permit) limit->release();
       skip(n);
-    } else if (const cache_look cached = pol && pol->cache ? look_up(n) : cache_look::miss;
-               cached == cache_look::parked) {
-      return;  // cache_filled() or cache_owned() queues it again
-    } else if (cached != cache_look::miss) {
-      // A hit (its result is a copy of the cached one) or a key that failed: nothing ran, and
-      // it took no token, no permit and no attempt.
-    } else {
-      // Tokens first, then a permit: a node never holds a permit while it waits for tokens.
-      token_step tokens = token_step::taken;
-      if (pol && pol->bucket && !s.holds_tokens) {
-        tokens = s.token_error ? token_step::failed : take_tokens(n);
-        if (tokens == token_step::parked) return;  // tokens_granted() queues it again
+    } else if (const gate g = op && op->policy ? pass_policy(n) : gate::open; g == gate::waits) {
+      return;  // queued again once its tokens or its key's result come
+    } else if (g == gate::open) {
+      if (limit && !s.holds_permit) {
+        // Once parked, the node may be handed back by another thread at any time: count
+        // that thread as a helper from now on.
+        helpers_inside.fetch_add(1, std::memory_order_relaxed);
+        if (!limit->acquire_or_park(*this, n)) return;
+        helpers_inside.fetch_sub(1, std::memory_order_relaxed);
       }
-      if (tokens == token_step::failed) {
-        // A bad weight or a failed source: the node failed (recorded); nothing ran.
-        s.outcome.store(threw, std::memory_order_release);
-      } else {
-        if (limit && !s.holds_permit) {
-          // Once parked, the node may be handed back by another thread at any time: count
-          // that thread as a helper from now on.
-          helpers_inside.fetch_add(1, std::memory_order_relaxed);
-          if (!limit->acquire_or_park(*this, n)) return;
-          helpers_inside.fetch_sub(1, std::memory_order_relaxed);
-        }
-        if (!plan_ && !s.counted_in_flight) note_started(s);
-        ++s.attempts;
-        if (info(n).kernel->wants_stop) arm_stop(n);
-        if (info(n).kernel->start) {
-          // Holds its permit, if any, until its completion; a batch op's call joins its batch.
-          n = s.in_batch ? join_batch(n) : start_async(n);
-          continue;
-        }
-        // A blocking op goes to the lane; so does, while the owner waits for a read, an op
-        // that would hold it long and that the read does not need.
-        bool lane = op && op->blocking();
-        if (policy == chain_policy::needed && s.mark != read_mark_ && holds_thread_long(n)) {
-          lane = true;
-        }
-        // The owner of a bounded call runs no op (it must be free to return at the deadline),
-        // and an op with a timeout runs where it may be left behind: on the lane.
-        const bool elsewhere = op && (policy == chain_policy::no_ops || (pol && pol->timeout_ns));
-        if ((lane && !on_blocking_lane()) || elsewhere) {
-          offload(n, limit);
-          return;
-        }
-        const attempt_end end = execute(n);
-        if (limit) limit->release();
-        if (end != attempt_end::done) return;  // a retry is scheduled, or it timed out
+      if (!plan_ && !s.counted_in_flight) note_started(s);
+      // Attempts are counted for retries; a node of an op without a policy makes one.
+      if (op && op->policy) ++s.attempts;
+      if (ni.kernel->wants_stop) arm_stop(n);
+      if (ni.kernel->start) {
+        // Holds its permit, if any, until its completion; a batch op's call joins its batch.
+        n = s.in_batch ? join_batch(n) : start_async(n);
+        continue;
       }
+      if (runs_elsewhere(n, policy)) {
+        offload(n, limit);
+        return;
+      }
+      const attempt_end end =
+          plain(ni, bounded_) ? (execute_plain(n, ni, s), attempt_end::done) : execute(n);
+      if (limit) limit->release();
+      if (end != attempt_end::done) return;  // a retry is scheduled, or it timed out
     }
+    // Done here: it ran, was skipped, or settled at its policy's gate (a cache hit, a failure).
     node_id next = release(n, successor_use::keep_one);
     finish(n);
     n = next;
   }
+}
+
+run::gate run::pass_policy(node_id n) noexcept {
+  node_state& s = nodes_[n];
+  const op_policy& pol = *info(n).op->policy;
+  if (pol.cache) {
+    const cache_look cached = look_up(n);
+    if (cached == cache_look::parked) return gate::waits;  // cache_filled() or cache_owned()
+    // A hit (its result is a copy of the cached one) or a key that failed: nothing ran, and
+    // it took no token, no permit and no attempt.
+    if (cached != cache_look::miss) return gate::settled;
+  }
+  // Tokens first, then a permit: a node never holds a permit while it waits for tokens.
+  if (!pol.bucket || s.holds_tokens) return gate::open;
+  const token_step tokens = s.token_error ? token_step::failed : take_tokens(n);
+  if (tokens == token_step::parked) return gate::waits;  // tokens_granted() queues it again
+  if (tokens == token_step::taken) return gate::open;
+  // A bad weight or a failed source: the node failed (recorded); nothing ran.
+  s.outcome.store(threw, std::memory_order_release);
+  return gate::settled;
+}
+
+bool run::runs_elsewhere(node_id n, chain_policy policy) const noexcept {
+  const op_runtime* op = info(n).op;
+  if (!op) return false;
+  // The owner of a bounded call runs no op (it must be free to return at the deadline), and
+  // an op with a timeout runs where it may be left behind: on the lane.
+  if (policy == chain_policy::no_ops || (op->policy && op->policy->timeout_ns)) return true;
+  // A blocking op goes to the lane; so does, while the owner waits for a read, an op that
+  // would hold it long and that the read does not need.
+  bool lane = op->blocking();
+  if (policy == chain_policy::needed && nodes_[n].mark != read_mark_ && holds_thread_long(n)) {
+    lane = true;
+  }
+  return lane && !on_blocking_lane();
 }
 
 void run::note_started(node_state& s) noexcept {
@@ -214,24 +256,17 @@ void run::note_started(node_state& s) noexcept {
 
 void run::invoke_timed(const node_layout& ni, void* out, std::exception_ptr& error,
                        std::uint64_t& took, std::uint64_t& cpu) noexcept {
-  op_watch watch(ni.op);
-  const std::uint32_t est = ni.op->est_ns.load(std::memory_order_relaxed);
-  const bool measure_cpu = est == 0 || est >= kMeasureCpuNs || on_blocking_lane();
-  const std::int64_t cpu0 = measure_cpu ? thread_cpu_ns() : 0;
-  const std::uint64_t t0 = ticks();
+  timed_call timed(ni.op);
   try {
     ni.kernel->invoke(ni.fn, &inputs_[ni.first_input], ni.input_count, out);
   } catch (...) {
     error = std::current_exception();
   }
-  took = std::max<std::uint64_t>(ticks() - t0, 1);
-  cpu = measure_cpu ? static_cast<std::uint64_t>(std::max<std::int64_t>(thread_cpu_ns() - cpu0, 1))
-                    : 0;
+  took = timed.took();
+  cpu = timed.cpu();
 }
 
-run::attempt_end run::execute(node_id n) noexcept {
-  const node_layout& ni = info(n);
-  node_state& s = nodes_[n];
+void run::execute_plain(node_id n, const node_layout& ni, node_state& s) noexcept {
   std::uint8_t o = s.out ? constructed : ran;
   if (!ni.op) {
     // Operators and packs: neither watched nor timed (they are taken to be cheap).
@@ -242,8 +277,28 @@ run::attempt_end run::execute(node_id n) noexcept {
       record_error(n, std::current_exception());
     }
     s.outcome.store(o, std::memory_order_release);
+    return;
+  }
+  timed_call timed(ni.op);
+  try {
+    ni.kernel->invoke(ni.fn, &inputs_[ni.first_input], ni.input_count, s.out);
+  } catch (...) {
+    o = threw;
+    record_error(n, std::current_exception());
+  }
+  s.ticks = timed.took();
+  s.cpu_ns = timed.cpu();
+  s.outcome.store(o, std::memory_order_release);
+}
+
+run::attempt_end run::execute(node_id n) noexcept {
+  const node_layout& ni = info(n);
+  node_state& s = nodes_[n];
+  if (plain(ni, bounded_)) {
+    execute_plain(n, ni, s);
     return attempt_end::done;
   }
+  std::uint8_t o = s.out ? constructed : ran;
   // An op with a timeout runs each attempt into storage of its own: the attempt may be left
   // behind while the node goes on (a retry, its successors).
   attempt* at = ni.op->policy && ni.op->policy->timeout_ns ? begin_attempt(n, false) : nullptr;
@@ -251,9 +306,7 @@ run::attempt_end run::execute(node_id n) noexcept {
   std::exception_ptr error;
   std::uint64_t took = 0;
   std::uint64_t cpu = 0;
-  if (!bounded_ && !ni.kernel->wants_stop) {
-    invoke_timed(ni, out, error, took, cpu);  // the common case: nothing to set around it
-  } else {
+  {
     // A jitted call the op makes inherits the call's limits; the op's token is its instance's.
     std::optional<limits_scope> inherit;
     if (bounded_) inherit.emplace(&inherited_);
@@ -314,138 +367,6 @@ void run::record_error(node_id n, std::exception_ptr e) noexcept {
   // Fail fast: what comes after the thrower is not needed any more.
   request_stops(n + 1);
   owner_.wake_if_parked();
-}
-
-// ---- stops --------------------------------------------------------------------------------
-
-void run::arm_stop(node_id n) noexcept {
-  node_state& s = nodes_[n];
-  std::lock_guard lock(error_mutex_);
-  try {
-    s.stop = std::stop_source();
-    stoppable_.push_back(n);
-  } catch (...) {
-    s.stop = std::stop_source(std::nostopstate);  // no memory: the instance gets no token
-    return;
-  }
-  // A node that starts while the stop of the call or of its place is being decided: its
-  // token is requested already (no callback can be registered on it yet).
-  if (stopped_.load(std::memory_order_relaxed) != not_stopped ||
-      n > first_error_.load(std::memory_order_relaxed)) {
-    s.stop.request_stop();
-  }
-}
-
-void run::request_stops(node_id from) noexcept {
-  // The requests run the ops' stop callbacks, which may complete an op (and so take
-  // error_mutex_): they are made outside the lock, on copies of the sources.
-  std::stop_source some[16];
-  std::size_t at = 0;
-  for (;;) {
-    std::size_t got = 0;
-    {
-      std::lock_guard lock(error_mutex_);
-      for (; at < stoppable_.size() && got < std::size(some); ++at) {
-        node_id n = stoppable_[at];
-        if (n >= from) some[got++] = nodes_[n].stop;
-      }
-    }
-    for (std::size_t i = 0; i < got; ++i) some[i].request_stop();
-    if (got < std::size(some)) return;
-  }
-}
-
-void run::stop(stop_kind why) noexcept {
-  if (stopped_.load(std::memory_order_acquire) != not_stopped) return;
-  // Where the call stopped: its first node not yet done. An op's exception before it is one
-  // the direct call would have thrown before the stop; one after it may come of the stop.
-  const std::uint32_t known = published_.load(std::memory_order_acquire);
-  node_id point = 0;
-  while (point < known && is_final(nodes_[point].outcome.load(std::memory_order_acquire))) ++point;
-  stop_point_.store(point, std::memory_order_relaxed);
-  std::uint8_t none = not_stopped;
-  if (!stopped_.compare_exchange_strong(none, why, std::memory_order_seq_cst)) return;
-  request_stops(0);
-  end_waits();
-  // The jitted calls made inside its ops stop too: at the deadline by their own timers (they
-  // inherited it, and throw deadline_exceeded), otherwise through the inherited token.
-  if (why != deadline_passed && call_stop_.stop_possible()) call_stop_.request_stop();
-  owner_.wake_if_parked();  // after the seq_cst exchange (see run_waiter)
-}
-
-node_id run::start_async(node_id n) noexcept {
-  const node_layout& ni = info(n);
-  // An op with a timeout starts each attempt on a slot of its own (a late completion of an
-  // attempt left behind must not touch the next one's).
-  attempt* at = ni.op->policy && ni.op->policy->timeout_ns ? begin_attempt(n, true) : nullptr;
-  async_slot& a = at ? attempt_slot(at) : *nodes_[n].async;
-  a.prepare(*this, ni.op, at ? attempt_out(at) : nodes_[n].out, n, ticks());
-  a.attempt = at;
-  // The completion may come from any thread: it counts as a helper until it has settled.
-  helpers_inside.fetch_add(1, std::memory_order_relaxed);
-  {
-    // The completion takes the instance's token (completion::stop_token()).
-    std::optional<limits_scope> inherit;
-    if (bounded_) inherit.emplace(&inherited_);
-    std::stop_token token = nodes_[n].stop.get_token();
-    instance_stop_scope instance(&token);
-    ni.kernel->start(ni.fn, &inputs_[ni.first_input], a);
-  }
-  ni.op->learn_start(ticks_to_ns(ticks() - a.t0));  // before arriving: `a` may settle after
-  if (!a.arrive()) return no_id;  // settle() finishes it, on the completing thread
-  // Completed (or failed, or dropped) before the start returned: on as after a plain op. The
-  // completion's arrival was its last touch of the run.
-  helpers_inside.fetch_sub(1, std::memory_order_relaxed);
-  if (conclude(n, a) != attempt_end::done) return no_id;
-  node_id next = release(n, successor_use::keep_one);
-  finish(n);
-  return next;
-}
-
-run::attempt_end run::conclude(node_id n, async_slot& a) noexcept {
-  const node_layout& ni = info(n);
-  node_state& s = nodes_[n];
-  auto* at = static_cast<attempt*>(a.attempt);
-  concurrency_limit* limit = ni.op->limit.get();
-  std::exception_ptr e = a.error();
-  const bool has_value = a.has_value;
-  const std::uint64_t took = std::max<std::uint64_t>(ticks() - a.t0, 1);  // start to completion
-  a.start_error = nullptr;  // a reused run keeps no exception alive
-  a.done_error = nullptr;
-  if (at && !claim(at)) {
-    discard(at, has_value);  // timed out: the node went on without it (`a` is gone)
-    if (limit) limit->release();
-    return attempt_end::lost;
-  }
-  if (e) {
-    if (has_value) ni.kernel->destroy(a.out);  // the function threw after completing
-  } else if (at && has_value) {
-    try {
-      ni.kernel->relocate(s.out, a.out);
-    } catch (...) {
-      e = std::current_exception();
-    }
-  }
-  if (at) free_attempt(at);
-  s.ticks = took;
-  if (limit) limit->release();
-  return conclude_attempt(n, std::move(e), s.out ? constructed : ran);
-}
-
-void run::settle(async_slot& a) noexcept {
-  const node_id n = a.node;
-  // Dependents go to the queue, never run here: this is the user's thread (an event loop, a
-  // timer), which may hold locks the ops would need. The owner or a worker takes them.
-  if (conclude(n, a) == attempt_end::done) {
-    node_id next = release(n, successor_use::keep_one);
-    if (next != no_id) {
-      push(next);
-      share(estimate(next), wake::if_worth);
-      owner_.wake_if_parked();  // after push()'s seq_cst store (see run_waiter)
-    }
-    finish(n);
-  }
-  helpers_inside.fetch_sub(1, std::memory_order_release);  // last touch of the run
 }
 
 void run::offload(node_id n, concurrency_limit* limit) noexcept {
@@ -559,166 +480,6 @@ void run::permit_granted(std::uint32_t n) noexcept {
   push(n);
   share(kWakeNs, wake::always);
   helpers_inside.fetch_sub(1, std::memory_order_release);  // taken when the node parked
-}
-
-// ---- the owner's side ---------------------------------------------------------------------
-
-bool run::error_settled() noexcept {
-  const std::uint32_t f = first_error_.load(std::memory_order_seq_cst);
-  if (f == no_id) return false;  // no error: nothing to walk
-  while (settled_prefix_ < f &&
-         is_final(nodes_[settled_prefix_].outcome.load(std::memory_order_acquire))) {
-    ++settled_prefix_;
-  }
-  return settled_prefix_ >= f;
-}
-
-bool run::waited_for(wait_for what, node_id n) noexcept {
-  if (what == wait_for::all_nodes) return remaining_.load(std::memory_order_seq_cst) == 0;
-  if (stopped_.load(std::memory_order_seq_cst) != not_stopped) return true;
-  switch (what) {
-    case wait_for::node:
-      // Or, failing fast, once an error before it is settled: the direct call threw there.
-      return is_final(nodes_[n].outcome.load(std::memory_order_acquire)) ||
-             (first_error_.load(std::memory_order_seq_cst) < n && error_settled());
-    case wait_for::first_error_settled:
-      return first_error_.load(std::memory_order_seq_cst) == no_id || error_settled();
-    case wait_for::end:
-      return remaining_.load(std::memory_order_seq_cst) == 0 || error_settled();
-    case wait_for::all_nodes:
-      break;
-  }
-  return true;
-}
-
-void run::owner_wait(chain_policy policy, wait_for what, node_id n) noexcept {
-  // A wait never waits on a batch not sent: the calls recorded so far go now.
-  if (!open_batches_.empty()) close_batches();
-  for (;;) {
-    for (node_id ready = pop(); ready != no_id; ready = pop()) {
-      run_chain(ready, policy);
-      if (waited_for(what, n)) return;
-    }
-    if (waited_for(what, n)) return;
-    // What the owner needs runs elsewhere (a worker, the lane, a parked node, an async
-    // op): park, woken by the end of the node it waits for (the first unsettled one, when
-    // it waits for those before an error) or of the last node. On a CPU worker the fiber is
-    // suspended; elsewhere the thread sleeps, and a parked owner holds no core, so the
-    // monitor may add a worker.
-    // A wait that an error decides (fail fast) waits for the first unsettled node once
-    // there is one; record_error() and stop() wake the owner too.
-    const node_id error_seen = first_error_.load(std::memory_order_seq_cst);
-    node_id target = n;
-    if (what == wait_for::first_error_settled || (what == wait_for::end && error_seen != no_id) ||
-        (what == wait_for::node && error_seen < n)) {
-      target = settled_prefix_;
-    } else if (what == wait_for::end) {
-      target = no_id;
-    }
-    awaited_.store(target, std::memory_order_seq_cst);
-    owner_.park([&] {
-      // The seq_cst loads order the checks after the parked flag (see finish()).
-      const bool all_done = remaining_.load(std::memory_order_seq_cst) == 0;
-      if (has_work() || all_done) return false;
-      if (what == wait_for::all_nodes) return true;
-      if (stopped_.load(std::memory_order_seq_cst) != not_stopped ||
-          first_error_.load(std::memory_order_seq_cst) != error_seen) {
-        return false;
-      }
-      return target == no_id || !is_final(nodes_[target].outcome.load(std::memory_order_acquire));
-    });
-    awaited_.store(no_id, std::memory_order_relaxed);
-  }
-}
-
-void run::leave_pool() noexcept {
-  if (offered_.load(std::memory_order_relaxed)) {
-    pool::instance().retract(*this);
-    offered_.store(false, std::memory_order_relaxed);
-  } else {
-    wait_for_helpers();
-  }
-}
-
-void run::run_to_end() {
-  const chain_policy policy = bounded_ ? chain_policy::no_ops : chain_policy::any;
-  const auto roots = plan_->roots();
-  // Roots of ops with a concurrency bound take their permits here, in program order, before
-  // any worker can: op #0 of a bounded fan-out starts in the first group, so that the direct
-  // call's first failure is found first. A root that finds none parks (permit_granted queues
-  // it), and is not queued here.
-  node_id first = no_id;
-  std::uint64_t queued_ns = 0;
-  std::uint32_t queued = 0;
-  for (node_id r : roots) {
-    if (has_limited_roots_) {
-      const op_runtime* op = info(r).op;
-      // (A rate-limited or cached op's root takes its tokens or its cache hit first.)
-      if (op && op->limit && !(op->policy && (op->policy->bucket || op->policy->cache))) {
-        helpers_inside.fetch_add(1, std::memory_order_relaxed);
-        if (!op->limit->acquire_or_park(*this, r)) continue;
-        helpers_inside.fetch_sub(1, std::memory_order_relaxed);
-        nodes_[r].holds_permit = true;
-      }
-    }
-    if (first == no_id) {
-      first = r;
-      continue;
-    }
-    push(r);
-    queued_ns += estimate(r);
-    ++queued;
-  }
-  if (queued) share(queued_ns + (first == no_id ? 0 : estimate(first)), wake::if_worth);
-  if (first != no_id) run_chain(first, policy);
-  owner_wait(policy, wait_for::end, no_id);
-  if (std::exception_ptr e = end_call()) std::rethrow_exception(e);
-}
-
-std::exception_ptr run::end_call() noexcept {
-  disarm_limits();
-  if (remaining_.load(std::memory_order_seq_cst) != 0) {
-    // An early end: nothing more starts, and what runs is asked to stop. Only a bounded call
-    // leaves ops behind, and only with its own copy of the arguments: the user asked for a
-    // deadline or a stop, and an op stuck in user code must not hold the call. An unbounded
-    // call (fail fast) waits for the ops it asked to stop, as the direct call never returns
-    // with work of its own still running: its ops may use what the caller frees next.
-    stop(ended);
-    if (!bounded_ || !detachable_) owner_wait(chain_policy::any, wait_for::all_nodes, no_id);
-  }
-  // An abandoned run leaves the pool later, from the reaper: a worker may be stuck in an op.
-  if (!unfinished()) leave_pool();
-  account();
-  return end_error();
-}
-
-bool run::op_error_wins() noexcept {
-  if (!error_settled()) return false;
-  const std::uint8_t why = stopped_.load(std::memory_order_acquire);
-  return (why != deadline_passed && why != stop_requested) ||
-         first_error_.load(std::memory_order_seq_cst) < stop_point_.load(std::memory_order_relaxed);
-}
-
-std::exception_ptr run::end_error() noexcept {
-  // An op's exception that the direct call would have reached wins over the stop.
-  if (op_error_wins()) {
-    std::lock_guard lock(error_mutex_);
-    return std::exchange(error_, nullptr);
-  }
-  try {
-    switch (stopped_.load(std::memory_order_acquire)) {
-      case deadline_passed:
-        throw_deadline_exceeded("the call");
-      case stop_requested:
-        throw_cancelled("the call");
-      default:
-        break;
-    }
-  } catch (...) {
-    return std::current_exception();
-  }
-  std::lock_guard lock(error_mutex_);
-  return std::exchange(error_, nullptr);
 }
 
 }  // namespace xcs::detail

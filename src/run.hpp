@@ -82,9 +82,6 @@ class run final : public job,
   static std::size_t bytes(const plan& p) noexcept;
 
   /// Prepares a call on `args` (plan runs: `g` is the plan's graph; staged runs: the trace's,
-  /// which grows while the call runs). Each node's run is added to `counters[node]` where
-  /// not null, or, for a staged run, to `ops`.
-  /// Prepares a call on `args` (plan runs: `g` is the plan's graph; staged runs: the trace's,
   /// which grows while the call runs). The run copies the arguments with `copier` (null:
   /// they are not copyable, and it reads the caller's). Each node's run is added to
   /// `counters[node]` where not null, or, for a staged run, to `ops`. Takes the calling
@@ -94,7 +91,6 @@ class run final : public job,
 
   /// Plan runs, owner: runs every node with the pool's help and rethrows the first error.
   void run_to_end();
-
   /// Staged runs, owner: node `n` was just recorded; it starts once its inputs are ready.
   void append(node_id n);
   /// Staged runs, owner: waits for `v` and returns its address, running what it needs.
@@ -105,7 +101,6 @@ class run final : public job,
   /// Staged runs, owner: runs every node not yet run and waits for all; returns the
   /// exception of the first thrower in program order that no read delivered.
   std::exception_ptr drain() noexcept;
-
   /// Owner, after the run: the address of `v`.
   void* value(value_id v) noexcept;
   /// Owner, after the run: what it measured.
@@ -113,8 +108,7 @@ class run final : public job,
   /// Reads that found their value not yet computed.
   std::uint64_t syncs() const noexcept { return syncs_; }
   std::uint32_t node_count() const noexcept { return count_; }
-  /// Owner, after the run: destroys the results the nodes constructed (and the arguments'
-  /// copy).
+  /// Owner, after the run: destroys the nodes' results (and the arguments' copy).
   void destroy_results() noexcept;
   /// Owner, after the run: nodes of the call are still running or queued (it ended early: a
   /// deadline, a stop, or a failure known before they finished).
@@ -139,8 +133,7 @@ class run final : public job,
   // token_waiter: a node queued for rate-limit tokens now holds them, or will get none.
   void tokens_granted(std::uint32_t n) noexcept override;
   void tokens_failed(std::uint32_t n, std::exception_ptr e) noexcept override;
-  // cache_waiter: a node waiting for another instance's result of its key gets it, or owns the
-  // key now.
+  // cache_waiter: a node waiting for another instance's result of its key gets it, or the key.
   void cache_filled(std::uint32_t n, std::shared_ptr<const void> value) noexcept override;
   void cache_owned(std::uint32_t n) noexcept override;
   // async_sink: an async node's completion came after its start returned.
@@ -244,7 +237,6 @@ class run final : public job,
   /// result is a copy), parked (another instance computes its key), or failed (its inputs'
   /// key threw; recorded).
   enum class cache_look : std::uint8_t { miss, hit, parked, failed };
-  /// What a node waits for, besides its inputs.
   enum class wait_kind : std::uint8_t { tokens, retry, cache };
   /// A node that waits for something other than its inputs: tokens, a retry's backoff, or
   /// another instance's result of its cache key.
@@ -272,7 +264,9 @@ class run final : public job,
   /// The mark of a successor list whose node has finished: no node may join it any more.
   static edge* closed() noexcept;
 
-  const node_layout& info(node_id n) const noexcept;
+  const node_layout& info(node_id n) const noexcept {
+    return plan_ ? plan_->nodes()[n] : own_info_[n];
+  }
   std::span<const node_id> successors_in_plan(node_id n) const noexcept;
   std::uint64_t estimate(node_id n) const noexcept;
   bool holds_thread_long(node_id n) const noexcept;
@@ -289,11 +283,19 @@ class run final : public job,
 
   // The node lifecycle.
   void run_chain(node_id n, chain_policy policy) noexcept;
+  /// A node of an op with a policy after its policy's gate (the result cache, then tokens): it
+  /// goes on, waits (queued again later), or is settled (a cache hit, or a failure recorded).
+  enum class gate : std::uint8_t { open, waits, settled };
+  gate pass_policy(node_id n) noexcept;
+  /// Whether node `n`, about to run, goes to the blocking lane instead of running here.
+  bool runs_elsewhere(node_id n, chain_policy policy) const noexcept;
   void note_started(node_state& s) noexcept;  // staged runs: for the peak in flight
   bool must_skip(node_id n) const noexcept;
   /// Marks `n` skipped (it did not start), and, for a batch op's call, leaves its batch.
   void skip(node_id n) noexcept;
   attempt_end execute(node_id n) noexcept;
+  /// Runs a plain node (see plain() in run.cpp) to its outcome: the common case.
+  void execute_plain(node_id n, const node_layout& ni, node_state& s) noexcept;
   /// Calls an op node's kernel on this thread into `out`, watched by the monitor and timed.
   void invoke_timed(const node_layout& ni, void* out, std::exception_ptr& error,
                     std::uint64_t& took, std::uint64_t& cpu) noexcept;
@@ -382,9 +384,11 @@ class run final : public job,
   /// comes before the point where it stopped: the direct call would have thrown it.
   bool op_error_wins() noexcept;
   void copy_args(std::span<const void* const> args, const arg_copier* copier) noexcept;
+  /// reset()'s end: a plan run's nodes and this call's value addresses, or a staged run's tables.
+  void reset_plan_nodes(const graph& g, std::span<const void* const> args) noexcept;
+  void reset_staged_tables() noexcept;
 
   // The owner's side.
-  /// What the owner waits for: every node, node `n`, or every node before the first error.
   /// What the owner waits for: every node, node `n`, or every node before the first error;
   /// or the call's end (every node, or a settled first error: fail fast). Each wait also
   /// ends when the call stops.
@@ -396,6 +400,13 @@ class run final : public job,
   std::byte* allocate_storage(std::size_t size, std::size_t align);
   void leave_pool() noexcept;
   void account() noexcept;
+  /// Adds each node's run to its op's counters (in `slot`) and returns the ops' time: every
+  /// run, or a plan run whose ops have no policy and no batch. counters_of: node `n`'s (of
+  /// `op`), or null; `last` are those of `last_op`.
+  std::uint64_t account_all(std::uint32_t slot, double ns_per_tick) noexcept;
+  std::uint64_t account_plain(std::uint32_t slot, double ns_per_tick) noexcept;
+  op_counters* counters_of(node_id n, const op_runtime* op, const op_runtime* last_op,
+                           op_counters* last) noexcept;
   void catch_up_values();
   void link(node_id n, node_id producer);
   /// Marks the nodes a read of `target`'s value needs; true if the read serializes the body
@@ -466,6 +477,7 @@ class run final : public job,
   std::uint32_t cells_ = 0;    // ready-queue cells of the nodes in the table
   bool has_timeouts_ = false;  // a plan run whose ops have timeouts: attempts may be left behind
   bool has_limited_roots_ = false;  // a plan run with roots of ops with a concurrency bound
+  bool has_policies_ = false;       // a plan run with an op with a policy, or a batch op
   std::atomic<std::uint32_t> published_{0};  // nodes in the table (release), for stop()
   /// Attempts that timed out while their op still runs: the run cannot be reused before they
   /// return.

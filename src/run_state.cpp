@@ -33,7 +33,9 @@ run::run(const plan& p) : plan_(&p), graph_(&p.ir()) {
   for (const node_layout& l : p.nodes()) {
     cells_ += queue_cells(l.op);
     if (l.op && l.op->policy && l.op->policy->timeout_ns) has_timeouts_ = true;
+    if (l.op && l.op->policy) has_policies_ = true;
   }
+  if (!p.batches().groups.empty()) has_policies_ = true;
   for (node_id r : p.roots()) {
     if (p.nodes()[r].op && p.nodes()[r].op->limit) has_limited_roots_ = true;
   }
@@ -129,8 +131,13 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
   const call_limits* limits = call_limits::current();
   bounded_ = limits && limits->bounded();
   // Its own copy when ops may be left behind: a bounded call's, or one that timed out.
-  copy_args(args, bounded_ || has_timeouts_ || !plan_ ? copier : nullptr);
-  args = args_;
+  if (bounded_ || has_timeouts_ || !plan_ || arg_held_) {
+    copy_args(args, bounded_ || has_timeouts_ || !plan_ ? copier : nullptr);
+    args = args_;
+  } else {
+    args_ = args;  // the common case: no copy to make, none held
+    detachable_ = false;
+  }
   counters_ = counters;
   ops_ = ops;
   // Only the cells the last call wrote need clearing.
@@ -157,37 +164,47 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
   times_ = {};
   t0_ = ticks();
   if (plan_) {
-    const auto layout = plan_->nodes();
-    for (std::uint32_t i = 0; i < count_; ++i) {
-      node_state& s = nodes_[i];
-      s.join.store(layout[i].join, std::memory_order_relaxed);
-      s.outcome.store(pending, std::memory_order_relaxed);
-      s.bad_input.store(false, std::memory_order_relaxed);
-      s.holds_permit = false;
-      s.holds_tokens = false;
-      s.token_error = false;
-      s.attempts = 0;
-      s.timeouts = 0;
-      s.rate_wait = 0;
-      s.ticks = 0;
-      s.cpu_ns = 0;
-      if (s.cache) s.cache->clear();
-      s.sent_batch = false;
-      s.sent_counts = {};
-    }
-    reset_batches();
-    remaining_.store(count_, std::memory_order_relaxed);
-    for (value_id v : plan_->call_values()) {
-      const auto& loc = plan_->values()[v];
-      addr_[v] =
-          loc.kind == value_kind::argument
-              ? const_cast<void*>(args[loc.where])
-              : const_cast<void*>(g.values()[v].element(addr_[loc.where], loc.element_index));
-    }
-    const auto in_values = plan_->input_values();
-    for (std::uint32_t slot : plan_->call_inputs()) inputs_[slot] = addr_[in_values[slot]];
-    return;
+    reset_plan_nodes(g, args);
+  } else {
+    reset_staged_tables();
   }
+}
+
+void run::reset_plan_nodes(const graph& g, std::span<const void* const> args) noexcept {
+  const auto layout = plan_->nodes();
+  for (std::uint32_t i = 0; i < count_; ++i) {
+    node_state& s = nodes_[i];
+    s.join.store(layout[i].join, std::memory_order_relaxed);
+    s.outcome.store(pending, std::memory_order_relaxed);
+    s.bad_input.store(false, std::memory_order_relaxed);
+    s.holds_permit = false;
+    // A node without a policy writes its times whenever it runs (account() reads them only
+    // then), and none of the fields below.
+    if (!has_policies_) continue;
+    s.ticks = 0;
+    s.cpu_ns = 0;
+    s.holds_tokens = false;
+    s.token_error = false;
+    s.attempts = 0;
+    s.timeouts = 0;
+    s.rate_wait = 0;
+    if (s.cache) s.cache->clear();
+    s.sent_batch = false;
+    s.sent_counts = {};
+  }
+  if (has_policies_) reset_batches();
+  remaining_.store(count_, std::memory_order_relaxed);
+  for (value_id v : plan_->call_values()) {
+    const auto& loc = plan_->values()[v];
+    addr_[v] = loc.kind == value_kind::argument
+                   ? const_cast<void*>(args[loc.where])
+                   : const_cast<void*>(g.values()[v].element(addr_[loc.where], loc.element_index));
+  }
+  const auto in_values = plan_->input_values();
+  for (std::uint32_t slot : plan_->call_inputs()) inputs_[slot] = addr_[in_values[slot]];
+}
+
+void run::reset_staged_tables() noexcept {
   count_ = 0;
   cells_ = 0;
   published_.store(0, std::memory_order_relaxed);
@@ -215,32 +232,105 @@ void* run::value(value_id v) noexcept {
   return addr_[v];
 }
 
+namespace {
+
+/// What one call's nodes of one op add to its counters, gathered so that they are added once.
+struct op_tally {
+  std::uint64_t calls = 0, errors = 0, total = 0, longest = 0, retries = 0, timeouts = 0,
+                rate_wait = 0, hits = 0, misses = 0, batches = 0, deduplicated = 0;
+
+  void add_to(op_counters& c, std::uint32_t slot) const noexcept {
+    if (hits) c.cache_hits.fetch_add(hits, std::memory_order_relaxed);
+    if (misses) c.cache_misses.fetch_add(misses, std::memory_order_relaxed);
+    if (errors) c.errors.fetch_add(errors, std::memory_order_relaxed);
+    if (batches) c.batches.fetch_add(batches, std::memory_order_relaxed);
+    if (deduplicated) c.deduplicated.fetch_add(deduplicated, std::memory_order_relaxed);
+    if (calls == 0) return;
+    add_in_slot(c.slots[slot].calls, calls, slot);
+    add_in_slot(c.slots[slot].total_ns, total, slot);
+    if (retries) c.retries.fetch_add(retries, std::memory_order_relaxed);
+    if (timeouts) c.timeouts.fetch_add(timeouts, std::memory_order_relaxed);
+    if (rate_wait) c.rate_wait_ns.fetch_add(rate_wait, std::memory_order_relaxed);
+    std::uint64_t m = c.max_ns.load(std::memory_order_relaxed);
+    while (longest > m && !c.max_ns.compare_exchange_weak(m, longest, std::memory_order_relaxed)) {
+    }
+  }
+};
+
+/// The same for a plan whose ops have no policy and no batch: calls, errors and times only.
+struct plain_tally {
+  std::uint64_t calls = 0, errors = 0, total = 0, longest = 0;
+
+  void add_to(op_counters& c, std::uint32_t slot) const noexcept {
+    if (errors) c.errors.fetch_add(errors, std::memory_order_relaxed);
+    add_in_slot(c.slots[slot].calls, calls, slot);
+    add_in_slot(c.slots[slot].total_ns, total, slot);
+    std::uint64_t m = c.max_ns.load(std::memory_order_relaxed);
+    while (longest > m && !c.max_ns.compare_exchange_weak(m, longest, std::memory_order_relaxed)) {
+    }
+  }
+};
+
+}  // namespace
+
+std::uint64_t run::account_plain(std::uint32_t slot, double ns_per) noexcept {
+  op_counters* cur = nullptr;
+  plain_tally t;
+  std::uint64_t work = 0;
+  for (std::uint32_t i = 0; i < count_; ++i) {
+    const node_state& s = nodes_[i];
+    std::uint8_t o = s.outcome.load(std::memory_order_acquire);
+    if (o == pending || o == skipped) continue;
+    auto d = static_cast<std::uint64_t>(static_cast<double>(s.ticks) * ns_per);
+    op_runtime* op = plan_->nodes()[i].op;
+    bool computes = op && s.cpu_ns && !op->async && !op->blocking();
+    work += computes ? std::min(d, s.cpu_ns) : d;
+    if (!op) continue;
+    op->learn(d);
+    op_counters* c = i < counters_.size() ? counters_[i] : nullptr;
+    if (!c) continue;
+    if (c != cur) {
+      if (cur) t.add_to(*cur, slot);
+      cur = c;
+      t = {};
+    }
+    ++t.calls;
+    t.errors += o == threw;
+    t.total += d;
+    t.longest = std::max<std::uint64_t>(t.longest, d);
+  }
+  if (cur) t.add_to(*cur, slot);
+  return work;
+}
+
+op_counters* run::counters_of(node_id n, const op_runtime* op, const op_runtime* last_op,
+                              op_counters* last) noexcept {
+  if (plan_) return n < counters_.size() ? counters_[n] : nullptr;
+  if (!ops_) return nullptr;
+  if (op == last_op) return last;
+  try {
+    return &ops_->get(graph_->nodes()[n].op);
+  } catch (...) {
+    return nullptr;  // no memory for a new entry: the call goes uncounted
+  }
+}
+
 void run::account() noexcept {
-  // One atomic add per run of nodes of the same op.
+  // One add per run of nodes of the same op, without a locked instruction where this thread
+  // holds a counter slot (counter_slot.hpp).
+  const std::uint32_t slot = counter_slot();
+  const double ns_per = ns_per_tick();
+  times_.op_ns = plan_ && !has_policies_ ? account_plain(slot, ns_per) : account_all(slot, ns_per);
+  times_.wall_ns = static_cast<std::uint64_t>(static_cast<double>(ticks() - t0_) * ns_per);
+  times_.peak_in_flight = peak_in_flight_.load(std::memory_order_relaxed);
+  times_.deepest = deepest_;
+}
+
+std::uint64_t run::account_all(std::uint32_t slot, double ns_per) noexcept {
   op_counters* cur = nullptr;
   const op_runtime* cur_op = nullptr;
-  std::uint64_t calls = 0, errors = 0, total = 0, longest = 0, work = 0;
-  std::uint64_t retries = 0, timeouts = 0, rate_wait = 0, hits = 0, misses = 0;
-  std::uint64_t batches = 0, deduplicated = 0;
-  auto flush = [&] {
-    if (!cur) return;
-    if (hits) cur->cache_hits.fetch_add(hits, std::memory_order_relaxed);
-    if (misses) cur->cache_misses.fetch_add(misses, std::memory_order_relaxed);
-    if (errors) cur->errors.fetch_add(errors, std::memory_order_relaxed);
-    if (batches) cur->batches.fetch_add(batches, std::memory_order_relaxed);
-    if (deduplicated) cur->deduplicated.fetch_add(deduplicated, std::memory_order_relaxed);
-    if (calls == 0) return;
-    cur->calls.fetch_add(calls, std::memory_order_relaxed);
-    if (retries) cur->retries.fetch_add(retries, std::memory_order_relaxed);
-    if (timeouts) cur->timeouts.fetch_add(timeouts, std::memory_order_relaxed);
-    if (rate_wait) cur->rate_wait_ns.fetch_add(rate_wait, std::memory_order_relaxed);
-    cur->total_ns.fetch_add(total, std::memory_order_relaxed);
-    std::uint64_t m = cur->max_ns.load(std::memory_order_relaxed);
-    while (longest > m &&
-           !cur->max_ns.compare_exchange_weak(m, longest, std::memory_order_relaxed)) {
-    }
-  };
-  const double ns_per = ns_per_tick();
+  op_tally t;
+  std::uint64_t work = 0;
   for (std::uint32_t i = 0; i < count_; ++i) {
     const node_state& s = nodes_[i];
     // Acquire: an early end accounts while nodes may still be finishing.
@@ -255,52 +345,35 @@ void run::account() noexcept {
     if (!op) continue;
     const bool hit = s.cache && s.cache->hit;  // the op did not run: nothing to learn
     if (!hit) op->learn(d);
-    op_counters* c = nullptr;
-    if (plan_) {
-      c = i < counters_.size() ? counters_[i] : nullptr;
-    } else if (ops_) {
-      if (op == cur_op) {
-        c = cur;
-      } else {
-        try {
-          c = &ops_->get(graph_->nodes()[i].op);
-        } catch (...) {
-          c = nullptr;  // no memory for a new entry: the call goes uncounted
-        }
-      }
-    }
+    op_counters* c = counters_of(i, op, cur_op, cur);
     if (!c) continue;
     if (c != cur) {
-      flush();
+      if (cur) t.add_to(*cur, slot);
       cur = c;
       cur_op = op;
-      calls = errors = total = longest = retries = timeouts = rate_wait = hits = misses = 0;
-      batches = deduplicated = 0;
+      t = {};
     }
-    batches += s.sent_batch;
-    deduplicated += s.sent_counts.deduplicated;
-    retries += s.sent_counts.resends;  // a batch's re-sends, on its first call
-    timeouts += s.sent_counts.timeouts;
-    errors += o == threw;
+    t.batches += s.sent_batch;
+    t.deduplicated += s.sent_counts.deduplicated;
+    t.retries += s.sent_counts.resends;  // a batch's re-sends, on its first call
+    t.timeouts += s.sent_counts.timeouts;
+    t.errors += o == threw;
     if (hit) {
-      ++hits;  // not a call of the op
+      ++t.hits;  // not a call of the op
       continue;
     }
-    misses += s.cache && s.cache->miss;
+    t.misses += s.cache && s.cache->miss;
     // Every attempt is a call of the op; the retries are counted on their own too.
     const std::uint64_t attempts = std::max<std::uint16_t>(s.attempts, 1);
-    calls += attempts;
-    retries += attempts - 1;
-    timeouts += s.timeouts;
-    if (s.rate_wait) rate_wait += ticks_to_ns(s.rate_wait);
-    total += d;
-    longest = std::max<std::uint64_t>(longest, d);
+    t.calls += attempts;
+    t.retries += attempts - 1;
+    t.timeouts += s.timeouts;
+    if (s.rate_wait) t.rate_wait += ticks_to_ns(s.rate_wait);
+    t.total += d;
+    t.longest = std::max<std::uint64_t>(t.longest, d);
   }
-  flush();
-  times_.op_ns = work;
-  times_.wall_ns = ticks_to_ns(ticks() - t0_);
-  times_.peak_in_flight = peak_in_flight_.load(std::memory_order_relaxed);
-  times_.deepest = deepest_;
+  if (cur) t.add_to(*cur, slot);
+  return work;
 }
 
 // ---- bounded calls ------------------------------------------------------------------------

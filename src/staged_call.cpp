@@ -101,7 +101,7 @@ std::exception_ptr staged_call::drain() noexcept {
   drained_ = run_->drain();
   jit_core::impl& m = *core_.impl_;
   const std::size_t nodes = ctx_->ir().nodes().size();
-  m.mine().serial_reads.fetch_add(serial_reads_, std::memory_order_relaxed);
+  m.mine().add(&call_counters::serial_reads, serial_reads_);
   m.record_staged(*run_, nodes, nodes == 0 && first_of_signature_);
   // Nodes still running (the call stopped or failed fast): the run is left behind now, while
   // the trace's graph, whose constants and ops they may use, is still here to keep.
@@ -145,7 +145,7 @@ finished_run staged_call::values(const result_recipe& recipe) {
 
 void staged_call::finish_fallback() {
   if (!fell_back_) return;
-  core_.impl_->mine().fallback_calls.fetch_add(1, std::memory_order_relaxed);
+  core_.impl_->mine().add(&call_counters::fallback_calls, 1);
   if (jit_core::strict()) {
     throw error("xcs (XCS_STRICT): the call fell back: " + ticket_.entry->reason);
   }

@@ -314,40 +314,7 @@ class op_fn {
         // Nothing to apply around it: a plain call.
         return detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
       }
-      if (limits) limits->check_op(state_->name);
-      using R = detail::op_call_result_t<Fn&, A&&...>;
-      auto once = [&]() -> R {
-        detail::direct_instance instance(*state_, limits, direct_tokens(a...));
-        detail::direct_timeout timeout(*state_);
-        // Whatever the op's end, past its timeout the instance failed with timeout_error.
-        auto call = [&]() -> R {
-          try {
-            if constexpr (detail::op_invocable_v<Fn&, A&...>) {
-              // Retried: each attempt gets the arguments as given, none moved from.
-              if (state_->policy && state_->policy->max_attempts > 1) {
-                return detail::invoke_with_stop(state_->fn, a...);
-              }
-            }
-            return detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
-          } catch (...) {
-            timeout.check();
-            throw;
-          }
-        };
-        if constexpr (std::is_void_v<R>) {
-          call();
-          timeout.check();
-        } else if constexpr (std::is_reference_v<R>) {
-          R r = call();
-          timeout.check();
-          return static_cast<R>(r);
-        } else {
-          R r = call();
-          timeout.check();
-          return r;
-        }
-      };
-      return detail::direct_call<Codec, R>(*state_, limits, once, a...);
+      return call_with_policy<A...>(limits, std::forward<A>(a)...);
     }
   }
 
@@ -359,6 +326,46 @@ class op_fn {
   std::uint32_t peak_concurrency() const noexcept { return detail::concurrency_peak(*state_); }
 
  private:
+  /// A direct call with something to apply around it: the call's limits (checked at the op's
+  /// start), the op's policy, or its concurrency bound.
+  template <class... A>
+  decltype(auto) call_with_policy(const detail::call_limits* limits, A&&... a) const {
+    if (limits) limits->check_op(state_->name);
+    using R = detail::op_call_result_t<Fn&, A&&...>;
+    auto once = [&]() -> R {
+      detail::direct_instance instance(*state_, limits, direct_tokens(a...));
+      detail::direct_timeout timeout(*state_);
+      // Whatever the op's end, past its timeout the instance failed with timeout_error.
+      auto call = [&]() -> R {
+        try {
+          if constexpr (detail::op_invocable_v<Fn&, A&...>) {
+            // Retried: each attempt gets the arguments as given, none moved from.
+            if (state_->policy && state_->policy->max_attempts > 1) {
+              return detail::invoke_with_stop(state_->fn, a...);
+            }
+          }
+          return detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
+        } catch (...) {
+          timeout.check();
+          throw;
+        }
+      };
+      if constexpr (std::is_void_v<R>) {
+        call();
+        timeout.check();
+      } else if constexpr (std::is_reference_v<R>) {
+        R r = call();
+        timeout.check();
+        return static_cast<R>(r);
+      } else {
+        R r = call();
+        timeout.check();
+        return r;
+      }
+    };
+    return detail::direct_call<Codec, R>(*state_, limits, once, a...);
+  }
+
   /// The tokens a direct call takes (its weight, if the op has one).
   template <class... A>
   double direct_tokens(const A&... a) const {

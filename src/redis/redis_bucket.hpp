@@ -99,6 +99,9 @@ class redis_bucket final : public token_source, public std::enable_shared_from_t
   void forget_parent_waiters() noexcept;
   void use_this_process_loop();
   void throw_if_down(steady_time now) const;
+  /// The loop and connection a question goes through (this process's own, in a child that
+  /// has not acquired yet).
+  event_loop* route_for_asking(std::shared_ptr<connection>& conn) const;
   std::string message(const std::string& why) const;
   bool head_needs_ask() noexcept;
   void post_ask(event_loop& loop);

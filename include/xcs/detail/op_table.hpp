@@ -8,18 +8,25 @@
 #include <memory>
 #include <mutex>
 
+#include "xcs/detail/counter_slot.hpp"
 #include "xcs/detail/op_runtime.hpp"
 
 namespace xcs::detail {
 
 /// Counters of one op within one jitted function. Relaxed atomics: reported, never used to
-/// synchronize.
+/// synchronize. What every call adds to (its calls and time) is kept per counter slot, so the
+/// thread that holds a slot adds without a locked instruction (counter_slot.hpp).
 struct op_counters {
   explicit op_counters(std::shared_ptr<const op_identity> o) : op(std::move(o)) {}
   std::shared_ptr<const op_identity> op;
-  std::atomic<std::uint64_t> calls{0};
+  struct per_slot {
+    std::atomic<std::uint64_t> calls{0};
+    std::atomic<std::uint64_t> total_ns{0};
+  };
+  per_slot slots[kCounterSlots];
+  std::uint64_t calls() const noexcept { return sum(&per_slot::calls); }
+  std::uint64_t total_ns() const noexcept { return sum(&per_slot::total_ns); }
   std::atomic<std::uint64_t> errors{0};
-  std::atomic<std::uint64_t> total_ns{0};
   std::atomic<std::uint64_t> max_ns{0};
   std::atomic<std::uint64_t> retries{0};
   std::atomic<std::uint64_t> timeouts{0};
@@ -28,6 +35,13 @@ struct op_counters {
   std::atomic<std::uint64_t> cache_misses{0};
   std::atomic<std::uint64_t> batches{0};       // a batch op's calls of its function
   std::atomic<std::uint64_t> deduplicated{0};  // its inputs sent once for several calls
+
+ private:
+  std::uint64_t sum(std::atomic<std::uint64_t> per_slot::*field) const noexcept {
+    std::uint64_t t = 0;
+    for (const per_slot& c : slots) t += (c.*field).load(std::memory_order_relaxed);
+    return t;
+  }
 };
 
 /// The counters of every op a function's plans ran. Entries never move or go away, so plans

@@ -28,13 +28,15 @@ class signature {
   template <class... Args>
   static signature of(const Args&... args) {
     using list = type_list<std::decay_t<Args>...>;
+    // hash_code() hashes the type's name: once per argument list, not on every call.
+    static const std::size_t type_hash = typeid(list).hash_code();
     signature s;
     s.types_ = &typeid(list);
     s.arg_types_ = list::types;
     s.arg_count_ = sizeof...(Args);
     std::uint32_t i = 0;
     (s.add_sizes(i++, args), ...);
-    s.hash_ = s.compute_hash();
+    s.hash_ = s.compute_hash(type_hash);
     return s;
   }
 
@@ -62,8 +64,7 @@ class signature {
       }
     }
   }
-  std::size_t compute_hash() const noexcept {
-    std::size_t h = types_->hash_code();
+  std::size_t compute_hash(std::size_t h) const noexcept {
     for (std::size_t n : sizes_) h = (h ^ n) * 0x100000001b3ULL;
     return h;
   }
