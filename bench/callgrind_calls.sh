@@ -16,6 +16,10 @@ if [[ $# -lt 1 || $# -gt 2 ]]; then
   sed -n '7,11p' "$0" >&2
   exit 2
 fi
+if ! command -v valgrind >/dev/null; then
+  echo "callgrind_calls.sh: valgrind not found (scripts/install-deps.sh bench installs it)" >&2
+  exit 1
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 build=$(cd "$1" && pwd)
 src=$(cd "${2:-$here/..}" && pwd)

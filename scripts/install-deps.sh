@@ -6,7 +6,8 @@
 # Usage: scripts/install-deps.sh [bench] [http] [redis] [sqlite] [clang]
 #   (no argument)  compiler toolchain (g++, and clang++ for the strict-warnings test), CMake,
 #                  Ninja, Boost.Context, fmt, GoogleTest, Google Benchmark, clang-format
-#   bench          adds oneTBB, the baseline the benchmarks compare against
+#   bench          adds oneTBB, the baseline the benchmarks compare against, and valgrind
+#                  (bench/callgrind_calls.sh counts instructions with it)
 #   clang          adds clang's sanitizer runtimes (clang++ is in the base set), for
 #                  scripts/check-user-flags.sh
 #   http           adds libcurl, nlohmann/json, nginx and its echo module, for the HTTP
@@ -25,7 +26,7 @@ packages=(cmake g++ clang make ninja-build pkg-config clang-format
           libboost-context-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev)
 for set_name in "$@"; do
   case "$set_name" in
-    bench) packages+=(libtbb-dev) ;;
+    bench) packages+=(libtbb-dev valgrind) ;;
     http) packages+=(libcurl4-openssl-dev nlohmann-json3-dev nginx libnginx-mod-http-echo) ;;
     redis) packages+=(libhiredis-dev nlohmann-json3-dev redis-server) ;;
     sqlite) packages+=(libsqlite3-dev) ;;
