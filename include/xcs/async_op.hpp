@@ -304,22 +304,8 @@ class async_op_fn {
         // Tokens, then a permit held until the completion.
         detail::direct_instance instance(*state_, limits, direct_tokens(a...));
         detail::direct_timeout timeout(*state_);  // stops the work at its timeout
-        auto call = [&]() -> R {
-          try {
-            return detail::call_async<R>(state_->fn, *state_, a...);
-          } catch (...) {
-            timeout.check();
-            throw;
-          }
-        };
-        if constexpr (std::is_void_v<R>) {
-          call();
-          timeout.check();
-        } else {
-          R r = call();
-          timeout.check();
-          return r;
-        }
+        return timeout.call(
+            [&]() -> R { return detail::call_async<R>(state_->fn, *state_, a...); });
       };
       return detail::direct_call<Codec, R>(*state_, limits, once, a...);
     }

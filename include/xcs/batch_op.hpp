@@ -203,15 +203,7 @@ struct batch_op_state final
     auto once = [&]() -> std::vector<Out> {
       direct_instance instance(per_batch, limits, tokens(inputs));
       direct_timeout timeout(per_batch);
-      std::vector<Out> r;
-      try {
-        r = invoke_callable(fn, inputs);
-      } catch (...) {
-        timeout.check();
-        throw;
-      }
-      timeout.check();
-      return r;
+      return timeout.call([&] { return invoke_callable(fn, inputs); });
     };
     std::vector<Out> r = direct_attempts(per_batch, limits, once);
     if (limits) limits->check_op(name);
@@ -329,15 +321,8 @@ class batch_op_fn {
       auto once = [&]() -> std::vector<Out> {
         detail::direct_instance instance(state_->per_batch, limits, state_->tokens(one));
         detail::direct_timeout timeout(state_->per_batch);
-        std::vector<Out> got;
-        try {
-          got = detail::call_async<std::vector<Out>>(state_->fn, *state_, one);
-        } catch (...) {
-          timeout.check();
-          throw;
-        }
-        timeout.check();
-        return got;
+        return timeout.call(
+            [&] { return detail::call_async<std::vector<Out>>(state_->fn, *state_, one); });
       };
       r = detail::direct_attempts(state_->per_batch, limits, once);
       if (limits) limits->check_op(state_->name);

@@ -336,32 +336,15 @@ class op_fn {
       detail::direct_instance instance(*state_, limits, direct_tokens(a...));
       detail::direct_timeout timeout(*state_);
       // Whatever the op's end, past its timeout the instance failed with timeout_error.
-      auto call = [&]() -> R {
-        try {
-          if constexpr (detail::op_invocable_v<Fn&, A&...>) {
-            // Retried: each attempt gets the arguments as given, none moved from.
-            if (state_->policy && state_->policy->max_attempts > 1) {
-              return detail::invoke_with_stop(state_->fn, a...);
-            }
+      return timeout.call([&]() -> R {
+        if constexpr (detail::op_invocable_v<Fn&, A&...>) {
+          // Retried: each attempt gets the arguments as given, none moved from.
+          if (state_->policy && state_->policy->max_attempts > 1) {
+            return detail::invoke_with_stop(state_->fn, a...);
           }
-          return detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
-        } catch (...) {
-          timeout.check();
-          throw;
         }
-      };
-      if constexpr (std::is_void_v<R>) {
-        call();
-        timeout.check();
-      } else if constexpr (std::is_reference_v<R>) {
-        R r = call();
-        timeout.check();
-        return static_cast<R>(r);
-      } else {
-        R r = call();
-        timeout.check();
-        return r;
-      }
+        return detail::invoke_with_stop(state_->fn, std::forward<A>(a)...);
+      });
     };
     return detail::direct_call<Codec, R>(*state_, limits, once, a...);
   }

@@ -12,6 +12,7 @@
 #include <optional>
 #include <stop_token>
 #include <string>
+#include <type_traits>
 
 #include "xcs/detail/cache_store.hpp"
 #include "xcs/detail/call_limits.hpp"
@@ -150,6 +151,32 @@ class direct_timeout {
   /// After the op returned: throws xcs::timeout_error if its timeout had passed.
   void check() const {
     if (timer_) check_due();
+  }
+  /// Calls `f` (the instance) and returns what it returns, checked: past the timeout, whether
+  /// `f` returned or threw, the outcome is xcs::timeout_error instead.
+  template <class F>
+  std::invoke_result_t<F&> call(F&& f) const {
+    using R = std::invoke_result_t<F&>;
+    auto attempt = [&]() -> R {
+      try {
+        return f();
+      } catch (...) {
+        check();
+        throw;
+      }
+    };
+    if constexpr (std::is_void_v<R>) {
+      attempt();
+      check();
+    } else {
+      R r = attempt();
+      check();
+      if constexpr (std::is_reference_v<R>) {
+        return static_cast<R>(r);
+      } else {
+        return r;
+      }
+    }
   }
 
  private:
