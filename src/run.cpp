@@ -210,6 +210,38 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
   }
 }
 
+bool run::too_cheap_to_share() const noexcept {
+  // The rule share() applies to what is queued, applied to the whole call before it starts.
+  std::uint64_t ns = 0;
+  for (const node_layout& ni : plan_->nodes()) {
+    if (!ni.op) {
+      ns += kOperatorNs;
+      continue;
+    }
+    const std::uint32_t e = ni.op->est_ns.load(std::memory_order_relaxed);
+    if (e == 0 || ni.op->blocking()) return false;  // not measured yet, or for the lane
+    ns += e;
+    if (ns >= kWakeNs) return false;
+  }
+  return true;
+}
+
+void run::run_in_order() noexcept {
+  // No node is offered to another thread, so none needs its successors released or its end
+  // counted: the owner runs them as the direct call would, in program order (a topological
+  // order), and reaches no node after the first exception (run_chain's skip rule: an earlier
+  // node failed, so every later one is skipped).
+  for (node_id n = 0; n < count_; ++n) {
+    node_state& s = nodes_[n];
+    if (first_error_.load(std::memory_order_relaxed) != no_id) {
+      s.outcome.store(skipped, std::memory_order_relaxed);
+    } else {
+      execute_plain(n, info(n), s);
+    }
+  }
+  remaining_.store(0, std::memory_order_relaxed);
+}
+
 run::gate run::pass_policy(node_id n) noexcept {
   node_state& s = nodes_[n];
   const op_policy& pol = *info(n).op->policy;

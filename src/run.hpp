@@ -283,6 +283,11 @@ class run final : public job,
 
   // The node lifecycle.
   void run_chain(node_id n, chain_policy policy) noexcept;
+  /// Plan runs: whether this call is worth less than one wake, so that no other thread could
+  /// take part profitably: every node plain and every op measured, not blocking, and cheap.
+  bool too_cheap_to_share() const noexcept;
+  /// Plan runs, owner: the lifecycle of a call too cheap to share, on this thread alone.
+  void run_in_order() noexcept;
   /// A node of an op with a policy after its policy's gate (the result cache, then tokens): it
   /// goes on, waits (queued again later), or is settled (a cache hit, or a failure recorded).
   enum class gate : std::uint8_t { open, waits, settled };
@@ -478,6 +483,7 @@ class run final : public job,
   bool has_timeouts_ = false;  // a plan run whose ops have timeouts: attempts may be left behind
   bool has_limited_roots_ = false;  // a plan run with roots of ops with a concurrency bound
   bool has_policies_ = false;       // a plan run with an op with a policy, or a batch op
+  bool all_plain_ = false;          // a plan run whose nodes are all plain (no async op, no limit)
   std::atomic<std::uint32_t> published_{0};  // nodes in the table (release), for stop()
   /// Attempts that timed out while their op still runs: the run cannot be reused before they
   /// return.

@@ -89,6 +89,11 @@ void run::leave_pool() noexcept {
 }
 
 void run::run_to_end() {
+  if (all_plain_ && !bounded_ && too_cheap_to_share()) {
+    run_in_order();
+    if (std::exception_ptr e = end_call()) std::rethrow_exception(e);
+    return;
+  }
   const chain_policy policy = bounded_ ? chain_policy::no_ops : chain_policy::any;
   const auto roots = plan_->roots();
   // Roots of ops with a concurrency bound take their permits here, in program order, before

@@ -36,6 +36,9 @@ run::run(const plan& p) : plan_(&p), graph_(&p.ir()) {
     if (l.op && l.op->policy) has_policies_ = true;
   }
   if (!p.batches().groups.empty()) has_policies_ = true;
+  all_plain_ = !has_policies_ && std::none_of(p.nodes().begin(), p.nodes().end(), [](auto& l) {
+    return l.kernel->start || l.kernel->wants_stop || (l.op && l.op->limit);
+  });
   for (node_id r : p.roots()) {
     if (p.nodes()[r].op && p.nodes()[r].op->limit) has_limited_roots_ = true;
   }

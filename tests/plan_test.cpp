@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <xcs/xcs.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
@@ -274,6 +275,51 @@ TEST(PlanTest, OpsDependingOnAFailedOpNeverRun) {
   });
   EXPECT_THROW(f(1, 2), op_failure);
   EXPECT_EQ(tail_runs.count(), 0);
+}
+
+TEST(PlanTest, ACallTooCheapToShareStillStopsAtTheFirstException) {
+  // Once its ops are measured cheap, a call runs on its caller in program order
+  // (run::run_in_order): the same results and the same exception object, and no op after
+  // the thrower runs, not even one that does not depend on it.
+  invocation_counter before_runs;
+  invocation_counter after_runs;
+  auto before = xcs::op("before", [&](int v) {
+    before_runs.hit();
+    return v + 1;
+  });
+  auto check = xcs::op("check", [](int v) {
+    if (v < 0) throw_failure(v);
+    return v;
+  });
+  auto after = xcs::op("after", [&](int v) {
+    after_runs.hit();
+    return v * 2;
+  });
+  auto f = xcs::jit([&](auto a, auto b) {
+    auto x = before(a);
+    auto y = check(b);
+    auto z = after(a);
+    return x + y + z;
+  });
+  for (int i = 0; i < 50; ++i) ASSERT_EQ(f(i, i), (i + 1) + i + 2 * i);
+  const int ran_before = before_runs.count();
+  const int ran_after = after_runs.count();
+  try {
+    f(1, -7);
+    FAIL() << "expected op_failure";
+  } catch (const op_failure& e) {
+    EXPECT_EQ(e.id, -7);
+    EXPECT_EQ(e.origin, &e) << "the caller got a copy, not the object the op threw";
+  }
+  EXPECT_EQ(before_runs.count(), ran_before + 1);
+  EXPECT_EQ(after_runs.count(), ran_after) << "an op after the thrower ran";
+  EXPECT_EQ(f(3, 4), 4 + 4 + 6);
+  const xcs::stats st = f.stats();
+  EXPECT_EQ(st.fallback_calls, 0u);
+  const auto check_stats = std::find_if(st.ops.begin(), st.ops.end(),
+                                        [](const xcs::op_stats& o) { return o.name == "check"; });
+  ASSERT_NE(check_stats, st.ops.end());
+  EXPECT_EQ(check_stats->errors, 1u);
 }
 
 // ---- analysis ----------------------------------------------------------------------------

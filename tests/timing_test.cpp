@@ -6,6 +6,7 @@
 #include <xcs/xcs.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <numeric>
 #include <thread>
@@ -50,6 +51,23 @@ TEST(TimingTest, FourIndependentFetchesTakeAboutOne) {
     auto [first, last] = std::minmax_element(s.begin(), s.end());
     EXPECT_LT(*last - *first, 60.0) << "the fetches did not start together (call " << call << ")";
   }
+}
+
+TEST(TimingTest, ACheapPlanIsSharedAgainOnceItsOpsGrowSlow) {
+  // Measured cheap, the calls run on the caller in program order; once the ops take 40 ms,
+  // the next calls overlap them again (serially 160 ms).
+  std::atomic<int> wait_ms{0};
+  auto fetch = xcs::op("fetch", [&](int v) {
+    if (int ms = wait_ms.load()) sleep_ms(ms);
+    return v;
+  });
+  auto f = xcs::jit(
+      [&](auto a, auto b, auto c, auto d) { return fetch(a) + fetch(b) + fetch(c) + fetch(d); });
+  for (int i = 0; i < 50; ++i) ASSERT_EQ(f(i, 1, 2, 3), i + 6);
+  wait_ms.store(40);
+  EXPECT_EQ(f(1, 2, 3, 4), 10);  // may run in order: its ops were cheap until now
+  double ms = time_ms([&] { EXPECT_EQ(f(1, 2, 3, 4), 10); });
+  EXPECT_LT(ms, 110.0) << "a plan once cheap stayed serial (serially 160 ms)";
 }
 
 TEST(TimingTest, BlockingCallsWithoutHintTakeWellUnder300Ms) {
