@@ -484,6 +484,8 @@ class run final : public job,
   bool has_limited_roots_ = false;  // a plan run with roots of ops with a concurrency bound
   bool has_policies_ = false;       // a plan run with an op with a policy, or a batch op
   bool all_plain_ = false;          // a plan run whose nodes are all plain (no async op, no limit)
+  bool trivial_results_ = false;    // a plan run whose results need no destructor call
+  bool in_order_ = false;           // this call runs in order (run_in_order), decided by reset()
   std::atomic<std::uint32_t> published_{0};  // nodes in the table (release), for stop()
   /// Attempts that timed out while their op still runs: the run cannot be reused before they
   /// return.

@@ -89,7 +89,7 @@ void run::leave_pool() noexcept {
 }
 
 void run::run_to_end() {
-  if (all_plain_ && !bounded_ && too_cheap_to_share()) {
+  if (in_order_) {
     run_in_order();
     if (std::exception_ptr e = end_call()) std::rethrow_exception(e);
     return;

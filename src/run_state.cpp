@@ -39,6 +39,8 @@ run::run(const plan& p) : plan_(&p), graph_(&p.ir()) {
   all_plain_ = !has_policies_ && std::none_of(p.nodes().begin(), p.nodes().end(), [](auto& l) {
     return l.kernel->start || l.kernel->wants_stop || (l.op && l.op->limit);
   });
+  trivial_results_ = std::all_of(p.nodes().begin(), p.nodes().end(),
+                                 [](auto& l) { return l.kernel->trivial_destroy; });
   for (node_id r : p.roots()) {
     if (p.nodes()[r].op && p.nodes()[r].op->limit) has_limited_roots_ = true;
   }
@@ -167,6 +169,7 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
   times_ = {};
   t0_ = ticks();
   if (plan_) {
+    in_order_ = all_plain_ && !bounded_ && too_cheap_to_share();
     reset_plan_nodes(g, args);
   } else {
     reset_staged_tables();
@@ -175,7 +178,9 @@ void run::reset(const graph& g, std::span<const void* const> args, const arg_cop
 
 void run::reset_plan_nodes(const graph& g, std::span<const void* const> args) noexcept {
   const auto layout = plan_->nodes();
-  for (std::uint32_t i = 0; i < count_; ++i) {
+  // A call in order sets every node's outcome as it goes, and reads no join count nor bad
+  // input flag; whichever call next runs shared resets them here first.
+  for (std::uint32_t i = 0; i < count_ && !in_order_; ++i) {
     node_state& s = nodes_[i];
     s.join.store(layout[i].join, std::memory_order_relaxed);
     s.outcome.store(pending, std::memory_order_relaxed);
@@ -430,6 +435,7 @@ void run::copy_args(std::span<const void* const> args, const arg_copier* copier)
 
 void run::destroy_results() noexcept {
   if (arg_held_) std::exchange(arg_held_, nullptr)->destroy(arg_at_);
+  if (trivial_results_) return;  // (their outcome stays `constructed` until the next reset)
   for (std::uint32_t i = 0; i < count_; ++i) {
     node_state& s = nodes_[i];
     if (s.outcome.load(std::memory_order_relaxed) == constructed) {

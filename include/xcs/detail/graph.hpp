@@ -81,6 +81,8 @@ struct kernel {
   void (*relocate)(void* to, void* from) = nullptr;
   /// An op made with xcs::cache: its inputs' key and copies of its result; else null.
   const cache_kernel* cache = nullptr;
+  /// `destroy` does nothing (a void or trivially destructible result): a run need not call it.
+  bool trivial_destroy = true;
 };
 
 /// Address of element `index` of a container value, type-erased.

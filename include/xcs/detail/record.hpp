@@ -65,8 +65,10 @@ constexpr kernel make_kernel(void (*invoke)(const void*, const void* const*, std
   } else {
     void (*relocate)(void*, void*) = nullptr;
     if constexpr (std::is_move_constructible_v<R>) relocate = &relocate_value<R>;
-    return kernel{invoke, &destroy_value<R>, sizeof(R), alignof(R), &typeid(R),
-                  start,  wants_stop,        weigh,     relocate,   cache};
+    kernel k{invoke, &destroy_value<R>, sizeof(R), alignof(R), &typeid(R),
+             start,  wants_stop,        weigh,     relocate,   cache};
+    k.trivial_destroy = std::is_trivially_destructible_v<R>;
+    return k;
   }
 }
 
