@@ -73,9 +73,11 @@ struct async_slot {
   }
 };
 
-/// The completion's arrival: settles the node if the function has returned already.
+/// The completion's arrival: settles the node if the function has returned already. A
+/// completion that finds the start arrived (acquire) is the second party without a
+/// read-modify-write: the start never arrives twice.
 inline void completion_arrives(async_slot& s) noexcept {
-  if (s.arrive()) s.sink->settle(s);
+  if (s.pending.load(std::memory_order_acquire) == 1 || s.arrive()) s.sink->settle(s);
 }
 
 /// The `xcs::error` a dropped completion fails its op with ("completion dropped"), and the
