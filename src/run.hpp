@@ -316,6 +316,8 @@ class run final : public job,
   void arrive_at_batch(batch& b) noexcept;
   /// Every member has arrived: sends the started ones (if any) to the op's batch function.
   void send_batch(batch& b) noexcept;
+  /// Every started member of `b`, which could not be sent, fails with `e`.
+  void fail_batch(batch& b, const std::exception_ptr& e) noexcept;
   std::span<const node_id> batch_members(const batch& b) const noexcept;
   /// Plan runs: every batch waits for all its members again.
   void reset_batches() noexcept;

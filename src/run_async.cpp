@@ -43,11 +43,11 @@ run::attempt_end run::conclude(node_id n, async_slot& a) noexcept {
   node_state& s = nodes_[n];
   auto* at = static_cast<attempt*>(a.attempt);
   concurrency_limit* limit = ni.op->limit.get();
-  std::exception_ptr e = a.error();
+  // Moved out, and the other cleared: a reused run keeps no exception alive.
+  std::exception_ptr e = std::move(a.start_error ? a.start_error : a.done_error);
+  if (a.done_error) a.done_error = nullptr;
   const bool has_value = a.has_value;
   const std::uint64_t took = std::max<std::uint64_t>(ticks() - a.t0, 1);  // start to completion
-  a.start_error = nullptr;  // a reused run keeps no exception alive
-  a.done_error = nullptr;
   if (at && !claim(at)) {
     discard(at, has_value);  // timed out: the node went on without it (`a` is gone)
     if (limit) limit->release();

@@ -17,15 +17,24 @@ node_id run::join_batch(node_id n) noexcept {
   node_state& s = nodes_[n];
   async_slot& a = *s.async;
   op_runtime* op = info(n).op;
-  a.prepare(*this, op, s.out, n, ticks());
+  const std::uint64_t t0 = ticks();
+  a.prepare(*this, op, s.out, n, t0);
   a.attempt = nullptr;
-  // The batch's outcome may come from any thread: the call counts as a helper until settled.
-  helpers_inside.fetch_add(1, std::memory_order_relaxed);
+  // The start's part: the batch's delivery, which comes only after this call's arrival at the
+  // batch, is the second, which settles. The call counts as a helper from the send on
+  // (send_batch, once for the batch): until then nothing of it runs on another thread.
+  a.start_arrived_first();
+  batch& b = *s.in_batch;
+  const bool last = b.waits.fetch_sub(1, std::memory_order_acq_rel) == 1;
   // What a call costs the thread that starts it (as an async op's start): it estimates the
-  // queued calls' work, so that joining a batch is not taken for work worth a wake.
-  op->learn_start(ticks_to_ns(ticks() - a.t0));
-  a.arrive();  // the start's part: the batch's delivery is the second, which settles
-  arrive_at_batch(*s.in_batch);
+  // queued calls' work, so that joining a batch is not taken for work worth a wake. Learned
+  // from the call that completes its batch (the calls of a batch cost the same), and from
+  // any call while the op has no estimate (a staged run's batch may be completed by its
+  // closing instead).
+  if (last || op->est_ns.load(std::memory_order_relaxed) == 0) {
+    op->learn_start(ticks_to_ns(ticks() - t0));
+  }
+  if (last) send_batch(b);
   return no_id;
 }
 
@@ -54,15 +63,12 @@ void run::send_batch(batch& b) noexcept {
     }
   } catch (...) {
     // No memory for the list: the started calls fail with std::bad_alloc.
-    const std::exception_ptr e = std::current_exception();
-    for (node_id m : batch_members(b)) {
-      if (nodes_[m].outcome.load(std::memory_order_acquire) == skipped) continue;
-      nodes_[m].async->done_error = e;
-      completion_arrives(*nodes_[m].async);
-    }
+    fail_batch(b, std::current_exception());
     return;
   }
   if (items.empty()) return;
+  // Each call's outcome may come from any thread: it counts as a helper until it has settled.
+  helpers_inside.fetch_add(static_cast<std::uint32_t>(items.size()), std::memory_order_relaxed);
   nodes_[lead].sent_batch = true;  // read by account(), after every member settled
   batch_sender& sender = *b.op->batch;
   const call_limits* limits = bounded_ ? &inherited_ : nullptr;
@@ -87,6 +93,19 @@ void run::send_batch(batch& b) noexcept {
     }
   }
   send(items);
+}
+
+void run::fail_batch(batch& b, const std::exception_ptr& e) noexcept {
+  std::uint32_t started = 0;
+  for (node_id m : batch_members(b)) {
+    started += nodes_[m].outcome.load(std::memory_order_acquire) != skipped;
+  }
+  helpers_inside.fetch_add(started, std::memory_order_relaxed);  // as send_batch's
+  for (node_id m : batch_members(b)) {
+    if (nodes_[m].outcome.load(std::memory_order_relaxed) == skipped) continue;
+    nodes_[m].async->done_error = e;
+    completion_arrives(*nodes_[m].async);
+  }
 }
 
 void run::reset_batches() noexcept {

@@ -63,15 +63,21 @@ struct async_slot {
   }
   /// One party is done; true for the second, which must settle the node.
   bool arrive() noexcept { return pending.fetch_sub(1, std::memory_order_acq_rel) == 1; }
+  /// After `prepare`: the start's party is done before the completion can be reached (a batch
+  /// op's call, handed over only once its batch is sent): a store, not a read-modify-write;
+  /// the hand-over publishes it.
+  void start_arrived_first() noexcept { pending.store(1, std::memory_order_relaxed); }
   /// The node's exception, or null if it produced its result.
   const std::exception_ptr& error() const noexcept {
     return start_error ? start_error : done_error;
   }
 };
 
-/// The completion's arrival: settles the node if the function has returned already.
+/// The completion's arrival: settles the node if the function has returned already. A
+/// completion that finds the start arrived (acquire) is the second party without a
+/// read-modify-write: the start never arrives twice.
 inline void completion_arrives(async_slot& s) noexcept {
-  if (s.arrive()) s.sink->settle(s);
+  if (s.pending.load(std::memory_order_acquire) == 1 || s.arrive()) s.sink->settle(s);
 }
 
 /// The `xcs::error` a dropped completion fails its op with ("completion dropped"), and the

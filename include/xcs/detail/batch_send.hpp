@@ -3,6 +3,7 @@
 // the hand-over of the outcome to every call's slot.
 #pragma once
 
+#include <bit>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
@@ -11,7 +12,6 @@
 #include <memory>
 #include <new>
 #include <span>
-#include <unordered_map>
 #include <vector>
 
 #include "xcs/detail/async.hpp"
@@ -45,14 +45,25 @@ class batch_calls {
     position_.reserve(items.size());
     inputs_.reserve(items.size());
     if constexpr (deduplicable<In>) {
-      std::unordered_map<std::reference_wrapper<const In>, std::uint32_t, hash, equal> seen;
-      seen.reserve(items.size());
-      for (const batch_item& it : items) {
-        const In& in = *static_cast<const In*>(it.input);
-        auto [at, fresh] = seen.try_emplace(std::cref(in), static_cast<std::uint32_t>(seen.size()));
-        if (fresh) inputs_.push_back(in);
-        slots_.push_back(it.slot);
-        position_.push_back(at->second);
+      // Open addressing over a flat table of item indices: one allocation per batch, where a
+      // node-based map would allocate (and free) once per distinct input.
+      const std::size_t mask = std::bit_ceil(2 * items.size()) - 1;
+      const int shift = 64 - std::countr_zero(mask + 1);
+      std::vector<std::uint32_t> first(mask + 1, kFree);  // the item that brought each input
+      for (std::uint32_t i = 0; i < items.size(); ++i) {
+        const In& in = *static_cast<const In*>(items[i].input);
+        std::size_t at = spread(std::hash<In>{}(in), shift) & mask;
+        while (first[at] != kFree && !(in == *static_cast<const In*>(items[first[at]].input))) {
+          at = (at + 1) & mask;
+        }
+        if (first[at] == kFree) {
+          first[at] = i;
+          position_.push_back(static_cast<std::uint32_t>(inputs_.size()));
+          inputs_.push_back(in);
+        } else {
+          position_.push_back(position_[first[at]]);
+        }
+        slots_.push_back(items[i].slot);
       }
     } else {
       for (const batch_item& it : items) {
@@ -107,16 +118,13 @@ class batch_calls {
   }
 
  private:
-  struct hash {
-    std::size_t operator()(std::reference_wrapper<const In> v) const {
-      return std::hash<In>{}(v.get());
-    }
-  };
-  struct equal {
-    bool operator()(std::reference_wrapper<const In> a, std::reference_wrapper<const In> b) const {
-      return a.get() == b.get();
-    }
-  };
+  static constexpr std::uint32_t kFree = ~std::uint32_t{0};
+  /// A table index from a hash: std::hash of an integer is often the integer itself, whose
+  /// low bits alone would crowd some slots; a Fibonacci multiply spreads them into the top
+  /// bits (`shift` keeps as many as the table has slots, at least one).
+  static std::size_t spread(std::size_t h, int shift) noexcept {
+    return static_cast<std::size_t>((std::uint64_t{h} * 0x9E3779B97F4A7C15ull) >> (shift & 63));
+  }
   static void fail_slots(const std::vector<async_slot*>& slots, const std::exception_ptr& e) {
     for (async_slot* s : slots) {
       s->done_error = e;
