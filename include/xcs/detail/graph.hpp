@@ -82,7 +82,8 @@ struct kernel {
   /// An op made with xcs::cache: its inputs' key and copies of its result; else null.
   const cache_kernel* cache = nullptr;
   /// `destroy` does nothing (a void or trivially destructible result): a run need not call it.
-  bool trivial_destroy = true;
+  /// False unless make_kernel knows it, so that an unknown kernel's results are destroyed.
+  bool trivial_destroy = false;
 };
 
 /// Address of element `index` of a container value, type-erased.

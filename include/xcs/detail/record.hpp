@@ -61,7 +61,9 @@ constexpr kernel make_kernel(void (*invoke)(const void*, const void* const*, std
                              double (*weigh)(const void*, const void* const*) = nullptr,
                              const cache_kernel* cache = nullptr) {
   if constexpr (std::is_void_v<R>) {
-    return kernel{invoke, nullptr, 0, 1, &typeid(void), start, wants_stop, weigh, nullptr, cache};
+    kernel k{invoke, nullptr, 0, 1, &typeid(void), start, wants_stop, weigh, nullptr, cache};
+    k.trivial_destroy = true;
+    return k;
   } else {
     void (*relocate)(void*, void*) = nullptr;
     if constexpr (std::is_move_constructible_v<R>) relocate = &relocate_value<R>;
