@@ -62,6 +62,13 @@ class timed_call {
   std::uint64_t t0_;
 };
 
+/// What a node of `op` (null: an operator or a pack) is expected to cost, in ns.
+inline std::uint64_t estimate_of(const op_runtime* op) noexcept {
+  if (!op) return kOperatorNs;
+  std::uint32_t e = op->est_ns.load(std::memory_order_relaxed);
+  return e == 0 ? kWakeNs : e;
+}
+
 inline void cpu_relax() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
@@ -110,12 +117,7 @@ node_id run::pop_or_linger() noexcept {
   return n;
 }
 
-std::uint64_t run::estimate(node_id n) const noexcept {
-  const op_runtime* op = info(n).op;
-  if (!op) return kOperatorNs;
-  std::uint32_t e = op->est_ns.load(std::memory_order_relaxed);
-  return e == 0 ? kWakeNs : e;
-}
+std::uint64_t run::estimate(node_id n) const noexcept { return estimate_of(info(n).op); }
 
 bool run::holds_thread_long(node_id n) const noexcept {
   const op_runtime* op = info(n).op;
@@ -211,16 +213,12 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
 }
 
 bool run::too_cheap_to_share() const noexcept {
-  // The rule share() applies to what is queued, applied to the whole call before it starts.
+  // The rule share() applies to what is queued, applied to the whole call before it starts
+  // (an op not yet measured is estimated at a wake's worth, so it alone decides).
   std::uint64_t ns = 0;
   for (const node_layout& ni : plan_->nodes()) {
-    if (!ni.op) {
-      ns += kOperatorNs;
-      continue;
-    }
-    const std::uint32_t e = ni.op->est_ns.load(std::memory_order_relaxed);
-    if (e == 0 || ni.op->blocking()) return false;  // not measured yet, or for the lane
-    ns += e;
+    if (ni.op && ni.op->blocking()) return false;  // for the lane
+    ns += estimate_of(ni.op);
     if (ns >= kWakeNs) return false;
   }
   return true;

@@ -288,6 +288,8 @@ class run final : public job,
   bool too_cheap_to_share() const noexcept;
   /// Plan runs, owner: the lifecycle of a call too cheap to share, on this thread alone.
   void run_in_order() noexcept;
+  /// Plan runs, owner: starts the roots and runs chains with the pool's help until the end.
+  void run_shared();
   /// A node of an op with a policy after its policy's gate (the result cache, then tokens): it
   /// goes on, waits (queued again later), or is settled (a cache hit, or a failure recorded).
   enum class gate : std::uint8_t { open, waits, settled };

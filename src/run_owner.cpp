@@ -91,9 +91,13 @@ void run::leave_pool() noexcept {
 void run::run_to_end() {
   if (in_order_) {
     run_in_order();
-    if (std::exception_ptr e = end_call()) std::rethrow_exception(e);
-    return;
+  } else {
+    run_shared();
   }
+  if (std::exception_ptr e = end_call()) std::rethrow_exception(e);
+}
+
+void run::run_shared() {
   const chain_policy policy = bounded_ ? chain_policy::no_ops : chain_policy::any;
   const auto roots = plan_->roots();
   // Roots of ops with a concurrency bound take their permits here, in program order, before
@@ -125,7 +129,6 @@ void run::run_to_end() {
   if (queued) share(queued_ns + (first == no_id ? 0 : estimate(first)), wake::if_worth);
   if (first != no_id) run_chain(first, policy);
   owner_wait(policy, wait_for::end, no_id);
-  if (std::exception_ptr e = end_call()) std::rethrow_exception(e);
 }
 
 std::exception_ptr run::end_call() noexcept {
