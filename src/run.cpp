@@ -5,7 +5,6 @@
 #include "run.hpp"
 
 #include <algorithm>
-#include <optional>
 #include <thread>
 #include <utility>
 
@@ -321,69 +320,6 @@ void run::execute_plain(node_id n, const node_layout& ni, node_state& s) noexcep
   s.outcome.store(o, std::memory_order_release);
 }
 
-run::attempt_end run::execute(node_id n) noexcept {
-  const node_layout& ni = info(n);
-  node_state& s = nodes_[n];
-  if (plain(ni, bounded_)) {
-    execute_plain(n, ni, s);
-    return attempt_end::done;
-  }
-  std::uint8_t o = s.out ? constructed : ran;
-  // An op with a timeout runs each attempt into storage of its own: the attempt may be left
-  // behind while the node goes on (a retry, its successors).
-  attempt* at = ni.op->policy && ni.op->policy->timeout_ns ? begin_attempt(n, false) : nullptr;
-  void* out = at ? attempt_out(at) : s.out;
-  std::exception_ptr error;
-  std::uint64_t took = 0;
-  std::uint64_t cpu = 0;
-  {
-    // A jitted call the op makes inherits the call's limits; the op's token is its instance's.
-    std::optional<limits_scope> inherit;
-    if (bounded_) inherit.emplace(&inherited_);
-    std::stop_token token;
-    std::optional<instance_stop_scope> instance;
-    if (ni.kernel->wants_stop) {
-      token = s.stop.get_token();
-      instance.emplace(&token);
-    }
-    invoke_timed(ni, out, error, took, cpu);
-  }
-  if (at) {
-    if (!claim(at)) {
-      discard(at, !error && s.out);  // timed out: the node went on without it
-      return attempt_end::lost;
-    }
-    if (!error && s.out) {
-      try {
-        ni.kernel->relocate(s.out, attempt_out(at));
-      } catch (...) {
-        error = std::current_exception();  // the result's move threw: that is the outcome
-      }
-    }
-    free_attempt(at);
-  }
-  s.ticks = took;
-  s.cpu_ns = cpu;
-  if (!error) {  // the common end, without the call
-    s.outcome.store(o, std::memory_order_release);
-    return attempt_end::done;
-  }
-  return conclude_attempt(n, std::move(error), o);
-}
-
-run::attempt_end run::conclude_attempt(node_id n, std::exception_ptr e, std::uint8_t ok) noexcept {
-  node_state& s = nodes_[n];
-  if (!e) {
-    s.outcome.store(ok, std::memory_order_release);
-    return attempt_end::done;
-  }
-  const op_runtime* op = info(n).op;
-  if (op && op->policy && schedule_retry(n, e)) return attempt_end::retrying;
-  record_error(n, std::move(e));
-  s.outcome.store(threw, std::memory_order_release);
-  return attempt_end::done;
-}
-
 void run::record_error(node_id n, std::exception_ptr e) noexcept {
   // Node ids are program order: the lowest thrower's exception is the direct call's.
   {
@@ -407,14 +343,16 @@ void run::offload(node_id n, concurrency_limit* limit) noexcept {
     if (must_skip(n)) {
       skip(n);
     } else {
-      const attempt_end end = execute(n);
+      const node_layout& ni = info(n);
+      const attempt_end end =
+          plain(ni, bounded_) ? (execute_plain(n, ni, s), attempt_end::done) : execute(n);
       if (end != attempt_end::done) {
         if (limit) limit->release();
         return;  // a retry is scheduled, or it timed out
       }
       // Learned, not hinted: if this instance was short or mostly computed, the op was
       // marked by mistake (say, its thread was preempted), so it goes back to the workers.
-      op_runtime* op = info(n).op;
+      op_runtime* op = ni.op;
       auto wall = static_cast<std::int64_t>(ticks_to_ns(s.ticks));
       auto cpu = static_cast<std::int64_t>(s.cpu_ns);
       if (op->observed_blocking.load(std::memory_order_relaxed) && !op->blocking_hint &&

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MIT
-// The run engine's policies, what an op's options add to a node's life (see run.hpp): the
-// result cache, waits for rate-limit tokens, retries after a backoff, and attempts that time
-// out. Each waits holding no thread: a queued node, a timer.
+// The run engine's policies, what an op's options add to a node's life (see run.hpp): an
+// attempt run with the call's limits and its instance's stop token around it, the result
+// cache, waits for rate-limit tokens, retries after a backoff, and attempts that time out.
+// Each waits holding no thread: a queued node, a timer.
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -23,6 +25,67 @@ namespace {
 constexpr std::uint64_t kWakeNsForPolicies = 4'000;
 
 }  // namespace
+
+// ---- an attempt with what its policy or a bounded call sets around it ---------------------
+
+run::attempt_end run::execute(node_id n) noexcept {
+  const node_layout& ni = info(n);
+  node_state& s = nodes_[n];
+  std::uint8_t o = s.out ? constructed : ran;
+  // An op with a timeout runs each attempt into storage of its own: the attempt may be left
+  // behind while the node goes on (a retry, its successors).
+  attempt* at = ni.op->policy && ni.op->policy->timeout_ns ? begin_attempt(n, false) : nullptr;
+  void* out = at ? attempt_out(at) : s.out;
+  std::exception_ptr error;
+  std::uint64_t took = 0;
+  std::uint64_t cpu = 0;
+  {
+    // A jitted call the op makes inherits the call's limits; the op's token is its instance's.
+    std::optional<limits_scope> inherit;
+    if (bounded_) inherit.emplace(&inherited_);
+    std::stop_token token;
+    std::optional<instance_stop_scope> instance;
+    if (ni.kernel->wants_stop) {
+      token = s.stop.get_token();
+      instance.emplace(&token);
+    }
+    invoke_timed(ni, out, error, took, cpu);
+  }
+  if (at) {
+    if (!claim(at)) {
+      discard(at, !error && s.out);  // timed out: the node went on without it
+      return attempt_end::lost;
+    }
+    if (!error && s.out) {
+      try {
+        ni.kernel->relocate(s.out, attempt_out(at));
+      } catch (...) {
+        error = std::current_exception();  // the result's move threw: that is the outcome
+      }
+    }
+    free_attempt(at);
+  }
+  s.ticks = took;
+  s.cpu_ns = cpu;
+  if (!error) {  // the common end, without the call
+    s.outcome.store(o, std::memory_order_release);
+    return attempt_end::done;
+  }
+  return conclude_attempt(n, std::move(error), o);
+}
+
+run::attempt_end run::conclude_attempt(node_id n, std::exception_ptr e, std::uint8_t ok) noexcept {
+  node_state& s = nodes_[n];
+  if (!e) {
+    s.outcome.store(ok, std::memory_order_release);
+    return attempt_end::done;
+  }
+  const op_runtime* op = info(n).op;
+  if (op && op->policy && schedule_retry(n, e)) return attempt_end::retrying;
+  record_error(n, std::move(e));
+  s.outcome.store(threw, std::memory_order_release);
+  return attempt_end::done;
+}
 
 // ---- ordering -----------------------------------------------------------------------------
 
