@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "xcs/detail/cache_store.hpp"
+#include "xcs/detail/cache_kernel.hpp"
 #include "xcs/detail/traits.hpp"
 
 namespace xcs::detail {
