@@ -5,7 +5,8 @@
 #
 # Usage: scripts/install-deps.sh [bench] [http] [redis] [sqlite] [clang]
 #   (no argument)  compiler toolchain (g++, and clang++ for the strict-warnings test), CMake,
-#                  Ninja, Boost.Context, fmt, GoogleTest, Google Benchmark, clang-format
+#                  Ninja, Boost.Context, fmt, GoogleTest, Google Benchmark, clang-format,
+#                  universal-ctags (the code_shape test measures functions with it)
 #   bench          adds oneTBB, the baseline the benchmarks compare against, and valgrind
 #                  (bench/callgrind_calls.sh counts instructions with it)
 #   clang          adds clang's sanitizer runtimes (clang++ is in the base set), for
@@ -22,7 +23,7 @@
 # and exits 0, so that CMake's configure step reports the precise missing piece.
 set -euo pipefail
 
-packages=(cmake g++ clang make ninja-build pkg-config clang-format
+packages=(cmake g++ clang make ninja-build pkg-config clang-format universal-ctags
           libboost-context-dev libfmt-dev libgtest-dev libgmock-dev libbenchmark-dev)
 for set_name in "$@"; do
   case "$set_name" in
