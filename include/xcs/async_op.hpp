@@ -274,7 +274,8 @@ class async_op_fn {
   template <class... Options>
   requires(detail::is_op_option_v<Options>&&...)
       async_op_fn(std::string name, Fn fn, Options... options)
-      : state_(make_state(std::move(name), std::move(fn), options...)) {}
+      : state_(detail::make_op_state<detail::async_op_state<Fn>>(std::move(name), std::move(fn),
+                                                                 options...)) {}
 
   template <class... A>
   decltype(auto) operator()(A&&... a) const {
@@ -302,7 +303,8 @@ class async_op_fn {
       if (limits) limits->check_op(state_->name);
       auto once = [&]() -> R {
         // Tokens, then a permit held until the completion.
-        detail::direct_instance instance(*state_, limits, direct_tokens(a...));
+        detail::direct_instance instance(*state_, limits,
+                                         detail::direct_tokens<Weight>(*state_, a...));
         detail::direct_timeout timeout(*state_);  // stops the work at its timeout
         return timeout.call(
             [&]() -> R { return detail::call_async<R>(state_->fn, *state_, a...); });
@@ -318,24 +320,6 @@ class async_op_fn {
   std::uint32_t peak_concurrency() const noexcept { return detail::concurrency_peak(*state_); }
 
  private:
-  template <class... A>
-  double direct_tokens(const A&... a) const {
-    if constexpr (std::is_void_v<Weight>) {
-      return 1.0;
-    } else {
-      return static_cast<double>(
-          detail::invoke_callable(*static_cast<const Weight*>(state_->policy->weight), a...));
-    }
-  }
-
-  template <class... Options>
-  static std::shared_ptr<detail::async_op_state<Fn>> make_state(std::string name, Fn fn,
-                                                                Options... options) {
-    detail::op_options o;
-    (o.apply(options), ...);
-    return std::make_shared<detail::async_op_state<Fn>>(std::move(name), std::move(fn), o);
-  }
-
   std::shared_ptr<detail::async_op_state<Fn>> state_;
 };
 

@@ -264,6 +264,25 @@ struct op_state final : op_runtime {
   std::shared_ptr<const void> weight;  // keeps policy->weight alive
 };
 
+/// The state of an op (op_state or async_op_state) made from `options`, applied in order.
+template <class State, class Fn, class... Options>
+std::shared_ptr<State> make_op_state(std::string name, Fn fn, Options... options) {
+  op_options o;
+  (o.apply(options), ...);
+  return std::make_shared<State>(std::move(name), std::move(fn), o);
+}
+
+/// The tokens a direct call of `op` takes: its weight (a `Weight`) of the arguments, or 1.
+template <class Weight, class... A>
+double direct_tokens(const op_runtime& op, const A&... a) {
+  if constexpr (std::is_void_v<Weight>) {
+    return 1.0;
+  } else {
+    return static_cast<double>(
+        invoke_callable(*static_cast<const Weight*>(op.policy->weight), a...));
+  }
+}
+
 }  // namespace detail
 
 /// An op: a callable the tracer records instead of running. Called with plain values it just
@@ -279,7 +298,8 @@ class op_fn {
  public:
   template <class... Options>
   requires(detail::is_op_option_v<Options>&&...) op_fn(std::string name, Fn fn, Options... options)
-      : state_(make_state(std::move(name), std::move(fn), options...)) {}
+      : state_(detail::make_op_state<detail::op_state<Fn>>(std::move(name), std::move(fn),
+                                                           options...)) {}
 
   template <class... A>
   requires detail::op_takes_arguments<Fn, A...>
@@ -333,7 +353,8 @@ class op_fn {
     if (limits) limits->check_op(state_->name);
     using R = detail::op_call_result_t<Fn&, A&&...>;
     auto once = [&]() -> R {
-      detail::direct_instance instance(*state_, limits, direct_tokens(a...));
+      detail::direct_instance instance(*state_, limits,
+                                       detail::direct_tokens<Weight>(*state_, a...));
       detail::direct_timeout timeout(*state_);
       // Whatever the op's end, past its timeout the instance failed with timeout_error.
       return timeout.call([&]() -> R {
@@ -347,25 +368,6 @@ class op_fn {
       });
     };
     return detail::direct_call<Codec, R>(*state_, limits, once, a...);
-  }
-
-  /// The tokens a direct call takes (its weight, if the op has one).
-  template <class... A>
-  double direct_tokens(const A&... a) const {
-    if constexpr (std::is_void_v<Weight>) {
-      return 1.0;
-    } else {
-      return static_cast<double>(
-          detail::invoke_callable(*static_cast<const Weight*>(state_->policy->weight), a...));
-    }
-  }
-
-  template <class... Options>
-  static std::shared_ptr<detail::op_state<Fn>> make_state(std::string name, Fn fn,
-                                                          Options... options) {
-    detail::op_options o;
-    (o.apply(options), ...);
-    return std::make_shared<detail::op_state<Fn>>(std::move(name), std::move(fn), o);
   }
 
   std::shared_ptr<detail::op_state<Fn>> state_;
