@@ -199,7 +199,6 @@ class run final : public job,
   const node_layout& info(node_id n) const noexcept {
     return plan_ ? plan_->nodes()[n] : own_info_[n];
   }
-  std::span<const node_id> successors_in_plan(node_id n) const noexcept;
   std::uint64_t estimate(node_id n) const noexcept;
   bool holds_thread_long(node_id n) const noexcept;
 
