@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Instructions per call of a cached 3-node plan (`add(inc(a), inc(a))` through xcs::jit) and of
-# a direct op call, counted by callgrind: each program runs with 1,000 and 21,000 calls, and the
+# Instructions per call of a cached 3-node plan (`add(inc(a), inc(a))` through xcs::jit), of a
+# direct op call, and of a staged branchy call (4 trivial ops, one read), counted by callgrind: each program runs with 1,000 and 21,000 calls, and the
 # difference over 20,000 calls is printed, so start-up, the first trace and the machine's load
 # do not count. Built against a build directory's libxcs.a (Release, for figures to compare).
 #
@@ -9,11 +9,11 @@
 #   BUILD_DIR   a build directory holding libxcs.a (say build-bench)
 #   SOURCE_DIR  the checkout whose include/ it was built from (default: this one), so an old
 #               commit (git archive OLD | tar -x -C /tmp/old) is measured the same way
-# Needs valgrind. Prints: "jitted <n> direct <n>" (instructions per call).
+# Needs valgrind. Prints: "jitted <n> direct <n> staged <n>" (instructions per call).
 set -euo pipefail
 
 if [[ $# -lt 1 || $# -gt 2 ]]; then
-  sed -n '7,11p' "$0" >&2
+  sed -n '8,12p' "$0" >&2
   exit 2
 fi
 if ! command -v valgrind >/dev/null; then
@@ -40,4 +40,4 @@ per_call() {  # per_call MODE
   high=$(count 21000 "$1")
   echo $(((high - low) / 20000))
 }
-echo "jitted $(per_call 0) direct $(per_call 1)"
+echo "jitted $(per_call 0) direct $(per_call 1) staged $(per_call 2)"
