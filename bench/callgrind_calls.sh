@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Instructions per call of a cached 3-node plan (`add(inc(a), inc(a))` through xcs::jit), of a
-# direct op call, and of a staged branchy call (4 trivial ops, one read), counted by callgrind: each program runs with 1,000 and 21,000 calls, and the
-# difference over 20,000 calls is printed, so start-up, the first trace and the machine's load
-# do not count. Built against a build directory's libxcs.a (Release, for figures to compare).
+# direct op call, and of a staged branchy call (4 trivial ops, one read), counted by callgrind:
+# each program runs with 1,000 and 21,000 calls, and the difference over 20,000 calls is printed,
+# so start-up, the first trace and the machine's load do not count. Built against a build
+# directory's libxcs.a (Release, for figures to compare).
 #
 # Usage: bench/callgrind_calls.sh BUILD_DIR [SOURCE_DIR]
 #   BUILD_DIR   a build directory holding libxcs.a (say build-bench)
@@ -13,7 +14,7 @@
 set -euo pipefail
 
 if [[ $# -lt 1 || $# -gt 2 ]]; then
-  sed -n '8,12p' "$0" >&2
+  sed -n '9,13p' "$0" >&2
   exit 2
 fi
 if ! command -v valgrind >/dev/null; then
