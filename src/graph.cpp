@@ -18,6 +18,14 @@ void graph::reserve(std::size_t nodes) {
   input_ids_.reserve(2 * nodes);
 }
 
+void graph::clear() noexcept {
+  values_.clear();
+  nodes_.clear();
+  input_ids_.clear();
+  constants_.clear();
+  arguments_ = 0;
+}
+
 value_id graph::add_argument(std::uint32_t position, const std::type_info& type) {
   values_.push_back(value(value_kind::argument, position, no_id, &type, nullptr));
   ++arguments_;

@@ -92,8 +92,15 @@ struct cache_entry {
   std::string reason;                                  // direct: why, in words
   run_pool runs;                               // declared after `compiled`: a plan's runs go first
   std::atomic<std::uint32_t> staged_nodes{0};  // relaxed: nodes of the last staged call
+  /// A staged call's trace buffers, given back cleared for the next staged call (or null).
+  std::atomic<trace_output*> spare_trace{nullptr};
   /// Relaxed: LRU hint, written on every call, so on a line of its own.
   alignas(64) std::atomic<std::uint64_t> last_use{0};
+
+  cache_entry() = default;
+  cache_entry(const cache_entry&) = delete;
+  cache_entry& operator=(const cache_entry&) = delete;
+  ~cache_entry() { delete spare_trace.load(std::memory_order_acquire); }
 };
 
 inline constexpr const char* kOutOfMemory = "out of memory while tracing or compiling";

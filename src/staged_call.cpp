@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <string>
 
@@ -135,8 +136,35 @@ std::exception_ptr staged_call::drain() noexcept {
   return drained_;
 }
 
-std::size_t staged_call::size_hint() const noexcept {
-  return ticket_.entry ? ticket_.entry->staged_nodes.load(std::memory_order_relaxed) : 0;
+void staged_call::lend_buffers(graph& ir, result_recipe& recipe) {
+  if (!ticket_.entry) return;
+  cache_entry& e = *ticket_.entry;
+  // Acquire: pairs with the release of the call that gave them back, which wrote them.
+  lent_.reset(e.spare_trace.exchange(nullptr, std::memory_order_acquire));
+  if (lent_) {
+    ir = std::move(lent_->ir);
+    recipe = std::move(lent_->recipe);
+  } else if (std::size_t n = e.staged_nodes.load(std::memory_order_relaxed)) {
+    ir.reserve(n);
+  }
+}
+
+void staged_call::give_back_buffers(graph& ir, result_recipe& recipe) noexcept {
+  // Not before the drain: until then the run's nodes may read the graph's constants (after
+  // it, a run left behind keeps its own references to them).
+  if (!ticket_.entry || !drained_once_) return;
+  try {
+    if (!lent_) lent_ = std::make_unique<trace_output>();
+  } catch (...) {
+    return;  // no memory for the holder: the buffers are freed with the trace
+  }
+  ir.clear();
+  recipe.clear();
+  lent_->ir = std::move(ir);
+  lent_->recipe = std::move(recipe);
+  // Release: the next call that takes them sees them written. One set is kept: a set another
+  // call gave back meanwhile is freed.
+  delete ticket_.entry->spare_trace.exchange(lent_.release(), std::memory_order_acq_rel);
 }
 
 finished_run staged_call::values(const result_recipe& recipe) {

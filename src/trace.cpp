@@ -125,6 +125,10 @@ const void* read_value(trace_context* ctx, value_id v, const std::type_info& as,
 }
 
 void result_recipe::plan_moves(const graph& g) {
+  if (leaves.size() == 1) {  // the common case, without counting
+    leaves[0].move = g.values()[leaves[0].value].kind == value_kind::result;
+    return;
+  }
   std::vector<std::uint32_t> uses(g.values().size(), 0);
   for (const auto& l : leaves) ++uses[l.value];
   for (auto& l : leaves)

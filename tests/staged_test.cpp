@@ -214,6 +214,54 @@ TEST(StagedTest, NestedBothWaysAndManyThreads) {
   EXPECT_EQ(wrong.load(), 0);
 }
 
+// A staged signature's calls reuse the buffers of its trace (the graph's vectors, the
+// result's recipe): calls of different sizes, each with its own constants, from several threads
+// at once, and calls that throw, each return or throw what the direct call does.
+TEST(StagedTest, CallsThatReuseTheTraceBuffersKeepTheirOwnValues) {
+  auto len = xcs::op("len", [](const std::string& s) { return static_cast<int>(s.size()); });
+  auto tag = xcs::op("tag", [](const std::string& s, int i) {
+    if (i == 13) throw std::runtime_error("thirteen");
+    return s + "#" + std::to_string(i);
+  });
+  auto body = [&](auto word) {
+    auto acc = tag(word, 0);
+    for (int i = 1; i < len(word); ++i) acc = tag(acc, i);  // a read per turn: staged
+    return acc;
+  };
+  auto f = xcs::jit(body);
+  // What the direct call gives: its result, or its exception's message.
+  auto expect = [&](const std::string& w) {
+    try {
+      return body(w);
+    } catch (const std::runtime_error& e) {
+      return std::string("threw ") + e.what();
+    }
+  };
+  auto got = [&](const std::string& w) {
+    try {
+      return f(w);
+    } catch (const std::runtime_error& e) {
+      return std::string("threw ") + e.what();
+    }
+  };
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 100; ++i) {
+        const std::string w(static_cast<std::size_t>(1 + (i * 7 + t) % 20), 'a' + t);
+        if (got(w) != expect(w)) ++wrong;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(got("xyz"), "xyz#0#1#2");
+  EXPECT_EQ(got(std::string(14, 'q')), "threw thirteen");
+  EXPECT_EQ(got("q"), "q#0");
+  EXPECT_GE(f.stats().staged_calls, 400u);
+}
+
 TEST(StagedTest, ExplainRunsNoOpAndNamesTheRead) {
   std::atomic<int> runs{0};
   auto id = xcs::op("id", [&](int v) {

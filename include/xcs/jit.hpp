@@ -308,8 +308,8 @@ class jitted {
     detail::trace_context ctx(t.kind == detail::call_kind::staged ? detail::trace_mode::staged
                                                                   : detail::trace_mode::recording,
                               &staged);
-    if (std::size_t n = staged.size_hint()) ctx.ir().reserve(n);
     detail::result_recipe recipe;
+    detail::trace_buffers_lease buffers(staged, ctx, recipe);
     detail::body_outcome o = run_body<R>(ctx, recipe, std::index_sequence_for<Args...>{}, args...);
     if (!ctx.staged()) {
       // Nothing ran: compile the trace, or fall back.

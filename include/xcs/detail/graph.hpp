@@ -145,6 +145,8 @@ class graph {
 
   /// Makes room for about `nodes` nodes (a staged signature's last call recorded that many).
   void reserve(std::size_t nodes);
+  /// Removes every value, node and constant, keeping the vectors' capacity.
+  void clear() noexcept;
 
   std::span<const value> values() const { return values_; }
   std::span<const node> nodes() const { return nodes_; }

@@ -85,9 +85,13 @@ class staged_call final : public trace_sink {
   const void* read(value_id v, const std::type_info& as, const void* pc) override;
   std::exception_ptr drain() noexcept override;
 
-  /// How many nodes the signature's last staged call recorded (0 if none yet): the trace
-  /// reserves room for as many.
-  std::size_t size_hint() const noexcept;
+  /// Hands the trace its buffers (`ir` and `recipe`, both empty): the vectors of an earlier
+  /// staged call of the signature, given back cleared, or else room for as many nodes as the
+  /// signature's last staged call recorded. So a staged call allocates none of them.
+  void lend_buffers(graph& ir, result_recipe& recipe);
+  /// At the end of a call that ran staged and drained: `ir` and `recipe`, cleared, are kept by
+  /// the signature for its next staged call (one set; a second given back at once is freed).
+  void give_back_buffers(graph& ir, result_recipe& recipe) noexcept;
   /// After drain(): the values of the call, for building its result.
   finished_run values(const result_recipe& recipe);
   /// After drain(): if the call recorded no node, its signature now falls back; this counts
@@ -105,8 +109,29 @@ class staged_call final : public trace_sink {
   std::exception_ptr drained_;
   bool drained_once_ = false;
   std::uint64_t serial_reads_ = 0;
-  bool first_of_signature_ = false;  // this call's trace made the signature staged
-  bool fell_back_ = false;           // it recorded no node: the signature falls back
+  bool first_of_signature_ = false;     // this call's trace made the signature staged
+  bool fell_back_ = false;              // it recorded no node: the signature falls back
+  std::unique_ptr<trace_output> lent_;  // what held the lent buffers, to hold them again
+};
+
+/// A traced call's buffers: lent by the signature when the trace starts, given back (after
+/// the result is built, or as an exception leaves) if the call ran staged.
+class trace_buffers_lease {
+ public:
+  trace_buffers_lease(staged_call& s, trace_context& ctx, result_recipe& recipe)
+      : staged_(s), ctx_(ctx), recipe_(recipe) {
+    s.lend_buffers(ctx.ir(), recipe);
+  }
+  ~trace_buffers_lease() {
+    if (ctx_.staged()) staged_.give_back_buffers(ctx_.ir(), recipe_);
+  }
+  trace_buffers_lease(const trace_buffers_lease&) = delete;
+  trace_buffers_lease& operator=(const trace_buffers_lease&) = delete;
+
+ private:
+  staged_call& staged_;
+  trace_context& ctx_;
+  result_recipe& recipe_;
 };
 
 class jit_core {

@@ -44,6 +44,12 @@ struct result_recipe {
 
   /// Marks the leaves that may move their value out: node results no other leaf reads.
   void plan_moves(const graph& g);
+  /// Removes every step, leaf and size, keeping the vectors' capacity.
+  void clear() noexcept {
+    steps.clear();
+    leaves.clear();
+    sizes.clear();
+  }
 };
 
 template <class R, class U>
