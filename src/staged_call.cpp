@@ -15,6 +15,11 @@ namespace xcs::detail {
 
 namespace {
 
+/// A trace of more nodes than this is not kept for the next call: its allocations are a small
+/// part of what such a call costs, and its buffers would hold memory between calls (about
+/// 140 bytes a node).
+constexpr std::size_t kKeptTraceNodes = 1024;
+
 /// Why a staged signature whose call recorded no node falls back.
 std::string nothing_recorded(const trace_context& ctx) {
   std::string types;
@@ -152,7 +157,7 @@ void staged_call::lend_buffers(graph& ir, result_recipe& recipe) {
 void staged_call::give_back_buffers(graph& ir, result_recipe& recipe) noexcept {
   // Not before the drain: until then the run's nodes may read the graph's constants (after
   // it, a run left behind keeps its own references to them).
-  if (!ticket_.entry || !drained_once_) return;
+  if (!ticket_.entry || !drained_once_ || ir.nodes().size() > kKeptTraceNodes) return;
   try {
     if (!lent_) lent_ = std::make_unique<trace_output>();
   } catch (...) {

@@ -90,7 +90,8 @@ class staged_call final : public trace_sink {
   /// signature's last staged call recorded. So a staged call allocates none of them.
   void lend_buffers(graph& ir, result_recipe& recipe);
   /// At the end of a call that ran staged and drained: `ir` and `recipe`, cleared, are kept by
-  /// the signature for its next staged call (one set; a second given back at once is freed).
+  /// the signature for its next staged call (one set; a second given back at once is freed),
+  /// unless the trace is large (see kKeptTraceNodes).
   void give_back_buffers(graph& ir, result_recipe& recipe) noexcept;
   /// After drain(): the values of the call, for building its result.
   finished_run values(const result_recipe& recipe);
