@@ -167,6 +167,13 @@ void run::skip(node_id n) noexcept {
   if (nodes_[n].in_batch) leave_batch(n);  // its batch goes without it
 }
 
+// Inline: the step of every node's turn (run_chain), and of a turn on the lane (offload).
+inline run::attempt_end run::run_attempt(node_id n, const node_layout& ni, node_state& s) noexcept {
+  if (!plain(ni, bounded_)) return execute(n);
+  execute_plain(n, ni, s);
+  return attempt_end::done;
+}
+
 void run::run_chain(node_id n, chain_policy policy) noexcept {
   while (n != no_id) {
     node_state& s = nodes_[n];
@@ -199,8 +206,7 @@ void run::run_chain(node_id n, chain_policy policy) noexcept {
         offload(n, limit);
         return;
       }
-      const attempt_end end =
-          plain(ni, bounded_) ? (execute_plain(n, ni, s), attempt_end::done) : execute(n);
+      const attempt_end end = run_attempt(n, ni, s);
       if (limit) limit->release();
       if (end != attempt_end::done) return;  // a retry is scheduled, or it timed out
     }
@@ -344,8 +350,7 @@ void run::offload(node_id n, concurrency_limit* limit) noexcept {
       skip(n);
     } else {
       const node_layout& ni = info(n);
-      const attempt_end end =
-          plain(ni, bounded_) ? (execute_plain(n, ni, s), attempt_end::done) : execute(n);
+      const attempt_end end = run_attempt(n, ni, s);
       if (end != attempt_end::done) {
         if (limit) limit->release();
         return;  // a retry is scheduled, or it timed out

@@ -231,6 +231,8 @@ class run final : public job,
   bool must_skip(node_id n) const noexcept;
   /// Marks `n` skipped (it did not start), and, for a batch op's call, leaves its batch.
   void skip(node_id n) noexcept;
+  /// Runs one attempt of node `n` on this thread: execute_plain, or else execute.
+  attempt_end run_attempt(node_id n, const node_layout& ni, node_state& s) noexcept;
   /// Runs one attempt of a node that is not plain, with what its op's policy, the call's
   /// limits and its instance's stop token set around it (run_policy.cpp).
   attempt_end execute(node_id n) noexcept;
