@@ -309,7 +309,7 @@ class jitted {
                                                                   : detail::trace_mode::recording,
                               &staged);
     detail::result_recipe recipe;
-    detail::trace_buffers_lease buffers(staged, ctx, recipe);
+    detail::trace_buffers_lease buffers(staged, ctx.ir(), recipe);
     detail::body_outcome o = run_body<R>(ctx, recipe, std::index_sequence_for<Args...>{}, args...);
     if (!ctx.staged()) {
       // Nothing ran: compile the trace, or fall back.

@@ -89,9 +89,10 @@ class staged_call final : public trace_sink {
   /// staged call of the signature, given back cleared, or else room for as many nodes as the
   /// signature's last staged call recorded. So a staged call allocates none of them.
   void lend_buffers(graph& ir, result_recipe& recipe);
-  /// At the end of a call that ran staged and drained: `ir` and `recipe`, cleared, are kept by
-  /// the signature for its next staged call (one set; a second given back at once is freed),
-  /// unless the trace is large (see kKeptTraceNodes).
+  /// At the end of a call that ran staged and drained (a drain is only ever a staged call's;
+  /// else this does nothing): `ir` and `recipe`, cleared, are kept by the signature for its
+  /// next staged call (one set; a second given back at once is freed), unless the trace is
+  /// large (see kKeptTraceNodes).
   void give_back_buffers(graph& ir, result_recipe& recipe) noexcept;
   /// After drain(): the values of the call, for building its result.
   finished_run values(const result_recipe& recipe);
@@ -115,23 +116,22 @@ class staged_call final : public trace_sink {
   std::unique_ptr<trace_output> lent_;  // what held the lent buffers, to hold them again
 };
 
-/// A traced call's buffers: lent by the signature when the trace starts, given back (after
-/// the result is built, or as an exception leaves) if the call ran staged.
+/// A traced call's buffers: lent by the signature when the trace starts, and offered back as
+/// the call ends (after its result is built, or as an exception leaves), which keeps them only
+/// if the call ran staged and drained (see give_back_buffers).
 class trace_buffers_lease {
  public:
-  trace_buffers_lease(staged_call& s, trace_context& ctx, result_recipe& recipe)
-      : staged_(s), ctx_(ctx), recipe_(recipe) {
-    s.lend_buffers(ctx.ir(), recipe);
+  trace_buffers_lease(staged_call& s, graph& ir, result_recipe& recipe)
+      : staged_(s), ir_(ir), recipe_(recipe) {
+    s.lend_buffers(ir, recipe);
   }
-  ~trace_buffers_lease() {
-    if (ctx_.staged()) staged_.give_back_buffers(ctx_.ir(), recipe_);
-  }
+  ~trace_buffers_lease() { staged_.give_back_buffers(ir_, recipe_); }
   trace_buffers_lease(const trace_buffers_lease&) = delete;
   trace_buffers_lease& operator=(const trace_buffers_lease&) = delete;
 
  private:
   staged_call& staged_;
-  trace_context& ctx_;
+  graph& ir_;
   result_recipe& recipe_;
 };
 
